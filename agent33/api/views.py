@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from django.db import connection
+from django.http import JsonResponse
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agent33.auth.permissions import AUTHENTICATED
+
+from .exceptions import json_error
+
+__all__ = ["WhoAmIView", "healthz", "json_not_found", "json_server_error", "readyz"]
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any database failure means "not ready"
+        return JsonResponse({"status": "unavailable", "database": str(exc)[:200]}, status=503)
+    return JsonResponse({"status": "ok", "database": "ok"})
+
+
+class WhoAmIView(APIView):
+    required_scopes = AUTHENTICATED
+
+    @extend_schema(
+        responses=inline_serializer(
+            "WhoAmI",
+            {
+                "tenant_id": serializers.CharField(allow_null=True),
+                "operator": serializers.BooleanField(),
+                "token_name": serializers.CharField(),
+                "token_prefix": serializers.CharField(),
+                "scopes": serializers.ListField(child=serializers.CharField()),
+                "expires_at": serializers.DateTimeField(allow_null=True),
+            },
+        )
+    )
+    def get(self, request):
+        token = request.user.token
+        return Response(
+            {
+                "tenant_id": token.tenant_id,
+                "operator": token.tenant_id is None,
+                "token_name": token.name,
+                "token_prefix": token.display_prefix,
+                "scopes": list(token.scopes),
+                "expires_at": token.expires_at,
+            }
+        )
+
+
+def _is_api(request) -> bool:
+    return request.path.startswith("/v1/") or request.path in ("/healthz", "/readyz")
+
+
+def json_not_found(request, exception=None):
+    if _is_api(request):
+        return json_error(404, "Not found.", "not_found")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def json_server_error(request):
+    if _is_api(request):
+        return json_error(500, "Internal server error.", "server_error")
+    from django.views.defaults import server_error
+
+    return server_error(request)

@@ -1,0 +1,97 @@
+"""Bearer token authentication: `Authorization: Bearer a33_<prefix>_<secret>`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from agent33.tenancy.context import ALL_TENANTS, set_scope
+from agent33.tenancy.models import ApiToken, Tenant
+from agent33.tenancy.services import parse_token_text
+
+__all__ = ["ApiPrincipal", "BearerTokenAuthentication"]
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class ApiPrincipal:
+    """request.user for token requests: who is calling, for which tenant, with which scopes."""
+
+    token: ApiToken
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    @property
+    def tenant(self) -> Tenant | None:
+        return self.token.tenant
+
+    @property
+    def scopes(self) -> list[str]:
+        return list(self.token.scopes)
+
+    @property
+    def is_operator(self) -> bool:
+        return self.token.tenant_id is None
+
+    @property
+    def actor_label(self) -> str:
+        return f"token:{self.token.name} ({self.token.display_prefix})"
+
+    def __str__(self) -> str:
+        return self.actor_label
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    keyword = b"bearer"
+
+    def authenticate(self, request):
+        header = get_authorization_header(request)
+        if not header:
+            return None  # anonymous; the permission class turns that into 401
+        parts = header.split()
+        if len(parts) != 2 or parts[0].lower() != self.keyword:
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header; expected 'Bearer <token>'."
+            )
+        try:
+            text = parts[1].decode("ascii")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        parsed = parse_token_text(text)
+        if parsed is None:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        prefix, secret = parsed
+        token = ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
+        # Same message for unknown and wrong secret: no oracle for valid prefixes.
+        if token is None or not token.matches(secret):
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        now = timezone.now()
+        if token.revoked_at is not None:
+            raise exceptions.AuthenticationFailed("Token has been revoked.")
+        if token.expires_at is not None and token.expires_at <= now:
+            raise exceptions.AuthenticationFailed("Token has expired.")
+        if token.tenant is not None and not token.tenant.is_active:
+            raise exceptions.AuthenticationFailed("Tenant is inactive.")
+        self._touch(token, now)
+        # The one place API traffic sets the tenant scope (TenantContextMiddleware clears it).
+        set_scope(ALL_TENANTS if token.tenant is None else token.tenant)
+        return ApiPrincipal(token), token
+
+    @staticmethod
+    def _touch(token: ApiToken, now) -> None:
+        """Record last use at most once a minute, so most requests write nothing."""
+        if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
+            return
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="agent33"'

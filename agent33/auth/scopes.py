@@ -1,0 +1,58 @@
+"""The only place scope strings are written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "ADMIN",
+    "ALL_SCOPES",
+    "MULTIMODAL_ADMIN",
+    "MULTIMODAL_READ",
+    "MULTIMODAL_WRITE",
+    "OUTCOMES_READ",
+    "OUTCOMES_WRITE",
+    "WORKFLOWS_EXECUTE",
+    "WORKFLOWS_READ",
+    "WORKFLOWS_WRITE",
+    "grants",
+    "invalid_scopes",
+]
+
+WORKFLOWS_READ = "workflows:read"
+WORKFLOWS_WRITE = "workflows:write"
+WORKFLOWS_EXECUTE = "workflows:execute"
+MULTIMODAL_READ = "multimodal:read"
+MULTIMODAL_WRITE = "multimodal:write"
+MULTIMODAL_ADMIN = "multimodal:admin"
+OUTCOMES_READ = "outcomes:read"
+OUTCOMES_WRITE = "outcomes:write"
+ADMIN = "admin"
+
+ALL_SCOPES: tuple[str, ...] = (
+    WORKFLOWS_READ,
+    WORKFLOWS_WRITE,
+    WORKFLOWS_EXECUTE,
+    MULTIMODAL_READ,
+    MULTIMODAL_WRITE,
+    MULTIMODAL_ADMIN,
+    OUTCOMES_READ,
+    OUTCOMES_WRITE,
+    ADMIN,
+)
+FAMILIES: frozenset[str] = frozenset(s.split(":")[0] for s in ALL_SCOPES if ":" in s)
+
+
+def grants(granted: Iterable[str], required: str) -> bool:
+    """`admin` grants everything; `family:*` grants that family; otherwise exact match."""
+    family = required.split(":", 1)[0]
+    for scope in granted:
+        if scope in (ADMIN, required) or scope == f"{family}:*":
+            return True
+    return False
+
+
+def invalid_scopes(scopes: Iterable[str]) -> list[str]:
+    """Scopes that are neither known nor a known family wildcard."""
+    valid = set(ALL_SCOPES) | {f"{family}:*" for family in FAMILIES}
+    return [scope for scope in scopes if scope not in valid]
