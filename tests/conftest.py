@@ -112,3 +112,85 @@ def scopes_without(required: str) -> list[str]:
     """Every scope except the required one and those that imply it."""
     family = required.split(":")[0]
     return [s for s in ALL_SCOPES if s not in (required, ADMIN) and s != f"{family}:*"]
+
+
+# --- Browser tests (Playwright driving Debian's chromium) -------------------------------
+
+STAFF_PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def browser(chromium_path):
+    """A headless Debian chromium driven by Playwright (its own browser download is not used)."""
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # meanwhile are ordinary synchronous calls, so allow them explicitly.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=chromium_path,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture
+def staff_user_factory(transactional_db):
+    """staff_user_factory(username, tenants=[...], superuser=False) → a staff user whose
+    password is STAFF_PASSWORD, granted the given tenants and every model permission."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+    from guardian.shortcuts import assign_perm
+
+    from agent33.tenancy.staff import ACCESS_TENANT_PERM
+
+    def build(username: str, tenants=(), superuser: bool = False):
+        user = get_user_model().objects.create_user(
+            username=username, password=STAFF_PASSWORD, is_staff=True, is_superuser=superuser
+        )
+        if not superuser:
+            user.user_permissions.set(
+                Permission.objects.filter(
+                    content_type__app_label__in=["operations", "multimodal", "outcomes"]
+                )
+            )
+        for tenant in tenants:
+            assign_perm(ACCESS_TENANT_PERM, user, tenant)
+        return user
+
+    return build
+
+
+@pytest.fixture
+def staff_page(browser, live_server):
+    """staff_page(user) → a logged-in Playwright page on the live server's admin."""
+    contexts = []
+
+    def login(user):
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", user.get_username())
+        page.fill("#id_password", STAFF_PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{live_server.url}/admin/")
+        page.live_url = live_server.url
+        return page
+
+    yield login
+    for context in contexts:
+        context.close()
