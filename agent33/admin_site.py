@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.urls import path, reverse
 
-__all__ = ["Agent33AdminConfig", "Agent33AdminSite", "AdminPage"]
+__all__ = ["AdminPage", "Agent33AdminConfig", "Agent33AdminSite"]
 
 
 @dataclass(frozen=True)

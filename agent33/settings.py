@@ -30,7 +30,7 @@ if not SECRET_KEY:
             "SECRET_KEY must be set when DEBUG=0 (for example: "
             "SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(50))'))."
         )
-    SECRET_KEY = "django-insecure-local-development-only-" + "x" * 20  # noqa: S105
+    SECRET_KEY = "django-insecure-local-development-only-" + "x" * 20
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 
@@ -212,6 +212,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
     },
 }
+
+# How long a worker process trusts a token it looked up (revocation reaches other workers
+# within this many seconds; the revoking process forgets it at once). 0 disables the cache.
+AGENT33_TOKEN_CACHE_SECONDS = float(os.environ.get("AGENT33_TOKEN_CACHE_SECONDS", "10"))
 
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")

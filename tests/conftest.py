@@ -36,6 +36,16 @@ def redis_available() -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def _fresh_token_cache():
+    """Each test starts with no token remembered by the authenticator."""
+    from agent33.auth.authentication import forget_cached_tokens
+
+    forget_cached_tokens()
+    yield
+    forget_cached_tokens()
+
+
 @pytest.fixture
 def require_postgres(db):
     """For locking and race tests: they run in the PostgreSQL pass of the suite."""
@@ -148,7 +158,7 @@ def browser(chromium_path):
 
 
 @pytest.fixture
-def staff_user_factory(transactional_db):
+def staff_user_factory(db):
     """staff_user_factory(username, tenants=[...], superuser=False) → a staff user whose
     password is STAFF_PASSWORD, granted the given tenants and every model permission."""
     from django.contrib.auth import get_user_model

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -13,9 +17,47 @@ from agent33.tenancy.context import ALL_TENANTS, set_scope
 from agent33.tenancy.models import ApiToken, Tenant
 from agent33.tenancy.services import parse_token_text
 
-__all__ = ["ApiPrincipal", "BearerTokenAuthentication"]
+__all__ = ["ApiPrincipal", "BearerTokenAuthentication", "forget_cached_tokens"]
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+_CACHE_MAX_ENTRIES = 10_000
+
+# Tokens found in the database recently, by prefix, so a busy client costs no query per
+# request. The secret is still checked against the stored hash on every request; revocation
+# and tenant deactivation evict entries in this process at once (see forget_cached_tokens)
+# and reach other worker processes within AGENT33_TOKEN_CACHE_SECONDS.
+_recent_tokens: dict[str, tuple[float, ApiToken]] = {}
+
+
+def forget_cached_tokens(prefix: str | None = None) -> None:
+    if prefix is None:
+        _recent_tokens.clear()
+    else:
+        _recent_tokens.pop(prefix, None)
+
+
+@receiver(post_save, sender=ApiToken)
+def _token_saved(sender, instance: ApiToken, **kwargs) -> None:
+    forget_cached_tokens(instance.prefix)
+
+
+@receiver(post_save, sender=Tenant)
+def _tenant_saved(sender, instance: Tenant, **kwargs) -> None:
+    forget_cached_tokens()
+
+
+def _load_token(prefix: str) -> ApiToken | None:
+    ttl = settings.AGENT33_TOKEN_CACHE_SECONDS
+    now = time.monotonic()
+    cached = _recent_tokens.get(prefix)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    token = ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
+    if token is not None and ttl > 0:
+        if len(_recent_tokens) >= _CACHE_MAX_ENTRIES:
+            _recent_tokens.clear()
+        _recent_tokens[prefix] = (now, token)
+    return token
 
 
 @dataclass(frozen=True)
@@ -69,7 +111,7 @@ class BearerTokenAuthentication(BaseAuthentication):
         if parsed is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
         prefix, secret = parsed
-        token = ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
+        token = _load_token(prefix)
         # Same message for unknown and wrong secret: no oracle for valid prefixes.
         if token is None or not token.matches(secret):
             raise exceptions.AuthenticationFailed("Invalid token.")

@@ -46,10 +46,7 @@ FAMILIES: frozenset[str] = frozenset(s.split(":")[0] for s in ALL_SCOPES if ":" 
 def grants(granted: Iterable[str], required: str) -> bool:
     """`admin` grants everything; `family:*` grants that family; otherwise exact match."""
     family = required.split(":", 1)[0]
-    for scope in granted:
-        if scope in (ADMIN, required) or scope == f"{family}:*":
-            return True
-    return False
+    return any(scope in (ADMIN, required, f"{family}:*") for scope in granted)
 
 
 def invalid_scopes(scopes: Iterable[str]) -> list[str]:

@@ -5,3 +5,7 @@ class TenancyConfig(AppConfig):
     name = "agent33.tenancy"
     label = "tenancy"
     verbose_name = "Tenancy and API tokens"
+
+    def ready(self) -> None:
+        # Registers the bearer scheme with drf-spectacular (an import side effect by design).
+        from agent33.api import schema  # noqa: F401

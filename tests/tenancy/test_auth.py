@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from agent33.auth.authentication import forget_cached_tokens
 from agent33.tenancy.models import ApiToken
 from tests.conftest import make_client
 
@@ -94,14 +95,16 @@ def test_last_used_at_is_written_at_most_once_a_minute(client_a, django_assert_n
     client_a.token.refresh_from_db()
     first = client_a.token.last_used_at
     assert first is not None
-    # A second request within the minute performs only the token lookup, no write.
-    with django_assert_num_queries(1):
+    # A second request within the minute performs no write (nor, with the token remembered,
+    # any query at all).
+    with django_assert_num_queries(0):
         assert whoami(client_a).status_code == 200
     client_a.token.refresh_from_db()
     assert client_a.token.last_used_at == first
     ApiToken.objects.filter(pk=client_a.token.pk).update(
         last_used_at=timezone.now() - timedelta(minutes=2)
     )
+    forget_cached_tokens()  # as if the process's memory of the token had aged out
     whoami(client_a)
     client_a.token.refresh_from_db()
     assert client_a.token.last_used_at > first
@@ -114,3 +117,19 @@ def test_secret_is_never_stored(api_client_for, tenant_a):
     row = ApiToken.objects.filter(pk=client.token.pk).values().get()
     assert all(secret not in str(value) for value in row.values())
     assert client.plaintext not in str(row)
+
+
+@pytest.mark.django_db
+def test_revocation_takes_effect_at_once_in_the_revoking_process(client_a):
+    from agent33.tenancy.services import token_revoke
+
+    assert whoami(client_a).status_code == 200  # the token is now remembered
+    token_revoke(token=client_a.token)
+    assert whoami(client_a).status_code == 401
+
+
+@pytest.mark.django_db
+def test_remembered_token_still_checks_the_secret(client_a):
+    assert whoami(client_a).status_code == 200
+    forged = make_client(f"a33_{client_a.token.prefix}_forged-secret")
+    assert whoami(forged).status_code == 401

@@ -1,0 +1,34 @@
+"""Test-only routes that exercise the error handler."""
+
+from django.urls import include, path
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agent33.auth.permissions import AUTHENTICATED
+
+
+class Boom(APIView):
+    required_scopes = AUTHENTICATED
+
+    def get(self, request):
+        raise RuntimeError("secret internals: db password is hunter2")
+
+
+class Echo(APIView):
+    required_scopes = AUTHENTICATED
+
+    def post(self, request):
+        return Response({"received": request.data})
+
+
+class Undeclared(APIView):
+    def get(self, request):
+        return Response({"ok": True})
+
+
+urlpatterns = [
+    path("v1/test/boom", Boom.as_view()),
+    path("v1/test/echo", Echo.as_view()),
+    path("v1/test/undeclared", Undeclared.as_view()),
+    path("", include("agent33.urls")),
+]

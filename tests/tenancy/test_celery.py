@@ -1,0 +1,24 @@
+import pytest
+import redis
+from celery import Celery
+
+from agent33.tasks import ping
+from tests.workers import celery_worker
+
+BROKER = "redis://127.0.0.1:6379/14"
+
+
+@pytest.mark.django_db
+def test_tasks_run_eagerly_without_a_broker(settings):
+    assert settings.CELERY_TASK_ALWAYS_EAGER
+    assert ping.delay().get(timeout=5)["pong"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_runs_tasks_from_the_redis_broker(require_postgres, require_redis):
+    redis.Redis.from_url(BROKER).flushdb()
+    client = Celery("agent33-test", broker=BROKER, backend=BROKER)
+    with celery_worker(BROKER, CELERY_RESULT_BACKEND=BROKER):
+        result = client.send_task("agent33.ping")
+        assert result.get(timeout=60) == {"pong": True, "database": "postgresql"}

@@ -1,0 +1,78 @@
+"""Start real `celery worker` processes against the test database and a Redis broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL for the database this test runs on (PostgreSQL only: a worker process
+    cannot share an in-memory SQLite database)."""
+    s = connection.settings_dict
+    if connection.vendor != "postgresql":
+        raise RuntimeError("worker tests need PostgreSQL")
+    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
+    host, port = s["HOST"] or "127.0.0.1", s["PORT"] or 5432
+    return f"postgres://{s['USER']}{password}@{host}:{port}/{s['NAME']}"
+
+
+def worker_env(broker_url: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        CELERY_BROKER_URL=broker_url,
+        DJANGO_SETTINGS_MODULE="agent33.settings",
+        PYTHONPATH=str(ROOT),
+        **extra,
+    )
+    return env
+
+
+@contextmanager
+def celery_worker(broker_url: str, *, queues: str = "celery", **extra_env: str) -> Iterator[
+    subprocess.Popen
+]:
+    """A real worker subprocess; killed (SIGKILL if it will not stop) when the block ends."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "agent33", "worker", "--pool=solo",
+         "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "-Q", queues, "--loglevel=INFO"],
+        cwd=ROOT,
+        env=worker_env(broker_url, **extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
