@@ -22,6 +22,7 @@ __all__ = [
     "TenantSet",
     "all_tenants_scope",
     "current_scope",
+    "has_scope",
     "reset_scope",
     "set_scope",
     "tenant_scope",
