@@ -17,7 +17,12 @@ from agent33.tenancy.context import ALL_TENANTS, set_scope
 from agent33.tenancy.models import ApiToken, Tenant
 from agent33.tenancy.services import parse_token_text
 
-__all__ = ["ApiPrincipal", "BearerTokenAuthentication", "forget_cached_tokens"]
+__all__ = [
+    "ApiPrincipal",
+    "BearerTokenAuthentication",
+    "forget_cached_tokens",
+    "token_from_header",
+]
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _CACHE_MAX_ENTRIES = 10_000
@@ -91,37 +96,41 @@ class ApiPrincipal:
         return self.actor_label
 
 
-class BearerTokenAuthentication(BaseAuthentication):
-    keyword = b"bearer"
+def token_from_header(header: bytes) -> ApiToken:
+    """The valid token an Authorization header carries, or AuthenticationFailed saying why."""
+    parts = header.split()
+    if len(parts) != 2 or parts[0].lower() != b"bearer":
+        raise exceptions.AuthenticationFailed(
+            "Malformed Authorization header; expected 'Bearer <token>'."
+        )
+    try:
+        text = parts[1].decode("ascii")
+    except UnicodeDecodeError:
+        raise exceptions.AuthenticationFailed("Invalid token.") from None
+    parsed = parse_token_text(text)
+    if parsed is None:
+        raise exceptions.AuthenticationFailed("Invalid token.")
+    prefix, secret = parsed
+    token = _load_token(prefix)
+    # Same message for unknown and wrong secret: no oracle for valid prefixes.
+    if token is None or not token.matches(secret):
+        raise exceptions.AuthenticationFailed("Invalid token.")
+    if token.revoked_at is not None:
+        raise exceptions.AuthenticationFailed("Token has been revoked.")
+    if token.expires_at is not None and token.expires_at <= timezone.now():
+        raise exceptions.AuthenticationFailed("Token has expired.")
+    if token.tenant is not None and not token.tenant.is_active:
+        raise exceptions.AuthenticationFailed("Tenant is inactive.")
+    return token
 
+
+class BearerTokenAuthentication(BaseAuthentication):
     def authenticate(self, request):
         header = get_authorization_header(request)
         if not header:
             return None  # anonymous; the permission class turns that into 401
-        parts = header.split()
-        if len(parts) != 2 or parts[0].lower() != self.keyword:
-            raise exceptions.AuthenticationFailed(
-                "Malformed Authorization header; expected 'Bearer <token>'."
-            )
-        try:
-            text = parts[1].decode("ascii")
-        except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed("Invalid token.") from None
-        parsed = parse_token_text(text)
-        if parsed is None:
-            raise exceptions.AuthenticationFailed("Invalid token.")
-        prefix, secret = parsed
-        token = _load_token(prefix)
-        # Same message for unknown and wrong secret: no oracle for valid prefixes.
-        if token is None or not token.matches(secret):
-            raise exceptions.AuthenticationFailed("Invalid token.")
+        token = token_from_header(header)
         now = timezone.now()
-        if token.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("Token has been revoked.")
-        if token.expires_at is not None and token.expires_at <= now:
-            raise exceptions.AuthenticationFailed("Token has expired.")
-        if token.tenant is not None and not token.tenant.is_active:
-            raise exceptions.AuthenticationFailed("Tenant is inactive.")
         self._touch(token, now)
         # The one place API traffic sets the tenant scope (TenantContextMiddleware clears it).
         set_scope(ALL_TENANTS if token.tenant is None else token.tenant)

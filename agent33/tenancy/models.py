@@ -116,3 +116,35 @@ class ApiToken(models.Model):
         if self.expires_at and self.expires_at <= now:
             return "expired"
         return "active"
+
+
+class IdempotencyRecord(models.Model):
+    """One `Idempotency-Key` used by one tenant (or operator token): the request's fingerprint
+    and, once it finished, the response to replay. The unique (owner, key) row is the lock:
+    concurrent requests with the same key cannot both insert it."""
+
+    IN_FLIGHT = "in_flight"
+    COMPLETED = "completed"
+
+    owner = models.CharField(max_length=80, help_text="tenant slug, or operator:<token prefix>")
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=16, default=IN_FLIGHT)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    response_body = models.BinaryField(blank=True, default=b"")
+    response_headers = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_unique"),
+            models.CheckConstraint(
+                condition=models.Q(state__in=["in_flight", "completed"]),
+                name="idempotency_state_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
+
+    def __str__(self) -> str:
+        return f"{self.owner}:{self.key}"

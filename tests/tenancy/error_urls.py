@@ -21,6 +21,27 @@ class Echo(APIView):
         return Response({"received": request.data})
 
 
+CREATED: list = []
+
+
+class Create(APIView):
+    """Stands in for any creating endpoint: records a side effect per executed request."""
+
+    required_scopes = AUTHENTICATED
+
+    def post(self, request):
+        if request.data.get("invalid"):
+            from rest_framework.exceptions import ValidationError
+
+            raise ValidationError({"invalid": ["Not allowed."]})
+        import time
+
+        time.sleep(0.05)  # long enough for concurrent duplicates to overlap
+        CREATED.append(request.data)
+        return Response({"n": request.data.get("n"), "tenant": request.user.tenant.slug,
+                         "seq": len(CREATED)}, status=201)
+
+
 class Undeclared(APIView):
     def get(self, request):
         return Response({"ok": True})
@@ -30,5 +51,6 @@ urlpatterns = [
     path("v1/test/boom", Boom.as_view()),
     path("v1/test/echo", Echo.as_view()),
     path("v1/test/undeclared", Undeclared.as_view()),
+    path("v1/test/create", Create.as_view()),
     path("", include("agent33.urls")),
 ]
