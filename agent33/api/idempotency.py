@@ -84,7 +84,9 @@ class IdempotencyMiddleware:
             return self.get_response(request)
         if not key or len(key) > 255 or not key.isprintable():
             return json_error(
-                400, "Idempotency-Key must be 1-255 printable characters.", "invalid_idempotency_key"
+                400,
+                "Idempotency-Key must be 1-255 printable characters.",
+                "invalid_idempotency_key",
             )
         owner = _owner(request)
         if owner is None:
