@@ -37,6 +37,13 @@ def redis_available() -> bool:
 
 
 @pytest.fixture(autouse=True)
+def _login_rate_limit_off(settings):
+    """django-axes needs the request at authenticate(); the test client's login() gives none.
+    The login rate-limit test turns it back on."""
+    settings.AXES_ENABLED = False
+
+
+@pytest.fixture(autouse=True)
 def _fresh_token_cache():
     """Each test starts with no token remembered by the authenticator."""
     from agent33.auth.authentication import forget_cached_tokens
