@@ -76,3 +76,49 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str =
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def gunicorn_server(*, workers: int = 2, **extra_env: str) -> Iterator[str]:
+    """A real gunicorn on 127.0.0.1 serving the test database; yields its base URL."""
+    import httpx
+
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        DJANGO_SETTINGS_MODULE="agent33.settings",
+        PYTHONPATH=str(ROOT),
+        **extra_env,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "agent33.wsgi:application", "--bind",
+         f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
+        cwd=ROOT, env=env, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthy(httpx, url), timeout=30, message="gunicorn to start")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _healthy(httpx, url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
