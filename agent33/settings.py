@@ -90,7 +90,11 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        # Under pytest (which sets PYTEST_VERSION), live-server threads must not keep
+        # connections open, or the test database cannot be dropped afterwards.
+        conn_max_age=int(
+            os.environ.get("DB_CONN_MAX_AGE", "0" if os.environ.get("PYTEST_VERSION") else "60")
+        ),
         conn_health_checks=True,
     )
 }
@@ -184,7 +188,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + (["rest_framework.renderers.BrowsableAPIRenderer"] if env_bool("BROWSABLE_API") else []),
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "agent33.api.parsers.SafeJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -204,7 +208,17 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/v1",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "TraceStatusEnum": "operations.choices.TraceStatus",
+        "BudgetStatusEnum": "operations.choices.BudgetStatus",
+        "IntakeStatusEnum": "operations.choices.IntakeStatus",
+        "WorkflowRunStatusEnum": "operations.choices.WorkflowRunStatus",
+        "ModalityEnum": "multimodal.choices.Modality",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "agent33.api.schema.add_error_responses",
+    ],
 }
 
 # Celery: without a broker, tasks run eagerly in-process (no extra server for `make run`).

@@ -1,12 +1,25 @@
-"""Cursor pagination: a plain JSON array body plus `Link: <url>; rel="next"`."""
+"""Keyset cursor pagination: a plain JSON array body plus `Link: <url>; rel="next"`.
+
+The cursor carries the last row's (timestamp, id). Every page is an index range scan, and every
+row is walked exactly once however many share a timestamp (DRF's CursorPagination counts an
+offset through ties, capped at 1,000, so a bulk load at one instant would be walked wrongly).
+"""
 
 from __future__ import annotations
 
-from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
-from rest_framework.response import Response
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
 
-__all__ = ["LinkHeaderCursorPagination", "parse_limit"]
+from django.db.models import Q
+from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import BasePagination
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+__all__ = ["MAX_LIMIT", "LinkHeaderCursorPagination", "parse_limit"]
 
 MAX_LIMIT = 100
 
@@ -23,15 +36,48 @@ def parse_limit(raw: str | None, *, default: int, maximum: int = MAX_LIMIT) -> i
     return value
 
 
-class LinkHeaderCursorPagination(CursorPagination):
-    page_size = 50
-    page_size_query_param = "limit"
-    max_page_size = MAX_LIMIT
-    # Unique tie-breaker: rows sharing a timestamp are still walked exactly once.
-    ordering = ("-created_at", "-pk")
+class LinkHeaderCursorPagination(BasePagination):
+    """Newest first by `ordering[0]` (a timestamp field), ties broken by primary key.
 
-    def get_page_size(self, request):
-        return parse_limit(request.query_params.get("limit"), default=self.page_size)
+    Subclasses set `ordering = ("-<timestamp field>", "-id")`."""
+
+    page_size = 50
+    cursor_query_param = "cursor"
+    ordering = ("-created_at", "-id")
+
+    @property
+    def time_field(self) -> str:
+        field = self.ordering[0]
+        if not field.startswith("-"):
+            raise TypeError("LinkHeaderCursorPagination walks newest first: '-<field>'")
+        return field[1:]
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.page_size = parse_limit(request.query_params.get("limit"), default=self.page_size)
+        self.base_url = request.build_absolute_uri()
+        position = self._decode(request.query_params.get(self.cursor_query_param))
+        queryset = queryset.order_by(*self.ordering)
+        if position is not None:
+            moment, pk = position
+            field = self.time_field
+            # The `lte` bound lets the index scan start at the cursor; the OR only discards
+            # the ties already returned.
+            queryset = queryset.filter(**{f"{field}__lte": moment}).filter(
+                Q(**{f"{field}__lt": moment}) | Q(pk__lt=pk)
+            )
+        rows = list(queryset[: self.page_size + 1])
+        page = rows[: self.page_size]
+        last = page[-1] if len(rows) > self.page_size else None
+        self.next_position = (getattr(last, self.time_field), last.pk) if last else None
+        return page
+
+    def get_next_link(self) -> str | None:
+        if not self.next_position:
+            return None
+        moment, pk = self.next_position
+        raw = json.dumps([moment.isoformat(), pk], separators=(",", ":")).encode()
+        token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return replace_query_param(self.base_url, self.cursor_query_param, token)
 
     def get_paginated_response(self, data):
         headers = {}
@@ -46,7 +92,7 @@ class LinkHeaderCursorPagination(CursorPagination):
     def get_schema_operation_parameters(self, view):
         return [
             {
-                "name": "cursor",
+                "name": self.cursor_query_param,
                 "in": "query",
                 "required": False,
                 "description": "Opaque cursor from a previous response's Link header.",
@@ -61,11 +107,18 @@ class LinkHeaderCursorPagination(CursorPagination):
             },
         ]
 
-    def decode_cursor(self, request):
-        # DRF answers a bad cursor with 404; it is bad input, so 400 naming the parameter.
-        from rest_framework.exceptions import NotFound
-
+    def _decode(self, token: str | None) -> tuple[datetime, str] | None:
+        if token is None:
+            return None
         try:
-            return super().decode_cursor(request)
-        except NotFound:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            moment_text, pk = json.loads(raw)
+            moment = parse_datetime(moment_text)
+            if moment is None or moment.tzinfo is None:
+                raise ValueError
+            moment = moment.astimezone(UTC)  # out-of-range offsets fail here
+            if not isinstance(pk, str) or len(pk) > 64 or "\x00" in pk:
+                raise ValueError
+        except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
             raise ValidationError({"cursor": ["Invalid cursor."]}) from None
+        return moment, pk

@@ -13,6 +13,12 @@ class _TenantLimited:
     """Rows come through the model's default manager, which StaffTenantScopeMiddleware has
     scoped to the staff member's tenants; tenant choices are limited the same way."""
 
+    def get_object(self, request, object_id, from_field=None):
+        # PostgreSQL refuses NUL in text; an id containing one names no object.
+        if object_id is not None and "\x00" in str(object_id):
+            return None
+        return super().get_object(request, object_id, from_field)
+
     def get_queryset(self, request):
         queryset = self.model.objects.all()
         ordering = self.get_ordering(request)

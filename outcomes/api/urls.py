@@ -1,1 +1,13 @@
-urlpatterns: list = []
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from .views import DashboardView, OutcomeEventViewSet, TrendView
+
+router = SimpleRouter(trailing_slash=False)
+router.register("events", OutcomeEventViewSet, basename="outcome-event")
+
+urlpatterns = [
+    path("trends/<str:metric_type>", TrendView.as_view(), name="outcome-trend"),
+    path("dashboard", DashboardView.as_view(), name="outcome-dashboard"),
+    *router.urls,
+]

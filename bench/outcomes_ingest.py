@@ -1,0 +1,261 @@
+"""Outcome ingest: 100,000 events through the bulk API over HTTP vs raw psycopg COPY.
+
+Usage (PostgreSQL reachable as postgres@127.0.0.1:5432, the default):
+
+    .venv/bin/python bench/outcomes_ingest.py [--events 100000] [--batch 5000] [--rounds 2]
+        [--server postgres://postgres@127.0.0.1:5432] [--workers 1] [--keep]
+
+What it does, all in one run against one PostgreSQL database it creates for itself
+(`agent33_bench_outcomes_ingest`, dropped again unless --keep):
+
+1. creates and migrates the database, a tenant and an `outcomes:write` token (manage.py);
+2. starts gunicorn (DEBUG=0) on a free 127.0.0.1 port;
+3. per round: POSTs the events to /v1/outcomes/events/bulk in batches of `--batch`, one
+   request after another over a keep-alive connection (request bodies are serialised before
+   the clock starts); empties the table; then writes the same rows (fresh ids, same values)
+   with one raw psycopg `COPY ... FROM STDIN` into the same table (rows built before the
+   clock starts); empties the table again;
+4. prints events/s for both and the ratio API / COPY (target: >= 0.25).
+
+The API's time covers HTTP, authentication, JSON parsing, validation of every event, the
+insert (COPY inside the service on PostgreSQL) and the summary counts; COPY's covers only
+the server's work of storing the same rows with the same indexes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DB_NAME = "agent33_bench_outcomes_ingest"
+TABLE = "outcomes_outcomeevent"
+COLUMNS = (
+    "id, tenant_id, domain, event_type, metric_type, value, occurred_at, metadata, created_at"
+)
+METRICS = ("success_rate", "quality_score", "latency_ms", "cost_usd")
+DOMAINS = ("support", "research", "coding", "sales", "ops", "billing", "search", "triage")
+EVENT_TYPES = ("task_completed", "review", "handoff", "retry")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def recreate_database(server: str) -> str:
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    return f"{server}/{DB_NAME}"
+
+
+def drop_database(server: str) -> None:
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
+def manage(env: dict, *args: str) -> str:
+    done = subprocess.run(
+        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        sys.exit(f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def make_events(count: int) -> list[dict]:
+    rng = random.Random(20260101)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    events = []
+    for i in range(count):
+        metric = METRICS[i % 4]
+        value = {
+            "success_rate": rng.random(),
+            "quality_score": rng.uniform(1, 10),
+            "latency_ms": rng.uniform(50, 3000),
+            "cost_usd": rng.uniform(0.0001, 0.2),
+        }[metric]
+        events.append(
+            {
+                "domain": DOMAINS[rng.randrange(len(DOMAINS))],
+                "event_type": EVENT_TYPES[rng.randrange(len(EVENT_TYPES))],
+                "metric_type": metric,
+                "value": round(value, 6),
+                "occurred_at": (start + timedelta(seconds=i * 7)).isoformat(),
+                "metadata": {"agent": f"agent-{i % 13}", "run": i},
+            }
+        )
+    return events
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit("gunicorn exited during start-up")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    sys.exit(f"server did not answer {url} within {timeout}s")
+
+
+def truncate(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLE}, outcomes_outcomecount")
+        conn.execute(f"VACUUM ANALYZE {TABLE}")
+
+
+def count_rows(database_url: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+
+
+def run_api(base_url: str, token: str, bodies: list[bytes]) -> float:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=base_url, headers=headers, timeout=300.0) as client:
+        started = time.perf_counter()
+        for body in bodies:
+            response = client.post("/v1/outcomes/events/bulk", content=body)
+            if response.status_code != 201:
+                sys.exit(f"bulk request failed: {response.status_code} {response.text[:300]}")
+        return time.perf_counter() - started
+
+
+def copy_rows(events: list[dict], tenant: str) -> list[tuple]:
+    now = datetime.now(UTC)
+    return [
+        (
+            f"outcome-{secrets.token_hex(16)}",
+            tenant,
+            e["domain"],
+            e["event_type"],
+            e["metric_type"],
+            e["value"],
+            datetime.fromisoformat(e["occurred_at"]),
+            json.dumps(e["metadata"], separators=(",", ":")),
+            now,
+        )
+        for e in events
+    ]
+
+
+def run_copy(database_url: str, rows: list[tuple]) -> float:
+    with psycopg.connect(database_url) as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy(f"COPY {TABLE} ({COLUMNS}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers")
+    parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+
+    database_url = recreate_database(args.server)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DEBUG": "0",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "LOG_LEVEL": "WARNING",
+        "AGENT33_THROTTLE_RATE": "100000/min",
+        "PYTHONWARNINGS": "ignore:No directory at",  # whitenoise: no collectstatic here
+    }
+    print(f"database {DB_NAME}: migrating ...", flush=True)
+    manage(env, "migrate", "--noinput")
+    manage(env, "create_tenant", "bench", "--name", "Bench")
+    token = manage(env, "issue_token", "--tenant", "bench", "--scopes", "outcomes:write")
+    token = token.strip().splitlines()[-1]
+
+    events = make_events(args.events)
+    bodies = [
+        json.dumps({"events": events[i : i + args.batch]}).encode()
+        for i in range(0, len(events), args.batch)
+    ]
+    print(
+        f"{len(events)} events in {len(bodies)} requests of {args.batch} "
+        f"({sum(map(len, bodies)) / len(bodies) / 1e6:.2f} MB each)",
+        flush=True,
+    )
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(Path(PYTHON).parent / "gunicorn"), "agent33.wsgi:application",
+         "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
+         "--timeout", "300", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )
+    try:
+        wait_for(f"{base_url}/readyz", server)
+        run_api(base_url, token, [json.dumps({"events": events[:50]}).encode()])  # warm-up
+        truncate(database_url)
+
+        api_times, copy_times = [], []
+        for round_no in range(1, args.rounds + 1):
+            api_seconds = run_api(base_url, token, bodies)
+            stored = count_rows(database_url)
+            assert stored == len(events), f"API stored {stored} rows, expected {len(events)}"
+            truncate(database_url)
+            rows = copy_rows(events, "bench")
+            copy_seconds = run_copy(database_url, rows)
+            assert count_rows(database_url) == len(events)
+            truncate(database_url)
+            api_times.append(api_seconds)
+            copy_times.append(copy_seconds)
+            print(
+                f"round {round_no}: API {api_seconds:6.2f} s ({len(events) / api_seconds:8.0f} "
+                f"events/s)   COPY {copy_seconds:6.2f} s ({len(events) / copy_seconds:8.0f} "
+                f"events/s)   ratio {copy_seconds / api_seconds:.2f}",
+                flush=True,
+            )
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        if not args.keep:
+            drop_database(args.server)
+
+    api_rate = len(events) / statistics.median(api_times)
+    copy_rate = len(events) / statistics.median(copy_times)
+    ratio = api_rate / copy_rate
+    print()
+    print(f"bulk API over HTTP : {api_rate:9.0f} events/s (median of {args.rounds} rounds)")
+    print(f"raw psycopg COPY   : {copy_rate:9.0f} events/s")
+    verdict = "PASS" if ratio >= 0.25 else "FAIL"
+    print(f"API / COPY ratio   : {ratio:.2f}  (target >= 0.25: {verdict})")
+    sys.exit(0 if ratio >= 0.25 else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Response shapes (DESIGN §5.3) and the request shapes the OpenAPI schema documents.
+
+Requests are validated by outcomes.validation (one lean path for one or 10,000 events), so
+the create serializers below describe the body for the schema; they do not validate it.
+"""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from ..choices import METRIC_TYPES, MetricType, TrendDirection
+from ..models import MAX_LABEL_LENGTH, OutcomeEvent
+from ..validation import MAX_BULK_EVENTS
+
+__all__ = [
+    "BulkCreatedSerializer",
+    "DashboardSerializer",
+    "OutcomeEventBulkSerializer",
+    "OutcomeEventCreateSerializer",
+    "OutcomeEventSerializer",
+    "SummarySerializer",
+    "TrendSerializer",
+]
+
+
+class OutcomeEventSerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
+    metadata = serializers.DictField(read_only=True)
+
+    class Meta:
+        model = OutcomeEvent
+        fields = [
+            "id",
+            "tenant_id",
+            "domain",
+            "event_type",
+            "metric_type",
+            "value",
+            "occurred_at",
+            "metadata",
+        ]
+        read_only_fields = fields
+
+
+class OutcomeEventCreateSerializer(serializers.Serializer):
+    domain = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    event_type = serializers.CharField(max_length=MAX_LABEL_LENGTH)
+    metric_type = serializers.ChoiceField(choices=MetricType.choices)
+    value = serializers.FloatField(help_text="A finite number (no NaN, ±Infinity, 1e400).")
+    occurred_at = serializers.DateTimeField(
+        required=False, help_text="ISO 8601; defaults to now. Without an offset: UTC."
+    )
+    metadata = serializers.DictField(
+        required=False, help_text="A JSON object of at most 16 KB."
+    )
+
+
+class OutcomeEventBulkSerializer(serializers.Serializer):
+    events = OutcomeEventCreateSerializer(
+        many=True, min_length=1, max_length=MAX_BULK_EVENTS
+    )
+
+
+class BulkCreatedSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+
+
+class TrendSerializer(serializers.Serializer):
+    metric_type = serializers.ChoiceField(choices=MetricType.choices)
+    domain = serializers.CharField(help_text='"all" when not filtered by domain.')
+    window = serializers.IntegerField()
+    direction = serializers.ChoiceField(choices=TrendDirection.choices)
+    sample_size = serializers.IntegerField()
+    values = serializers.ListField(
+        child=serializers.FloatField(), help_text="The window's values, oldest first."
+    )
+    previous_avg = serializers.FloatField()
+    current_avg = serializers.FloatField()
+    change_pct = serializers.FloatField(help_text="Relative change x 100; positive is better.")
+
+    def to_representation(self, trend):
+        # Plain floats throughout; a field per value would cost ~1 ms per 1,000 values.
+        return {
+            "metric_type": trend.metric_type,
+            "domain": trend.domain,
+            "window": trend.window,
+            "direction": trend.direction,
+            "sample_size": trend.sample_size,
+            "values": trend.values,
+            "previous_avg": trend.previous_avg,
+            "current_avg": trend.current_avg,
+            "change_pct": trend.change_pct,
+        }
+
+
+class MetricCountsSerializer(serializers.Serializer):
+    def get_fields(self):
+        return {metric: serializers.IntegerField() for metric in METRIC_TYPES}
+
+
+class SummarySerializer(serializers.Serializer):
+    total_events = serializers.IntegerField()
+    domains = serializers.ListField(child=serializers.CharField())
+    event_types = serializers.ListField(child=serializers.CharField())
+    metric_counts = MetricCountsSerializer()
+
+
+class DashboardSerializer(serializers.Serializer):
+    trends = TrendSerializer(many=True)
+    recent_events = OutcomeEventSerializer(many=True)
+    summary = SummarySerializer()

@@ -1,0 +1,230 @@
+"""Outcomes API (DESIGN §5.3). Thin: parse, authorise, call a service or selector, render."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import ValidationError as DRFValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agent33.api.viewsets import TenantScopedViewSet, tenant_of
+from agent33.auth.scopes import OUTCOMES_READ, OUTCOMES_WRITE
+from agent33.tenancy.models import Tenant
+
+from .. import selectors
+from ..choices import METRIC_TYPES
+from ..filtersets import OutcomeEventFilter
+from ..models import MAX_LABEL_LENGTH, OutcomeEvent
+from ..services import event_record, event_record_bulk
+from ..validation import EventInvalid, clean_event
+from .pagination import OccurredAtKeysetPagination
+from .parsers import OutcomesJSONParser
+from .serializers import (
+    BulkCreatedSerializer,
+    DashboardSerializer,
+    OutcomeEventBulkSerializer,
+    OutcomeEventCreateSerializer,
+    OutcomeEventSerializer,
+    TrendSerializer,
+)
+
+__all__ = ["DashboardView", "OutcomeEventViewSet", "TrendView"]
+
+ERRORS = {
+    400: OpenApiResponse(description="Invalid input: `{detail, code, errors}`."),
+    401: OpenApiResponse(description="Missing or invalid token."),
+    403: OpenApiResponse(description="Missing required scope."),
+}
+NOT_FOUND = {404: OpenApiResponse(description="Not found (or another tenant's).")}
+
+
+def _json_object(data, *, what: str = "The request body") -> dict:
+    if not isinstance(data, dict):
+        raise DRFValidationError({"non_field_errors": [f"{what} must be a JSON object."]})
+    return data
+
+
+def _read_tenant(request) -> Tenant:
+    """The tenant whose trends to read: the token's; operator tokens name one with
+    `tenant_id` (a tenant token naming another tenant gets 404, as for any foreign object)."""
+    requested = request.query_params.get("tenant_id", "").strip()
+    own = request.user.tenant
+    if own is not None:
+        if requested and requested != own.pk:
+            raise NotFound()
+        return own
+    if not requested:
+        raise DRFValidationError(
+            {"tenant_id": ["Operator tokens must name the tenant (tenant_id=...)."]}
+        )
+    tenant = Tenant.objects.filter(pk=requested).first()
+    if tenant is None:
+        raise NotFound()
+    return tenant
+
+
+def _int_param(request, name: str, *, default: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DRFValidationError(
+            {name: [f"Must be an integer between 1 and {maximum}."]}
+        ) from None
+    if not 1 <= value <= maximum:
+        raise DRFValidationError({name: [f"Must be between 1 and {maximum}."]})
+    return value
+
+
+def _domain_param(request) -> str | None:
+    domain = request.query_params.get("domain")
+    if domain is not None and len(domain) > MAX_LABEL_LENGTH:
+        raise DRFValidationError({"domain": [f"At most {MAX_LABEL_LENGTH} characters."]})
+    if domain is not None and "\x00" in domain:
+        # PostgreSQL refuses NUL in a text parameter (a 500); no domain can contain one.
+        raise DRFValidationError({"domain": ["Null characters are not allowed."]})
+    return domain
+
+
+TENANT_PARAM = OpenApiParameter(
+    "tenant_id", str, description="Operator tokens only: the tenant to read."
+)
+DOMAIN_PARAM = OpenApiParameter(
+    "domain", str, description='A domain, or empty / "all" for every domain.'
+)
+WINDOW_PARAM = OpenApiParameter(
+    "window", int, description=f"Latest N events per trend, 1..{selectors.MAX_WINDOW} "
+    f"(default {selectors.DEFAULT_WINDOW})."
+)
+
+
+class OutcomeEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet):
+    model = OutcomeEvent
+    serializer_class = OutcomeEventSerializer
+    filterset_class = OutcomeEventFilter
+    pagination_class = OccurredAtKeysetPagination
+    parser_classes = [OutcomesJSONParser]
+    required_scopes = {
+        "list": OUTCOMES_READ,
+        "retrieve": OUTCOMES_READ,
+        "create": OUTCOMES_WRITE,
+        "bulk": OUTCOMES_WRITE,
+    }
+
+    @extend_schema(
+        summary="List events, newest occurred_at first",
+        responses={200: OutcomeEventSerializer(many=True), **ERRORS},
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Read one event", responses={200: OutcomeEventSerializer, **ERRORS, **NOT_FOUND}
+    )
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Record an event",
+        request=OutcomeEventCreateSerializer,
+        responses={201: OutcomeEventSerializer, **ERRORS},
+    )
+    def create(self, request):
+        tenant = tenant_of(request)
+        try:
+            clean = clean_event(_json_object(request.data))
+        except EventInvalid as exc:
+            raise ValidationError(exc.errors) from None
+        event = event_record(tenant=tenant, **clean.as_kwargs())
+        return Response(OutcomeEventSerializer(event).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Record up to 10,000 events, all or nothing",
+        description="A bad event → 400 whose `errors` keys and `detail` name its index "
+        "(`events.3.value`); nothing is stored.",
+        request=OutcomeEventBulkSerializer,
+        responses={201: BulkCreatedSerializer, **ERRORS, 413: OpenApiResponse(
+            description="Request body too large.")},
+    )
+    @action(detail=False, methods=["post"], url_path="bulk")
+    def bulk(self, request):
+        tenant = tenant_of(request)
+        body = _json_object(request.data)
+        if "events" not in body:
+            raise DRFValidationError({"events": ["This field is required."]})
+        created = event_record_bulk(tenant=tenant, events=body["events"])
+        return Response({"created": created}, status=status.HTTP_201_CREATED)
+
+
+class TrendView(APIView):
+    required_scopes = {"get": OUTCOMES_READ}
+
+    @extend_schema(
+        summary="A metric's trend over its latest `window` events",
+        parameters=[
+            OpenApiParameter(
+                "metric_type", str, OpenApiParameter.PATH, enum=list(METRIC_TYPES)
+            ),
+            DOMAIN_PARAM,
+            WINDOW_PARAM,
+            TENANT_PARAM,
+        ],
+        responses={200: TrendSerializer, **ERRORS, 404: OpenApiResponse(
+            description="Unknown metric type.")},
+    )
+    def get(self, request, metric_type: str):
+        if metric_type not in METRIC_TYPES:
+            raise NotFound(
+                f"Unknown metric type {metric_type[:50]!r}; expected one of "
+                f"{', '.join(METRIC_TYPES)}."
+            )
+        domain = _domain_param(request)
+        window = _int_param(
+            request, "window", default=selectors.DEFAULT_WINDOW, maximum=selectors.MAX_WINDOW
+        )
+        trend = selectors.trend_get(
+            tenant=_read_tenant(request), metric_type=metric_type, domain=domain, window=window
+        )
+        return Response(TrendSerializer(trend).data)
+
+
+class DashboardView(APIView):
+    required_scopes = {"get": OUTCOMES_READ}
+
+    @extend_schema(
+        summary="Four trends, recent events and a summary",
+        parameters=[
+            DOMAIN_PARAM,
+            WINDOW_PARAM,
+            OpenApiParameter(
+                "recent_limit",
+                OpenApiTypes.INT,
+                description=f"Recent events, 1..{selectors.MAX_RECENT_LIMIT} "
+                f"(default {selectors.DEFAULT_RECENT_LIMIT}).",
+            ),
+            TENANT_PARAM,
+        ],
+        responses={200: DashboardSerializer, **ERRORS},
+    )
+    def get(self, request):
+        domain = _domain_param(request)
+        window = _int_param(
+            request, "window", default=selectors.DEFAULT_WINDOW, maximum=selectors.MAX_WINDOW
+        )
+        recent_limit = _int_param(
+            request,
+            "recent_limit",
+            default=selectors.DEFAULT_RECENT_LIMIT,
+            maximum=selectors.MAX_RECENT_LIMIT,
+        )
+        dashboard = selectors.dashboard_get(
+            tenant=_read_tenant(request), domain=domain, window=window, recent_limit=recent_limit
+        )
+        return Response(DashboardSerializer(dashboard).data)

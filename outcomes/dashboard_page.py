@@ -1,0 +1,141 @@
+"""The staff Outcomes dashboard (/admin/outcomes/dashboard/): the API's selectors, drawn as
+server-rendered SVG charts, limited to the tenants the staff member may see."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.http import urlencode
+
+from agent33.tenancy.staff import staff_tenants
+
+from . import selectors
+from .charts import format_number, line_chart
+from .choices import METRIC_TYPES, MetricType
+
+__all__ = ["DashboardFilterForm", "dashboard_page"]
+
+PAGE_PERMISSION = "outcomes.view_outcomeevent"
+RECENT_ON_PAGE = 20
+ARROWS = {"improving": "▲", "declining": "▼", "stable": "▶"}
+
+
+class DashboardFilterForm(forms.Form):
+    # Custom messages: the stock one echoes the rejected value back into the page.
+    tenant = forms.ChoiceField(
+        required=False, error_messages={"invalid_choice": "Not a tenant you can see."}
+    )
+    domain = forms.ChoiceField(
+        required=False, error_messages={"invalid_choice": "This tenant has no such domain."}
+    )
+    metric = forms.ChoiceField(
+        required=False, choices=[("", "All metrics"), *MetricType.choices]
+    )
+    window = forms.IntegerField(
+        required=False, min_value=1, max_value=selectors.MAX_WINDOW,
+        widget=forms.NumberInput(attrs={"style": "width: 6em"}),
+    )
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, tenants, domains, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tenant"].choices = [(t.slug, t.name or t.slug) for t in tenants]
+        self.fields["domain"].choices = [("", "All domains"), *((d, d) for d in domains)]
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until and since > until:
+            self.add_error("until", "Must be on or after the start date.")
+            data.pop("since", None)  # an inverted range is ignored as a whole
+        return data
+
+
+def _selected_tenant(request, tenants):
+    wanted = request.GET.get("tenant", "")
+    by_slug = {t.slug: t for t in tenants}
+    # A tenant outside the staff member's grants is never shown: fall back to the first.
+    return by_slug.get(wanted) or (tenants[0] if tenants else None)
+
+
+def _clean_or_default(form: forms.Form, name: str, default):
+    value = form.cleaned_data.get(name) if hasattr(form, "cleaned_data") else None
+    return default if value in (None, "") else value
+
+
+def dashboard_page(request):
+    if not request.user.has_perm(PAGE_PERMISSION):
+        raise PermissionDenied
+    tenants = list(staff_tenants(request.user).order_by("slug"))
+    tenant = _selected_tenant(request, tenants)
+    domains = selectors.domains_list(tenant=tenant) if tenant else []
+    data = request.GET.copy()
+    if tenant:
+        data["tenant"] = tenant.slug
+    data.setdefault("window", str(selectors.DEFAULT_WINDOW))
+    form = DashboardFilterForm(data, tenants=tenants, domains=domains)
+    form.is_valid()  # invalid fields fall back to defaults; their errors are shown
+    domain = _clean_or_default(form, "domain", None)
+    metric = _clean_or_default(form, "metric", "")
+    window = _clean_or_default(form, "window", selectors.DEFAULT_WINDOW)
+    since_date = _clean_or_default(form, "since", None)
+    until_date = _clean_or_default(form, "until", None)
+    # Dates are whole UTC days: `until` includes its day.
+    since = datetime.combine(since_date, time.min, UTC) if since_date else None
+    until = None
+    if until_date and until_date < date.max:  # until 9999-12-31 is no limit at all
+        until = datetime.combine(until_date + timedelta(days=1), time.min, UTC)
+
+    context = {
+        **admin.site.each_context(request),
+        "title": "Outcomes dashboard",
+        "form": form,
+        "tenant": tenant,
+        "tenants": tenants,
+        "cards": [],
+        "window": window,
+        "domain": domain or selectors.ALL_DOMAINS,
+    }
+    if tenant is not None:
+        dashboard = selectors.dashboard_get(
+            tenant=tenant,
+            domain=domain,
+            window=window,
+            recent_limit=RECENT_ON_PAGE,
+            metric_types=[metric] if metric else METRIC_TYPES,
+            since=since,
+            until=until,
+        )
+        labels = dict(MetricType.choices)
+        context["cards"] = [
+            {
+                "trend": trend,
+                "label": labels[trend.metric_type],
+                "arrow": ARROWS[trend.direction],
+                "change": f"{trend.change_pct:+.1f}%",
+                "previous_avg": format_number(trend.previous_avg),
+                "current_avg": format_number(trend.current_avg),
+                "chart": line_chart(
+                    trend.points,
+                    previous_avg=trend.previous_avg,
+                    current_avg=trend.current_avg,
+                ),
+            }
+            for trend in dashboard.trends
+        ]
+        context["recent_events"] = dashboard.recent_events
+        context["summary"] = dashboard.summary
+        context["metric_labels"] = labels
+        filters = {"tenant": tenant.slug}
+        if domain:
+            filters["domain"] = domain
+        context["events_url"] = (
+            reverse("admin:outcomes_outcomeevent_changelist") + "?" + urlencode(filters)
+        )
+    return TemplateResponse(request, "admin/outcomes/dashboard.html", context)

@@ -1,0 +1,246 @@
+"""Reads behind the API and the staff dashboard: trends, recent events, summaries.
+
+Every query is bounded by an index that leads with the tenant: a trend is "the latest N by
+occurred_at" (ORDER BY occurred_at DESC, id DESC LIMIT N, a backward index scan), and the
+summary reads the per-key counts, so none of them grows with the tenant's history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db.models import Count, QuerySet
+
+from agent33.tenancy.models import Tenant
+
+from .choices import METRIC_TYPES
+from .models import OutcomeCount, OutcomeEvent
+from .trends import TrendStats, compute_trend
+
+__all__ = [
+    "ALL_DOMAINS",
+    "DEFAULT_RECENT_LIMIT",
+    "DEFAULT_WINDOW",
+    "MAX_RECENT_LIMIT",
+    "MAX_WINDOW",
+    "Dashboard",
+    "Summary",
+    "Trend",
+    "dashboard_get",
+    "domains_list",
+    "recent_events_list",
+    "summary_get",
+    "trend_get",
+]
+
+ALL_DOMAINS = "all"
+DEFAULT_WINDOW = 20
+MAX_WINDOW = 1000
+DEFAULT_RECENT_LIMIT = 10
+MAX_RECENT_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Trend:
+    metric_type: str
+    domain: str  # ALL_DOMAINS when not filtered
+    window: int
+    stats: TrendStats
+    points: list[tuple[datetime, float]]  # oldest first
+
+    @property
+    def values(self) -> list[float]:
+        return [value for _, value in self.points]
+
+    @property
+    def direction(self) -> str:
+        return self.stats.direction
+
+    @property
+    def sample_size(self) -> int:
+        return self.stats.sample_size
+
+    @property
+    def previous_avg(self) -> float:
+        return self.stats.previous_avg
+
+    @property
+    def current_avg(self) -> float:
+        return self.stats.current_avg
+
+    @property
+    def change_pct(self) -> float:
+        return self.stats.change_pct
+
+
+@dataclass(frozen=True)
+class Summary:
+    total_events: int
+    domains: list[str]
+    event_types: list[str]
+    metric_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    trends: list[Trend]
+    recent_events: list[OutcomeEvent]
+    summary: Summary
+    filters: dict = field(default_factory=dict)
+
+
+def _events(
+    tenant: Tenant,
+    *,
+    domain: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet:
+    # The default manager: outside any tenant scope this fails closed, and a tenant outside
+    # the caller's scope (staff) yields nothing.
+    queryset = OutcomeEvent.objects.filter(tenant=tenant)
+    if domain:
+        queryset = queryset.filter(domain=domain)
+    if since is not None:
+        queryset = queryset.filter(occurred_at__gte=since)
+    if until is not None:
+        queryset = queryset.filter(occurred_at__lt=until)
+    return queryset
+
+
+def normalise_domain(domain: str | None) -> str | None:
+    """'' and 'all' mean every domain (Stage 1 clients send domain=all)."""
+    if domain is None:
+        return None
+    domain = domain.strip()
+    return None if domain in ("", ALL_DOMAINS) else domain
+
+
+def trend_get(
+    *,
+    tenant: Tenant,
+    metric_type: str,
+    domain: str | None = None,
+    window: int = DEFAULT_WINDOW,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Trend:
+    """The latest `window` events of a metric (one query, index scan with LIMIT)."""
+    domain = normalise_domain(domain)
+    latest = list(
+        _events(tenant, domain=domain, since=since, until=until)
+        .filter(metric_type=metric_type)
+        .order_by("-occurred_at", "-id")
+        .values_list("occurred_at", "value")[:window]
+    )
+    latest.reverse()  # oldest first
+    return Trend(
+        metric_type=metric_type,
+        domain=domain or ALL_DOMAINS,
+        window=window,
+        stats=compute_trend([value for _, value in latest], metric_type=metric_type),
+        points=latest,
+    )
+
+
+def recent_events_list(
+    *,
+    tenant: Tenant,
+    domain: str | None = None,
+    limit: int = DEFAULT_RECENT_LIMIT,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[OutcomeEvent]:
+    return list(
+        _events(tenant, domain=normalise_domain(domain), since=since, until=until).order_by(
+            "-occurred_at", "-id"
+        )[:limit]
+    )
+
+
+def _summary_from_rows(rows: Sequence[tuple[str, str, str, int]]) -> Summary:
+    metric_counts = dict.fromkeys(METRIC_TYPES, 0)
+    domains: set[str] = set()
+    event_types: set[str] = set()
+    total = 0
+    for metric_type, domain, event_type, count in rows:
+        if not count:
+            continue
+        total += count
+        metric_counts[metric_type] = metric_counts.get(metric_type, 0) + count
+        domains.add(domain)
+        event_types.add(event_type)
+    return Summary(total, sorted(domains), sorted(event_types), metric_counts)
+
+
+def summary_get(
+    *,
+    tenant: Tenant,
+    domain: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Summary:
+    """Totals per metric, domains and event types. Without a date range it reads the
+    per-key counts (rows per distinct key, not per event); with one, it aggregates the
+    events in that range (an index range scan)."""
+    domain = normalise_domain(domain)
+    if since is None and until is None:
+        counts = OutcomeCount.objects.filter(tenant=tenant)
+        if domain:
+            counts = counts.filter(domain=domain)
+        rows = counts.values_list("metric_type", "domain", "event_type", "count")
+    else:
+        rows = (
+            _events(tenant, domain=domain, since=since, until=until)
+            .order_by()
+            .values("metric_type", "domain", "event_type")
+            .annotate(n=Count("id"))
+            .values_list("metric_type", "domain", "event_type", "n")
+        )
+    return _summary_from_rows(list(rows))
+
+
+def domains_list(*, tenant: Tenant) -> list[str]:
+    """Every domain the tenant has recorded (from the counts: no scan of the events)."""
+    return sorted(
+        set(
+            OutcomeCount.objects.filter(tenant=tenant, count__gt=0).values_list(
+                "domain", flat=True
+            )
+        )
+    )
+
+
+def dashboard_get(
+    *,
+    tenant: Tenant,
+    domain: str | None = None,
+    window: int = DEFAULT_WINDOW,
+    recent_limit: int = DEFAULT_RECENT_LIMIT,
+    metric_types: Sequence[str] = METRIC_TYPES,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Dashboard:
+    """One trend per metric, the recent events and the summary: len(metric_types) + 2
+    queries, whatever the amount of data."""
+    trends = [
+        trend_get(
+            tenant=tenant,
+            metric_type=metric_type,
+            domain=domain,
+            window=window,
+            since=since,
+            until=until,
+        )
+        for metric_type in metric_types
+    ]
+    return Dashboard(
+        trends=trends,
+        recent_events=recent_events_list(
+            tenant=tenant, domain=domain, limit=recent_limit, since=since, until=until
+        ),
+        summary=summary_get(tenant=tenant, domain=domain, since=since, until=until),
+        filters={"domain": normalise_domain(domain) or ALL_DOMAINS, "window": window},
+    )

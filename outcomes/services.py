@@ -1,0 +1,215 @@
+"""Every write to outcome events. Other apps record events through these two functions,
+never by writing the model."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from agent33.ids import new_id
+from agent33.tenancy.models import Tenant
+
+from .models import OutcomeCount, OutcomeEvent
+from .validation import CleanEvent, EventInvalid, clean_event, clean_events
+
+__all__ = ["event_record", "event_record_bulk", "outcome_counts_rebuild"]
+
+logger = logging.getLogger("agent33.outcomes")
+
+CountKey = tuple[str, str, str]  # (metric_type, domain, event_type)
+TrendKey = tuple[str, str]  # (metric_type, domain)
+
+_INSERT_BATCH = 2_000  # rows per INSERT where COPY is not available (SQLite)
+_UPSERT_BATCH = 500  # counts rows per upsert statement (SQLite's variable limit)
+
+
+def event_record(
+    *,
+    tenant: Tenant,
+    domain: str,
+    event_type: str,
+    metric_type: str,
+    value: float,
+    occurred_at: datetime | str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> OutcomeEvent:
+    """Record one event. Bad input raises ValidationError naming the field."""
+    try:
+        clean = clean_event(
+            {
+                "domain": domain,
+                "event_type": event_type,
+                "metric_type": metric_type,
+                "value": value,
+                "occurred_at": occurred_at,
+                "metadata": metadata,
+            }
+        )
+    except EventInvalid as exc:
+        raise ValidationError(exc.errors) from None
+    now = timezone.now()
+    event = OutcomeEvent(
+        tenant=tenant,
+        domain=clean.domain,
+        event_type=clean.event_type,
+        metric_type=clean.metric_type,
+        value=clean.value,
+        occurred_at=clean.occurred_at or now,
+        metadata=clean.metadata,
+        created_at=now,
+    )
+    with transaction.atomic():
+        event.save(force_insert=True)
+        _counts_add(tenant.pk, Counter({(clean.metric_type, clean.domain, clean.event_type): 1}))
+        _notify_on_commit(tenant, {(clean.metric_type, clean.domain)})
+    return event
+
+
+def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) -> int:
+    """Record up to 10,000 events, all or nothing; returns how many were stored.
+
+    The first bad event raises ValidationError with fields `events.<index>.<field>`, and
+    nothing is stored. On PostgreSQL the rows go in with COPY, elsewhere with multi-row
+    INSERTs, inside one transaction together with the summary counts.
+    """
+    cleaned = clean_events(events)
+    now = timezone.now()
+    tenant_id = tenant.pk
+    counts: Counter[CountKey] = Counter(
+        (e.metric_type, e.domain, e.event_type) for e in cleaned
+    )
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            _copy_events(tenant_id, cleaned, now)
+        else:
+            _insert_events(tenant_id, cleaned, now)
+        _counts_add(tenant_id, counts)
+        _notify_on_commit(tenant, {(metric, domain) for metric, domain, _ in counts})
+    return len(cleaned)
+
+
+def _ordered_ids(count: int) -> list[str]:
+    """Fresh random ids, sorted: events of one request that share an occurred_at (say,
+    none was given) then keep their submission order, since ties sort by id."""
+    return sorted(new_id("outcome") for _ in range(count))
+
+
+def _copy_events(tenant_id: str, cleaned: list[CleanEvent], now: datetime) -> None:
+    meta = OutcomeEvent._meta
+    quote = connection.ops.quote_name
+    fields = ("id", "tenant", "domain", "event_type", "metric_type", "value", "occurred_at",
+              "metadata", "created_at")
+    columns = ", ".join(quote(meta.get_field(name).column) for name in fields)
+    sql = f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        write_row = copy.write_row
+        for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True):
+            write_row(
+                (
+                    pk,
+                    tenant_id,
+                    event.domain,
+                    event.event_type,
+                    event.metric_type,
+                    event.value,
+                    event.occurred_at or now,
+                    event.metadata_json,
+                    now,
+                )
+            )
+
+
+def _insert_events(tenant_id: str, cleaned: list[CleanEvent], now: datetime) -> None:
+    OutcomeEvent.all_tenants.bulk_create(
+        (
+            OutcomeEvent(
+                id=pk,
+                tenant_id=tenant_id,
+                domain=event.domain,
+                event_type=event.event_type,
+                metric_type=event.metric_type,
+                value=event.value,
+                occurred_at=event.occurred_at or now,
+                metadata=event.metadata,
+                created_at=now,
+            )
+            for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True)
+        ),
+        batch_size=_INSERT_BATCH,
+    )
+
+
+def _counts_add(tenant_id: str, counts: Mapping[CountKey, int]) -> None:
+    """Add to the per-key counts in one upsert per 500 keys. Keys go in sorted order so two
+    concurrent requests lock the same count rows in the same order (no deadlock)."""
+    table = connection.ops.quote_name(OutcomeCount._meta.db_table)
+    count_col = connection.ops.quote_name("count")
+    items = sorted(counts.items())
+    # Only quoted identifiers are interpolated; every value is a parameter.
+    head = f"INSERT INTO {table} (tenant_id, metric_type, domain, event_type, {count_col}) VALUES "  # noqa: S608
+    tail = (
+        " ON CONFLICT (tenant_id, metric_type, domain, event_type) "
+        f"DO UPDATE SET {count_col} = {table}.{count_col} + EXCLUDED.{count_col}"
+    )
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), _UPSERT_BATCH):
+            chunk = items[start : start + _UPSERT_BATCH]
+            params: list[Any] = []
+            for (metric_type, domain, event_type), count in chunk:
+                params += [tenant_id, metric_type, domain, event_type, count]
+            rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(head + rows + tail, params)
+
+
+def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
+    transaction.on_commit(lambda: _after_events_committed(tenant, frozenset(keys)))
+
+
+def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
+    """Runs after events are committed, once per request, with the (metric_type, domain)
+    trends they touched.
+
+    Hook point for decline detection (DESIGN §5.3, a later issue): recompute each touched
+    trend (and the domain-"all" trend of its metric) with outcomes.selectors.trend_get, and
+    when one has turned `declining`, call operations' public service to open an improvement
+    intake (once per open decline). Deliberately a no-op until then.
+    """
+
+
+def outcome_counts_rebuild(*, tenant: Tenant | None = None) -> int:
+    """Recompute the summary counts from the events (after a raw load or a repair).
+    Returns the number of count rows written."""
+    events = OutcomeEvent.all_tenants.all()
+    existing = OutcomeCount.all_tenants.all()
+    if tenant is not None:
+        events = events.filter(tenant=tenant)
+        existing = existing.filter(tenant=tenant)
+    rows: Iterable[dict] = (
+        events.order_by()
+        .values("tenant_id", "metric_type", "domain", "event_type")
+        .annotate(n=Count("id"))
+    )
+    with transaction.atomic():
+        existing.delete()
+        created = OutcomeCount.all_tenants.bulk_create(
+            [
+                OutcomeCount(
+                    tenant_id=row["tenant_id"],
+                    metric_type=row["metric_type"],
+                    domain=row["domain"],
+                    event_type=row["event_type"],
+                    count=row["n"],
+                )
+                for row in rows
+            ],
+            batch_size=1_000,
+        )
+    return len(created)
