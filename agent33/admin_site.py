@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.core.exceptions import PermissionDenied
 from django.urls import path, reverse
 
 __all__ = ["AdminPage", "Agent33AdminConfig", "Agent33AdminSite"]
@@ -19,7 +20,8 @@ class AdminPage:
     name: str  # URL name inside the admin namespace, e.g. "operations_hub"
     title: str
     app_label: str
-    permission: str | None = None  # e.g. "operations.view_workflowrun"
+    permission: str | None = None  # e.g. "operations.view_workflowrun"; enforced (403)
+    in_index: bool = True  # False for JSON endpoints that serve a page
 
 
 class Agent33AdminSite(admin.AdminSite):
@@ -40,15 +42,26 @@ class Agent33AdminSite(admin.AdminSite):
     def get_urls(self):
         # Page routes come first: the admin's app_label catch-all would otherwise swallow them.
         pages = [
-            path(page.route, self.admin_view(page.view), name=page.name) for page in self._pages
+            path(page.route, self.admin_view(self._guarded(page)), name=page.name)
+            for page in self._pages
         ]
         return pages + super().get_urls()
+
+    def _guarded(self, page: AdminPage):
+        def view(request, *args, **kwargs):
+            if not self.page_allowed(request, page):
+                raise PermissionDenied(f"You may not open {page.title}.")
+            return page.view(request, *args, **kwargs)
+
+        return view
 
     def get_app_list(self, request, app_label=None):
         app_list = super().get_app_list(request, app_label)
         by_label = {app["app_label"]: app for app in app_list}
         for page in self._pages:
-            if not self.page_allowed(request, page) or (app_label and page.app_label != app_label):
+            if not page.in_index or not self.page_allowed(request, page):
+                continue
+            if app_label and page.app_label != app_label:
                 continue
             app = by_label.get(page.app_label)
             if app is None:

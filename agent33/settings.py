@@ -210,6 +210,8 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "TraceStatusEnum": "operations.choices.TraceStatus",
+        "TraceCompletionStatusEnum": "operations.choices.TraceCompletionStatus",
+        "WorkflowStartStatusEnum": "operations.choices.WorkflowStartStatus",
         "BudgetStatusEnum": "operations.choices.BudgetStatus",
         "IntakeStatusEnum": "operations.choices.IntakeStatus",
         "WorkflowRunStatusEnum": "operations.choices.WorkflowRunStatus",

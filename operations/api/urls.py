@@ -1,1 +1,31 @@
-urlpatterns: list = []
+"""Mounted at /v1/operations/ (no trailing slashes, DESIGN §5)."""
+
+from django.urls import path, re_path
+from rest_framework.routers import SimpleRouter
+
+from .views import (
+    AutonomyBudgetViewSet,
+    HubView,
+    ImprovementIntakeViewSet,
+    ProcessControlView,
+    ProcessDetailView,
+    TraceViewSet,
+    WorkflowRunViewSet,
+)
+
+router = SimpleRouter(trailing_slash=False)
+router.register("traces", TraceViewSet, basename="trace")
+router.register("budgets", AutonomyBudgetViewSet, basename="budget")
+router.register("improvements", ImprovementIntakeViewSet, basename="improvement")
+router.register("workflow-runs", WorkflowRunViewSet, basename="workflow-run")
+
+PROCESS_ID = r"(?P<process_id>[A-Za-z0-9_.:-]{1,100})"
+
+urlpatterns = [
+    path("hub", HubView.as_view(), name="operations-hub"),
+    re_path(rf"^processes/{PROCESS_ID}$", ProcessDetailView.as_view(), name="process-detail"),
+    re_path(
+        rf"^processes/{PROCESS_ID}/control$", ProcessControlView.as_view(), name="process-control"
+    ),
+    *router.urls,
+]

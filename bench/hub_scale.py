@@ -1,0 +1,337 @@
+"""Operations Hub at scale (PostgreSQL).
+
+Does the hub stay as fast for a tenant with 100,000 processes as for one with 1,000, and is a
+control action cheap compared with the cheapest authenticated request?
+
+    .venv/bin/python bench/hub_scale.py [--pg postgres://postgres@127.0.0.1:5432/postgres]
+                                        [--requests 300] [--keep]
+
+`--pg` is a PostgreSQL server URL whose user may create databases (default: $BENCH_PG_URL or
+postgres://postgres@127.0.0.1:5432/postgres). The script creates its own database
+`agent33_bench_hub` (dropped again unless --keep), migrates it, loads the data with COPY, and
+drives the real API stack in-process (DRF test client: authentication, scopes, tenant scope,
+selectors, serialisation; no network). It takes about a minute.
+
+Data: 10 tenants: `big` with 100,000 processes, `small` with 1,000, eight others with 10,000
+each (181,000 processes), spread evenly over traces, autonomy budgets, improvement intakes and
+workflow runs. Half of each tenant's processes started in the last 20 hours (30 % of those are
+still active), the other half over the previous 30 days (all finished). So the default hub
+(not finished, last 24 h, limit 100) returns 100 rows for both tenants, out of 300 candidates
+for `small` and 30,000 for `big`: the worst case for any plan that is not an ordered index range.
+
+Reported:
+- hub p50/p95 for `small` and `big`: the default view, `status=completed` and `status=running`;
+  target: big/small p50 ratio <= 2.0;
+- the plan node types and indexes of every hub query (each index must lead with tenant_id);
+- control action (pause/resume via POST /processes/{id}/control) p50 against GET
+  /v1/auth/whoami p50, interleaved in the same run; target: ratio <= 3.0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+DB_NAME = "agent33_bench_hub"
+TENANT_SIZES = {"big": 100_000, "small": 1_000, **{f"other-{i}": 10_000 for i in range(1, 9)}}
+
+
+def create_database(server_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{DB_NAME}"))
+
+
+def drop_database(server_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+
+def setup_django(database_url: str) -> None:
+    os.environ.update(
+        DATABASE_URL=database_url,
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        LOG_LEVEL="WARNING",
+        AGENT33_THROTTLE_RATE="10000000/min",
+        DJANGO_SETTINGS_MODULE="agent33.settings",
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def _statuses():
+    from operations import choices
+
+    return {
+        "trace": (choices.TRACE_ACTIVE, sorted(choices.TRACE_TERMINAL)),
+        "budget": (choices.BUDGET_ACTIVE, sorted(choices.BUDGET_TERMINAL)),
+        "intake": (choices.INTAKE_ACTIVE, sorted(choices.INTAKE_TERMINAL)),
+        "wfrun": (choices.WORKFLOW_ACTIVE, sorted(choices.WORKFLOW_TERMINAL)),
+    }
+
+
+COLUMNS = {
+    "trace": ("operations_trace", "id, tenant_id, task_id, agent_id, session_id, run_id, status, "
+              "failure_code, failure_message, started_at, completed_at, updated_at"),
+    "budget": ("operations_autonomybudget", "id, tenant_id, task_id, agent_id, limits, "
+               "approved_by, expires_at, status, started_at, updated_at"),
+    "intake": ("operations_improvementintake", "id, tenant_id, title, summary, source, "
+               "research_type, urgency, status, decline_key, started_at, updated_at"),
+    "wfrun": ("operations_workflowrun", "id, tenant_id, workflow_name, trigger_type, status, "
+              "started_at, duration_ms, error, job_id, updated_at"),
+}
+
+
+def _row(kind: str, tenant: str, n: int, status: str, started: datetime) -> tuple:
+    pk = f"{kind}-{secrets.token_hex(16)}"
+    if kind == "trace":
+        done = None if status == "running" else started + timedelta(seconds=30)
+        return (pk, tenant, f"task-{n}", f"agent-{n % 50}", f"s-{n}", f"r-{n}", status, "", "",
+                started, done, started)
+    if kind == "budget":
+        return (pk, tenant, f"task-{n}", f"agent-{n % 50}", '{"max_tool_calls": 10}', "", None,
+                status, started, started)
+    if kind == "intake":
+        return (pk, tenant, f"Improvement {n}", "", "bench", "internal", "medium", status, "",
+                started, started)
+    return (pk, tenant, f"workflow-{n % 20}", "schedule", status, started,
+            None if status in ("queued", "running", "paused") else 1000, "", f"job-{n}", started)
+
+
+def load_data(now: datetime) -> None:
+    from django.db import connection
+
+    from agent33.tenancy.models import Tenant
+
+    Tenant.objects.bulk_create([Tenant(slug=slug, name=slug) for slug in TENANT_SIZES])
+    statuses = _statuses()
+    rng = random.Random(33)
+    started_loading = time.perf_counter()
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        for kind, (table, columns) in COLUMNS.items():
+            active, final = statuses[kind]
+            with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for tenant, size in TENANT_SIZES.items():
+                    for n in range(size // 4):
+                        if n % 2 == 0:  # recent half: 30 % still active
+                            started = now - timedelta(seconds=rng.uniform(60, 20 * 3600))
+                            pool = active if rng.random() < 0.3 else final
+                        else:  # history: finished, 1..31 days ago
+                            started = now - timedelta(days=rng.uniform(1.05, 31))
+                            pool = final
+                        copy.write_row(_row(kind, tenant, n, rng.choice(pool), started))
+        cursor.execute("ANALYZE")
+    total = sum(TENANT_SIZES.values())
+    print(f"loaded {total:,} processes in {time.perf_counter() - started_loading:.1f} s "
+          f"({len(TENANT_SIZES)} tenants)")
+
+
+# --- measuring --------------------------------------------------------------------------
+
+
+def client_for(tenant_slug: str | None, scopes: list[str]):
+    from rest_framework.test import APIClient
+
+    from agent33.tenancy.models import Tenant
+    from agent33.tenancy.services import token_issue
+
+    tenant = Tenant.objects.get(slug=tenant_slug) if tenant_slug else None
+    issued = token_issue(tenant=tenant, scopes=scopes, name=f"bench {tenant_slug}")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.plaintext}")
+    return client
+
+
+def timed(call) -> float:
+    started = time.perf_counter()
+    response = call()
+    elapsed = (time.perf_counter() - started) * 1000
+    if response.status_code != 200:
+        raise SystemExit(f"unexpected {response.status_code}: {response.content[:300]!r}")
+    return elapsed
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p95
+
+
+def measure_hub(clients: dict, params: dict, requests: int) -> dict[str, tuple]:
+    """p50/p95 per tenant; the tenants' requests alternate, so load drift hits both alike."""
+    samples: dict[str, list[float]] = {slug: [] for slug in clients}
+    rows = {}
+    for slug, client in clients.items():
+        for _ in range(20):
+            client.get("/v1/operations/hub", params)
+        rows[slug] = len(client.get("/v1/operations/hub", params).json()["processes"])
+    for _ in range(requests):
+        for slug, client in clients.items():
+            samples[slug].append(timed(lambda c=client: c.get("/v1/operations/hub", params)))
+    return {slug: (*percentiles(samples[slug]), rows[slug]) for slug in clients}
+
+
+def _plan_nodes(node: dict) -> list[tuple[str, str | None]]:
+    found = [(node["Node Type"], node.get("Index Name"))]
+    for child in node.get("Plans", []):
+        found += _plan_nodes(child)
+    return found
+
+
+def explain_hub(client, params: dict) -> list[str]:
+    """EXPLAIN every query the hub ran; return problems (indexes not led by tenant_id)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        client.get("/v1/operations/hub", params)
+    problems = []
+    hub_queries = [q["sql"] for q in captured.captured_queries if '"operations_' in q["sql"]]
+    print(f"  hub {params or '(defaults)'}: {len(captured.captured_queries)} queries "
+          f"({len(hub_queries)} on operations tables)")
+    with connection.cursor() as cursor:
+        for sql in hub_queries:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql)
+            plan = cursor.fetchone()[0]
+            plan = json.loads(plan) if isinstance(plan, str) else plan
+            nodes = _plan_nodes(plan[0]["Plan"])
+            table = sql.split('FROM "', 1)[1].split('"', 1)[0]
+            described = " > ".join(f"{t}({i})" if i else t for t, i in nodes)
+            print(f"    {table:<30} {described}")
+            for node_type, index in nodes:
+                if node_type == "Seq Scan":
+                    problems.append(f"{table}: sequential scan")
+                if index:
+                    cursor.execute(
+                        "SELECT a.attname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
+                        "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0] "
+                        "WHERE c.relname = %s",
+                        [index],
+                    )
+                    lead = cursor.fetchone()[0]
+                    if lead != "tenant_id":
+                        problems.append(f"{table}: index {index} leads with {lead}")
+    return problems
+
+
+def measure_control_vs_whoami(executor, count: int) -> tuple[float, float]:
+    from agent33.tenancy.context import tenant_scope
+    from agent33.tenancy.models import Tenant
+    from operations.models import WorkflowRun
+
+    with tenant_scope(Tenant.objects.get(slug="big")):
+        run_ids = list(
+            WorkflowRun.objects.filter(status="running").values_list("id", flat=True)[:count]
+        )
+    control_samples, whoami_samples = [], []
+
+    def control(run_id, action):
+        return executor.post(
+            f"/v1/operations/processes/{run_id}/control",
+            {"action": action, "reason": "bench"},
+            format="json",
+        )
+
+    for _ in range(20):
+        executor.get("/v1/auth/whoami")
+    for action in ("pause", "resume"):
+        for run_id in run_ids:
+            whoami_samples.append(timed(lambda: executor.get("/v1/auth/whoami")))
+            control_samples.append(
+                timed(lambda run_id=run_id, action=action: control(run_id, action))
+            )
+    return percentiles(control_samples)[0], percentiles(whoami_samples)[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--controls", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    setup_django(create_database(args.pg))
+    failures = []
+    try:
+        now = datetime.now(UTC)
+        load_data(now)
+        read = ["workflows:read"]
+        clients = {slug: client_for(slug, read) for slug in ("small", "big")}
+
+        print("\nhub latency (ms)            rows    p50     p95")
+        results = {}
+        for label, params in (("default", {}), ("status=completed", {"status": "completed"}),
+                              ("status=running", {"status": "running"})):
+            measured = measure_hub(clients, params, args.requests)
+            for slug in ("small", "big"):
+                p50, p95, rows = measured[slug]
+                results[(label, slug)] = p50
+                print(f"  {slug:<6} {label:<19} {rows:>4} {p50:>7.2f} {p95:>7.2f}")
+        print("\nbig/small p50 ratio (target <= 2.0)")
+        for label in ("default", "status=completed", "status=running"):
+            ratio = results[(label, "big")] / results[(label, "small")]
+            verdict = "ok" if ratio <= 2.0 else "OVER TARGET"
+            print(f"  {label:<19} {ratio:.2f}  {verdict}")
+            if ratio > 2.0:
+                failures.append(f"hub {label} ratio {ratio:.2f}")
+
+        operator = {"operator": client_for(None, read)}
+        p50, p95, rows = measure_hub(operator, {}, max(20, args.requests // 5))["operator"]
+        print(f"  (info) operator token, all {len(TENANT_SIZES)} tenants, default view: "
+              f"{rows} rows, p50 {p50:.2f} ms, p95 {p95:.2f} ms")
+
+        print("\nquery plans for tenant 'big' (node types, index names)")
+        for params in ({}, {"status": "completed"}):
+            failures += explain_hub(clients["big"], params)
+
+        executor = client_for("big", ["workflows:execute"])
+        control_p50, whoami_p50 = measure_control_vs_whoami(executor, args.controls)
+        ratio = control_p50 / whoami_p50
+        print(f"\ncontrol p50 {control_p50:.2f} ms, whoami p50 {whoami_p50:.2f} ms, "
+              f"ratio {ratio:.2f} (target <= 3.0) {'ok' if ratio <= 3.0 else 'OVER TARGET'}")
+        if ratio > 3.0:
+            failures.append(f"control/whoami ratio {ratio:.2f}")
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if not args.keep:
+            drop_database(args.pg)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s; "
+          + ("all targets met" if not failures else "FAILED: " + "; ".join(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Input serializers validate request bodies; output serializers render records.
+
+Ids, tenant, status and timestamps are read-only everywhere: the tenant comes from the token,
+status only moves through the transition and control endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from ..choices import (
+    BudgetStatus,
+    ControlActionChoice,
+    IntakeStatus,
+    ResearchType,
+    TraceCompletionStatus,
+    Urgency,
+    WorkflowRunStatus,
+    WorkflowStartStatus,
+)
+from ..models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+
+__all__ = [
+    "AutonomyBudgetCreateSerializer",
+    "AutonomyBudgetSerializer",
+    "BudgetTransitionSerializer",
+    "ControlRequestSerializer",
+    "HubSerializer",
+    "ImprovementIntakeCreateSerializer",
+    "ImprovementIntakeSerializer",
+    "IntakeTransitionSerializer",
+    "ProcessDetailSerializer",
+    "TraceCompleteSerializer",
+    "TraceCreateSerializer",
+    "TraceDetailSerializer",
+    "TraceSerializer",
+    "TraceStepCreateSerializer",
+    "TraceStepSerializer",
+    "WorkflowRunCreateSerializer",
+    "WorkflowRunSerializer",
+    "WorkflowRunTransitionSerializer",
+]
+
+MAX_ACTIONS_PER_STEP = 1000
+MAX_TEXT = 20_000
+BIGINT_MAX = 2**63 - 1
+
+
+def _reject_nul(value: Any) -> None:
+    """PostgreSQL's jsonb cannot store U+0000; refuse it as bad input instead of a 500.
+
+    Iterative, so deeply nested documents cannot exhaust the stack.
+    """
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise serializers.ValidationError("Strings may not contain NUL characters.")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def _text(max_length: int = 200, **kwargs) -> serializers.CharField:
+    return serializers.CharField(
+        max_length=max_length, allow_blank=True, required=False, default="", **kwargs
+    )
+
+
+# --- traces -----------------------------------------------------------------------------
+
+
+class TraceStepSerializer(serializers.ModelSerializer):
+    trace_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = TraceStep
+        fields = ["trace_id", "step_id", "actions", "action_count", "completed_at"]
+        read_only_fields = fields
+
+
+class TraceSerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
+    duration_ms = serializers.IntegerField(read_only=True, allow_null=True)
+    step_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Trace
+        fields = [
+            "id",
+            "tenant_id",
+            "task_id",
+            "agent_id",
+            "session_id",
+            "run_id",
+            "status",
+            "failure_code",
+            "failure_message",
+            "started_at",
+            "completed_at",
+            "duration_ms",
+            "updated_at",
+            "step_count",
+        ]
+        read_only_fields = fields
+
+
+class TraceDetailSerializer(TraceSerializer):
+    step_count = serializers.SerializerMethodField()
+    steps = TraceStepSerializer(many=True, read_only=True)
+
+    def get_step_count(self, obj) -> int:
+        return len(obj.steps.all())  # prefetched on retrieve
+
+    class Meta(TraceSerializer.Meta):
+        fields = [*TraceSerializer.Meta.fields, "steps"]
+        read_only_fields = fields
+
+
+class TraceCreateSerializer(serializers.Serializer):
+    task_id = _text()
+    agent_id = _text()
+    session_id = _text()
+    run_id = _text()
+
+
+class TraceStepCreateSerializer(serializers.Serializer):
+    step_id = serializers.CharField(max_length=200)
+    actions = serializers.ListField(
+        child=serializers.JSONField(),
+        max_length=MAX_ACTIONS_PER_STEP,
+        required=False,
+        default=list,
+        help_text=f"The step's actions as sent by the runtime (at most {MAX_ACTIONS_PER_STEP}).",
+    )
+    completed_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="Defaults to now."
+    )
+
+    def validate_actions(self, value):
+        _reject_nul(value)
+        return value
+
+
+class TraceCompleteSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=TraceCompletionStatus.choices)
+    failure_code = _text(max_length=100)
+    failure_message = _text(max_length=MAX_TEXT)
+
+
+# --- budgets ----------------------------------------------------------------------------
+
+
+class AutonomyBudgetSerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = AutonomyBudget
+        fields = [
+            "id",
+            "tenant_id",
+            "task_id",
+            "agent_id",
+            "limits",
+            "approved_by",
+            "expires_at",
+            "status",
+            "started_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class AutonomyBudgetCreateSerializer(serializers.Serializer):
+    task_id = _text()
+    agent_id = _text()
+    limits = serializers.DictField(required=False, default=dict)
+    approved_by = _text()
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate_limits(self, value):
+        _reject_nul(value)
+        return value
+
+
+# --- intakes ----------------------------------------------------------------------------
+
+
+class ImprovementIntakeSerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = ImprovementIntake
+        fields = [
+            "id",
+            "tenant_id",
+            "title",
+            "summary",
+            "source",
+            "research_type",
+            "urgency",
+            "status",
+            "started_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ImprovementIntakeCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=300)
+    summary = _text(max_length=MAX_TEXT)
+    source = _text()
+    research_type = serializers.ChoiceField(
+        choices=ResearchType.choices, required=False, default=ResearchType.INTERNAL
+    )
+    urgency = serializers.ChoiceField(
+        choices=Urgency.choices, required=False, default=Urgency.MEDIUM
+    )
+
+
+# --- workflow runs ----------------------------------------------------------------------
+
+
+class WorkflowRunSerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = WorkflowRun
+        fields = [
+            "id",
+            "tenant_id",
+            "workflow_name",
+            "trigger_type",
+            "status",
+            "started_at",
+            "duration_ms",
+            "error",
+            "job_id",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class WorkflowRunCreateSerializer(serializers.Serializer):
+    workflow_name = serializers.CharField(max_length=200)
+    trigger_type = _text(max_length=100)
+    started_at = serializers.DateTimeField(
+        required=False, allow_null=True, default=None, help_text="Defaults to now."
+    )
+    status = serializers.ChoiceField(
+        choices=WorkflowStartStatus.choices, required=False, default=WorkflowStartStatus.QUEUED
+    )
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=BIGINT_MAX, required=False, allow_null=True, default=None
+    )
+    error = _text(max_length=MAX_TEXT)
+    job_id = _text()
+
+
+# --- transitions and controls -----------------------------------------------------------
+
+
+class BudgetTransitionSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=BudgetStatus.choices)
+
+
+class IntakeTransitionSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=IntakeStatus.choices)
+
+
+class WorkflowRunTransitionSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=WorkflowRunStatus.choices)
+    error = serializers.CharField(
+        max_length=MAX_TEXT, allow_blank=True, required=False,
+        help_text="Optional: the run's error message (for example when it fails).",
+    )
+    duration_ms = serializers.IntegerField(
+        min_value=0, max_value=BIGINT_MAX, required=False,
+        help_text="Optional; computed from started_at when a run finishes without one.",
+    )
+
+
+class ControlRequestSerializer(serializers.Serializer):
+    action = serializers.CharField(
+        max_length=50, help_text=f"One of: {', '.join(ControlActionChoice.values)}."
+    )
+    reason = serializers.CharField(max_length=2000, allow_blank=True, required=False, default="")
+
+
+# --- hub (documentation of the selector's JSON) -----------------------------------------
+
+
+class HubProcessSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.ChoiceField(
+        choices=[
+            "trace", "autonomy_budget", "improvement_intake", "workflow", "multimodal_request",
+        ]
+    )
+    status = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    name = serializers.CharField()
+    metadata = serializers.DictField(help_text="Always has tenant_id, plus the type's main fields.")
+    allowed_actions = serializers.ListField(
+        child=serializers.ChoiceField(choices=ControlActionChoice.values)
+    )
+
+
+class HubSerializer(serializers.Serializer):
+    timestamp = serializers.DateTimeField()
+    active_count = serializers.IntegerField(
+        help_text="How many of the listed processes are not finished."
+    )
+    processes = HubProcessSerializer(many=True)
+
+
+class ControlHistorySerializer(serializers.Serializer):
+    action = serializers.CharField()
+    reason = serializers.CharField()
+    actor = serializers.CharField()
+    state_before = serializers.CharField()
+    state_after = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class TraceActionSummarySerializer(serializers.Serializer):
+    step_id = serializers.CharField()
+    action_count = serializers.IntegerField()
+    completed_at = serializers.DateTimeField(allow_null=True)
+
+
+class ProcessDetailSerializer(HubProcessSerializer):
+    control_history = ControlHistorySerializer(many=True)
+    actions = TraceActionSummarySerializer(
+        many=True, required=False, help_text="Traces only: one entry per step."
+    )
+    limits = serializers.DictField(required=False, help_text="Autonomy budgets only.")
+    summary = serializers.CharField(required=False, help_text="Improvement intakes only.")

@@ -1,0 +1,289 @@
+"""Operations API (DESIGN §5.1): process records, the hub, process detail and controls.
+
+Views parse and authorise, call one service or selector, and serialise.
+"""
+
+from __future__ import annotations
+
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, serializers, status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agent33.api.pagination import LinkHeaderCursorPagination
+from agent33.api.viewsets import TenantScopedViewSet, actor_of, tenant_of
+from agent33.auth.scopes import WORKFLOWS_EXECUTE, WORKFLOWS_READ, WORKFLOWS_WRITE
+
+from .. import selectors, services
+from ..filtersets import (
+    AutonomyBudgetFilterSet,
+    ImprovementIntakeFilterSet,
+    TraceFilterSet,
+    WorkflowRunFilterSet,
+)
+from ..hub import HUB_INCLUDES
+from ..models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+from . import serializers as s
+
+__all__ = [
+    "AutonomyBudgetViewSet",
+    "HubView",
+    "ImprovementIntakeViewSet",
+    "ProcessControlView",
+    "ProcessDetailView",
+    "TraceViewSet",
+    "WorkflowRunViewSet",
+]
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), required=False
+    )
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    meaning = {
+        400: "Invalid input (the detail names the field).",
+        401: "Missing or invalid token.",
+        403: "Missing required scope.",
+        404: "Not found (or another tenant's).",
+        409: "The current state forbids it (the detail names the states).",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=meaning[code]) for code in codes}
+
+
+class StartedAtPagination(LinkHeaderCursorPagination):
+    ordering = ("-started_at", "-pk")
+
+
+_RECORD_SCOPES = {
+    "list": WORKFLOWS_READ,
+    "retrieve": WORKFLOWS_READ,
+    "create": WORKFLOWS_WRITE,
+    "transition": WORKFLOWS_WRITE,
+    "steps": WORKFLOWS_WRITE,
+    "complete": WORKFLOWS_WRITE,
+}
+
+
+class _ProcessRecordViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
+):
+    """list / retrieve / create for one record type; subclasses add the transition action."""
+
+    required_scopes = _RECORD_SCOPES
+    pagination_class = StartedAtPagination
+    create_serializer_class: type[serializers.Serializer]
+    create_service = None  # staticmethod(services.<entity>_create)
+
+    def create(self, request, *args, **kwargs):
+        tenant = tenant_of(request)
+        data = self.create_serializer_class(data=request.data)
+        data.is_valid(raise_exception=True)
+        obj = self.create_service(tenant=tenant, **data.validated_data)
+        return Response(self.get_serializer(obj).data, status=status.HTTP_201_CREATED)
+
+    def _transition(self, request, transition_serializer, service, *, record_arg: str):
+        obj = self.get_object()
+        data = transition_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        updated = service(**{record_arg: obj}, **data.validated_data)
+        return Response(self.get_serializer(updated).data)
+
+
+def _record_schema(name: str, out, create, transition=None):
+    views = {
+        "list": extend_schema(summary=f"List {name}", responses={200: out(many=True),
+                                                                **_errors(400, 401, 403)}),
+        "retrieve": extend_schema(summary=f"Read one {name[:-1]}",
+                                  responses={200: out, **_errors(401, 403, 404)}),
+        "create": extend_schema(summary=f"Create a {name[:-1]}", request=create,
+                                responses={201: out, **_errors(400, 401, 403)}),
+    }
+    if transition is not None:
+        views["transition"] = extend_schema(
+            summary=f"Move a {name[:-1]} to another status",
+            request=transition,
+            responses={200: out, **_errors(400, 401, 403, 404, 409)},
+        )
+    return extend_schema_view(**views)
+
+
+@_record_schema("traces", s.TraceSerializer, s.TraceCreateSerializer)
+class TraceViewSet(_ProcessRecordViewSet):
+    model = Trace
+    filterset_class = TraceFilterSet
+    create_serializer_class = s.TraceCreateSerializer
+    create_service = staticmethod(services.trace_create)
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "list":
+            # A correlated count on the (tenant, trace, step_id) index: one query per page.
+            counts = (
+                TraceStep.objects.filter(tenant_id=OuterRef("tenant_id"), trace_id=OuterRef("pk"))
+                .order_by()
+                .values("trace_id")
+                .annotate(n=Count("*"))
+                .values("n")
+            )
+            queryset = queryset.annotate(
+                step_count=Coalesce(Subquery(counts, output_field=IntegerField()), 0)
+            )
+        elif self.action == "retrieve":
+            queryset = queryset.prefetch_related("steps")
+        return queryset
+
+    def get_serializer_class(self):
+        return s.TraceSerializer if self.action == "list" else s.TraceDetailSerializer
+
+    @extend_schema(
+        summary="Add a finished step (with its actions) to a running trace",
+        request=s.TraceStepCreateSerializer,
+        responses={201: s.TraceStepSerializer, **_errors(400, 401, 403, 404, 409)},
+    )
+    @action(detail=True, methods=["post"])
+    def steps(self, request, pk=None):
+        trace = self.get_object()
+        data = s.TraceStepCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        step = services.trace_add_step(trace=trace, **data.validated_data)
+        return Response(s.TraceStepSerializer(step).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Finish a running trace with a terminal status",
+        request=s.TraceCompleteSerializer,
+        responses={200: s.TraceDetailSerializer, **_errors(400, 401, 403, 404, 409)},
+    )
+    @action(detail=True, methods=["post"])
+    def complete(self, request, pk=None):
+        trace = self.get_object()
+        data = s.TraceCompleteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        updated = services.trace_complete(trace=trace, **data.validated_data)
+        return Response(s.TraceDetailSerializer(updated).data)
+
+
+@_record_schema(
+    "budgets", s.AutonomyBudgetSerializer, s.AutonomyBudgetCreateSerializer,
+    s.BudgetTransitionSerializer,
+)
+class AutonomyBudgetViewSet(_ProcessRecordViewSet):
+    model = AutonomyBudget
+    serializer_class = s.AutonomyBudgetSerializer
+    filterset_class = AutonomyBudgetFilterSet
+    create_serializer_class = s.AutonomyBudgetCreateSerializer
+    create_service = staticmethod(services.budget_create)
+
+    @action(detail=True, methods=["post"])
+    def transition(self, request, pk=None):
+        return self._transition(
+            request, s.BudgetTransitionSerializer, services.budget_transition, record_arg="budget"
+        )
+
+
+@_record_schema(
+    "improvements", s.ImprovementIntakeSerializer, s.ImprovementIntakeCreateSerializer,
+    s.IntakeTransitionSerializer,
+)
+class ImprovementIntakeViewSet(_ProcessRecordViewSet):
+    model = ImprovementIntake
+    serializer_class = s.ImprovementIntakeSerializer
+    filterset_class = ImprovementIntakeFilterSet
+    create_serializer_class = s.ImprovementIntakeCreateSerializer
+    create_service = staticmethod(services.intake_create)
+
+    @action(detail=True, methods=["post"])
+    def transition(self, request, pk=None):
+        return self._transition(
+            request, s.IntakeTransitionSerializer, services.intake_transition, record_arg="intake"
+        )
+
+
+@_record_schema(
+    "workflow runs", s.WorkflowRunSerializer, s.WorkflowRunCreateSerializer,
+    s.WorkflowRunTransitionSerializer,
+)
+class WorkflowRunViewSet(_ProcessRecordViewSet):
+    model = WorkflowRun
+    serializer_class = s.WorkflowRunSerializer
+    filterset_class = WorkflowRunFilterSet
+    create_serializer_class = s.WorkflowRunCreateSerializer
+    create_service = staticmethod(services.workflow_run_create)
+
+    @action(detail=True, methods=["post"])
+    def transition(self, request, pk=None):
+        return self._transition(
+            request, s.WorkflowRunTransitionSerializer, services.workflow_run_transition,
+            record_arg="run",
+        )
+
+
+# --- the hub ----------------------------------------------------------------------------
+
+
+class HubView(APIView):
+    required_scopes = {"get": WORKFLOWS_READ}
+
+    @extend_schema(
+        summary="Operations Hub: recent processes of every registered type",
+        parameters=[
+            OpenApiParameter(
+                "include", str, description="Comma-separated types to list: "
+                f"{', '.join(HUB_INCLUDES)} (default: all)."
+            ),
+            OpenApiParameter(
+                "since", str, description="ISO 8601 date-time on started_at (default: 24 h ago)."
+            ),
+            OpenApiParameter(
+                "status", str, description="Only this status (default: every not-finished one)."
+            ),
+            OpenApiParameter("limit", int, description="1..100 (default 100)."),
+        ],
+        responses={200: s.HubSerializer, **_errors(400, 401, 403)},
+    )
+    def get(self, request):
+        query = selectors.parse_hub_query(request.query_params)
+        return Response(selectors.hub_snapshot(query))
+
+
+class ProcessDetailView(APIView):
+    required_scopes = {"get": WORKFLOWS_READ}
+
+    @extend_schema(
+        summary="One process with its type-specific detail and control history",
+        responses={200: s.ProcessDetailSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request, process_id: str):
+        return Response(selectors.process_detail(process_id))
+
+
+class ProcessControlView(APIView):
+    required_scopes = {"post": WORKFLOWS_EXECUTE}
+
+    @extend_schema(
+        summary="Pause, resume or cancel a process",
+        request=s.ControlRequestSerializer,
+        responses={200: s.ProcessDetailSerializer, **_errors(400, 401, 403, 404, 409)},
+    )
+    def post(self, request, process_id: str):
+        data = s.ControlRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        detail = services.process_control(
+            process_id=process_id,
+            action=data.validated_data["action"],
+            reason=data.validated_data["reason"],
+            actor=actor_of(request),
+        )
+        return Response(detail)

@@ -1,0 +1,214 @@
+"""Status enums and transition tables for every process record (DESIGN §5.1).
+
+Each machine is a TextChoices (lowercase values), an ALLOWED_TRANSITIONS table (from → the
+states it may move to), a TERMINAL set, and an ACTIVE tuple (the states the hub lists when no
+`status` is asked for). Models put a CheckConstraint on the column from `values`.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+__all__ = [
+    "BUDGET_ACTIVE",
+    "BUDGET_TERMINAL",
+    "BUDGET_TRANSITIONS",
+    "CONTROL_ACTIONS",
+    "INTAKE_ACTIVE",
+    "INTAKE_TERMINAL",
+    "INTAKE_TRANSITIONS",
+    "TRACE_ACTIVE",
+    "TRACE_TERMINAL",
+    "TRACE_TRANSITIONS",
+    "WORKFLOW_ACTIVE",
+    "WORKFLOW_TERMINAL",
+    "WORKFLOW_TRANSITIONS",
+    "BudgetStatus",
+    "ControlActionChoice",
+    "IntakeStatus",
+    "ProcessType",
+    "ResearchType",
+    "TraceCompletionStatus",
+    "TraceStatus",
+    "Urgency",
+    "WorkflowRunStatus",
+    "WorkflowStartStatus",
+]
+
+
+def _active(choices: type[models.TextChoices], terminal: frozenset[str]) -> tuple[str, ...]:
+    return tuple(value for value in choices.values if value not in terminal)
+
+
+class ProcessType(models.TextChoices):
+    """The hub's `type` values. Multimodal requests belong to the multimodal app; the value is
+    listed here because the hub contract names it, not because operations owns the model."""
+
+    TRACE = "trace", "Trace"
+    AUTONOMY_BUDGET = "autonomy_budget", "Autonomy budget"
+    IMPROVEMENT_INTAKE = "improvement_intake", "Improvement intake"
+    WORKFLOW = "workflow", "Workflow run"
+    MULTIMODAL_REQUEST = "multimodal_request", "Multimodal request"
+
+
+class ControlActionChoice(models.TextChoices):
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+    CANCEL = "cancel", "Cancel"
+
+
+CONTROL_ACTIONS: tuple[str, ...] = tuple(ControlActionChoice.values)
+
+
+# --- Traces -----------------------------------------------------------------------------
+
+
+class TraceStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    TIMEOUT = "timeout", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+    ESCALATED = "escalated", "Escalated"
+
+
+TRACE_TERMINAL: frozenset[str] = frozenset(
+    {
+        TraceStatus.COMPLETED,
+        TraceStatus.FAILED,
+        TraceStatus.TIMEOUT,
+        TraceStatus.CANCELLED,
+        TraceStatus.ESCALATED,
+    }
+)
+
+
+class TraceCompletionStatus(models.TextChoices):
+    """The statuses `POST /traces/{id}/complete` accepts: the terminal ones."""
+
+    COMPLETED = TraceStatus.COMPLETED.value, TraceStatus.COMPLETED.label
+    FAILED = TraceStatus.FAILED.value, TraceStatus.FAILED.label
+    TIMEOUT = TraceStatus.TIMEOUT.value, TraceStatus.TIMEOUT.label
+    CANCELLED = TraceStatus.CANCELLED.value, TraceStatus.CANCELLED.label
+    ESCALATED = TraceStatus.ESCALATED.value, TraceStatus.ESCALATED.label
+
+
+TRACE_TRANSITIONS: dict[str, frozenset[str]] = {
+    TraceStatus.RUNNING: TRACE_TERMINAL,
+    **{status: frozenset() for status in TRACE_TERMINAL},
+}
+TRACE_ACTIVE = _active(TraceStatus, TRACE_TERMINAL)
+
+
+# --- Autonomy budgets -------------------------------------------------------------------
+
+
+class BudgetStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PENDING_APPROVAL = "pending_approval", "Pending approval"
+    ACTIVE = "active", "Active"
+    SUSPENDED = "suspended", "Suspended"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired"
+    COMPLETED = "completed", "Completed"
+
+
+BUDGET_TRANSITIONS: dict[str, frozenset[str]] = {
+    BudgetStatus.DRAFT: frozenset({BudgetStatus.PENDING_APPROVAL, BudgetStatus.ACTIVE}),
+    BudgetStatus.PENDING_APPROVAL: frozenset({BudgetStatus.ACTIVE, BudgetStatus.REJECTED}),
+    BudgetStatus.ACTIVE: frozenset(
+        {BudgetStatus.SUSPENDED, BudgetStatus.EXPIRED, BudgetStatus.COMPLETED}
+    ),
+    BudgetStatus.SUSPENDED: frozenset({BudgetStatus.ACTIVE, BudgetStatus.EXPIRED}),
+    BudgetStatus.REJECTED: frozenset(),
+    BudgetStatus.EXPIRED: frozenset(),
+    BudgetStatus.COMPLETED: frozenset(),
+}
+BUDGET_TERMINAL: frozenset[str] = frozenset(
+    {BudgetStatus.REJECTED, BudgetStatus.EXPIRED, BudgetStatus.COMPLETED}
+)
+BUDGET_ACTIVE = _active(BudgetStatus, BUDGET_TERMINAL)
+
+
+# --- Improvement intakes ----------------------------------------------------------------
+
+
+class IntakeStatus(models.TextChoices):
+    SUBMITTED = "submitted", "Submitted"
+    TRIAGED = "triaged", "Triaged"
+    ANALYZING = "analyzing", "Analyzing"
+    ACCEPTED = "accepted", "Accepted"
+    DEFERRED = "deferred", "Deferred"
+    REJECTED = "rejected", "Rejected"
+    TRACKED = "tracked", "Tracked"
+
+
+INTAKE_TRANSITIONS: dict[str, frozenset[str]] = {
+    IntakeStatus.SUBMITTED: frozenset({IntakeStatus.TRIAGED}),
+    IntakeStatus.TRIAGED: frozenset({IntakeStatus.ANALYZING}),
+    IntakeStatus.ANALYZING: frozenset(
+        {IntakeStatus.ACCEPTED, IntakeStatus.DEFERRED, IntakeStatus.REJECTED}
+    ),
+    IntakeStatus.ACCEPTED: frozenset({IntakeStatus.TRACKED}),
+    IntakeStatus.DEFERRED: frozenset({IntakeStatus.TRIAGED}),
+    IntakeStatus.REJECTED: frozenset(),
+    IntakeStatus.TRACKED: frozenset(),
+}
+# Deferred intakes come back to triage, so only rejected and tracked are final. An intake is
+# "open" (for the one-open-intake-per-decline rule) exactly while it is not terminal.
+INTAKE_TERMINAL: frozenset[str] = frozenset({IntakeStatus.REJECTED, IntakeStatus.TRACKED})
+INTAKE_ACTIVE = _active(IntakeStatus, INTAKE_TERMINAL)
+
+
+class ResearchType(models.TextChoices):
+    EXTERNAL = "external", "External"
+    INTERNAL = "internal", "Internal"
+    COMPETITIVE = "competitive", "Competitive"
+    USER = "user", "User"
+    TECHNICAL = "technical", "Technical"
+
+
+class Urgency(models.TextChoices):
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
+# --- Workflow runs ----------------------------------------------------------------------
+
+
+class WorkflowRunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class WorkflowStartStatus(models.TextChoices):
+    """The states a run may be created in."""
+
+    QUEUED = WorkflowRunStatus.QUEUED.value, WorkflowRunStatus.QUEUED.label
+    RUNNING = WorkflowRunStatus.RUNNING.value, WorkflowRunStatus.RUNNING.label
+
+
+WORKFLOW_TRANSITIONS: dict[str, frozenset[str]] = {
+    WorkflowRunStatus.QUEUED: frozenset({WorkflowRunStatus.RUNNING, WorkflowRunStatus.CANCELLED}),
+    WorkflowRunStatus.RUNNING: frozenset(
+        {
+            WorkflowRunStatus.COMPLETED,
+            WorkflowRunStatus.FAILED,
+            WorkflowRunStatus.CANCELLED,
+            WorkflowRunStatus.PAUSED,
+        }
+    ),
+    WorkflowRunStatus.PAUSED: frozenset({WorkflowRunStatus.RUNNING}),
+    WorkflowRunStatus.COMPLETED: frozenset(),
+    WorkflowRunStatus.FAILED: frozenset(),
+    WorkflowRunStatus.CANCELLED: frozenset(),
+}
+WORKFLOW_TERMINAL: frozenset[str] = frozenset(
+    {WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELLED}
+)
+WORKFLOW_ACTIVE = _active(WorkflowRunStatus, WORKFLOW_TERMINAL)

@@ -1,0 +1,64 @@
+"""Demo records for `manage.py seed_demo` (runs inside tenant_scope(tenant); idempotent)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from agent33.tenancy.models import Tenant
+
+from . import services
+from .models import ImprovementIntake
+
+DEMO_SOURCE = "demo"
+
+
+def seed_demo(*, tenant: Tenant) -> None:
+    # The demo's own marker: a demo intake. Present → this tenant is already seeded.
+    if ImprovementIntake.objects.filter(tenant=tenant, source=DEMO_SOURCE).exists():
+        return
+    now = timezone.now()
+
+    trace = services.trace_create(
+        tenant=tenant, task_id="demo-summarise-inbox", agent_id="agent-researcher",
+        session_id="session-1", run_id="run-1",
+    )
+    services.trace_add_step(
+        trace=trace, step_id="fetch",
+        actions=[{"tool": "mail.list", "status": "success"}, {"tool": "mail.read"}],
+    )
+    services.trace_add_step(trace=trace, step_id="summarise", actions=[{"tool": "llm.complete"}])
+    done = services.trace_create(tenant=tenant, task_id="demo-triage-tickets",
+                                 agent_id="agent-support")
+    services.trace_complete(trace=done, status="completed")
+
+    budget = services.budget_create(
+        tenant=tenant, task_id="demo-summarise-inbox", agent_id="agent-researcher",
+        limits={"max_tool_calls": 50, "max_cost_usd": 2.5}, approved_by="demo-admin",
+        expires_at=now + timedelta(days=7),
+    )
+    services.budget_transition(budget=budget, status="active")
+    services.budget_create(tenant=tenant, task_id="demo-refactor-repo", agent_id="agent-coder",
+                           limits={"max_files_changed": 20})
+
+    intake = services.intake_create(
+        tenant=tenant, title="Cache provider responses", summary="Repeated prompts cost money.",
+        source=DEMO_SOURCE, research_type="technical", urgency="medium",
+    )
+    services.intake_transition(intake=intake, status="triaged")
+
+    for index, (name, status) in enumerate(
+        [("nightly-report", "running"), ("ingest-docs", "queued"), ("weekly-digest", "running")]
+    ):
+        services.workflow_run_create(
+            tenant=tenant, workflow_name=name, trigger_type="schedule" if index else "manual",
+            status=status, started_at=now - timedelta(minutes=5 * (index + 1)),
+            job_id=f"job-{index + 1}",
+        )
+    finished = services.workflow_run_create(tenant=tenant, workflow_name="backfill",
+                                            status="running")
+    services.workflow_run_transition(run=finished, status="completed")
+
+
+__all__ = ["seed_demo"]

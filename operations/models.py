@@ -1,0 +1,262 @@
+"""Process records written by the agent runtime, and the audit trail of operator controls.
+
+Every index leads with `tenant` (DESIGN §3). Besides the list indexes, each process table has
+two indexes for the hub's query shapes:
+- `(tenant, status, started_at)`: the hub with `status=`, and list filters by status;
+- a partial `(tenant, started_at) WHERE status IN <active>`: the default hub view ("not
+  finished, newest first"), read as one ordered index range whatever the table size.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from agent33.ids import PrefixedIdField
+from agent33.tenancy.models import TenantOwnedModel
+
+from .choices import (
+    BUDGET_ACTIVE,
+    INTAKE_ACTIVE,
+    INTAKE_TERMINAL,
+    TRACE_ACTIVE,
+    WORKFLOW_ACTIVE,
+    BudgetStatus,
+    ControlActionChoice,
+    IntakeStatus,
+    ResearchType,
+    TraceStatus,
+    Urgency,
+    WorkflowRunStatus,
+)
+
+__all__ = [
+    "AutonomyBudget",
+    "ControlAction",
+    "ImprovementIntake",
+    "Trace",
+    "TraceStep",
+    "WorkflowRun",
+]
+
+
+def _process_indexes(prefix: str, active: tuple[str, ...]) -> list[models.Index]:
+    return [
+        models.Index(fields=["tenant", "started_at"], name=f"{prefix}_tenant_started"),
+        models.Index(fields=["tenant", "status", "started_at"], name=f"{prefix}_tenant_status"),
+        models.Index(
+            fields=["tenant", "started_at"],
+            name=f"{prefix}_tenant_active",
+            condition=Q(status__in=list(active)),
+        ),
+    ]
+
+
+def _status_check(prefix: str, choices: type[models.TextChoices]) -> models.CheckConstraint:
+    return models.CheckConstraint(
+        condition=Q(status__in=list(choices.values)), name=f"{prefix}_status_valid"
+    )
+
+
+class Trace(TenantOwnedModel):
+    """One agent execution: steps with their actions, ending in a terminal status."""
+
+    id = PrefixedIdField(prefix="trace")
+    task_id = models.CharField(max_length=200, blank=True, default="")
+    agent_id = models.CharField(max_length=200, blank=True, default="")
+    session_id = models.CharField(max_length=200, blank=True, default="")
+    run_id = models.CharField(max_length=200, blank=True, default="")
+    status = models.CharField(
+        max_length=20, choices=TraceStatus.choices, default=TraceStatus.RUNNING
+    )
+    failure_code = models.CharField(max_length=100, blank=True, default="")
+    failure_message = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(default=timezone.now, editable=False)
+    completed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            *_process_indexes("trace", TRACE_ACTIVE),
+            models.Index(fields=["tenant", "task_id"], name="trace_tenant_task"),
+            models.Index(fields=["tenant", "agent_id"], name="trace_tenant_agent"),
+        ]
+        constraints = [_status_check("trace", TraceStatus)]
+
+    def __str__(self) -> str:
+        return self.task_id or self.id
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.completed_at is None:
+            return None
+        return int((self.completed_at - self.started_at).total_seconds() * 1000)
+
+
+class TraceStep(TenantOwnedModel):
+    """A completed step of a trace and the actions it took (a JSON list, kept as sent)."""
+
+    # The FK's own index would not lead with tenant; the unique constraint below covers it.
+    trace = models.ForeignKey(
+        Trace, on_delete=models.CASCADE, related_name="steps", db_index=False
+    )
+    step_id = models.CharField(max_length=200)
+    actions = models.JSONField(default=list, blank=True)
+    # Stored at insert so the hub's detail can show counts without loading every action.
+    action_count = models.PositiveIntegerField(default=0, editable=False)
+    completed_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "trace", "step_id"], name="tracestep_unique_step"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "trace", "created_at"], name="tracestep_tenant_trace"),
+        ]
+
+    def __str__(self) -> str:
+        return self.step_id
+
+
+class AutonomyBudget(TenantOwnedModel):
+    """What an agent may do on a task without asking (limits), and whether it currently may."""
+
+    id = PrefixedIdField(prefix="budget")
+    task_id = models.CharField(max_length=200, blank=True, default="")
+    agent_id = models.CharField(max_length=200, blank=True, default="")
+    limits = models.JSONField(default=dict, blank=True)
+    approved_by = models.CharField(max_length=200, blank=True, default="")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(
+        max_length=20, choices=BudgetStatus.choices, default=BudgetStatus.DRAFT
+    )
+    started_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            *_process_indexes("budget", BUDGET_ACTIVE),
+            models.Index(fields=["tenant", "task_id"], name="budget_tenant_task"),
+            models.Index(fields=["tenant", "agent_id"], name="budget_tenant_agent"),
+        ]
+        constraints = [_status_check("budget", BudgetStatus)]
+
+    def __str__(self) -> str:
+        return self.task_id or self.id
+
+
+class ImprovementIntake(TenantOwnedModel):
+    """A proposed improvement moving through triage and analysis to a decision."""
+
+    id = PrefixedIdField(prefix="intake")
+    title = models.CharField(max_length=300)
+    summary = models.TextField(blank=True, default="")
+    source = models.CharField(max_length=200, blank=True, default="")
+    research_type = models.CharField(
+        max_length=20, choices=ResearchType.choices, default=ResearchType.INTERNAL
+    )
+    urgency = models.CharField(max_length=10, choices=Urgency.choices, default=Urgency.MEDIUM)
+    status = models.CharField(
+        max_length=20, choices=IntakeStatus.choices, default=IntakeStatus.SUBMITTED
+    )
+    # Set only for intakes opened by a declining outcome trend ("<metric>:<domain>"): the
+    # partial unique constraint lets one open intake exist per decline, so two concurrent
+    # events cannot open two (the second insert fails and finds the first).
+    decline_key = models.CharField(max_length=300, blank=True, default="", editable=False)
+    started_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            *_process_indexes("intake", INTAKE_ACTIVE),
+        ]
+        constraints = [
+            _status_check("intake", IntakeStatus),
+            models.CheckConstraint(
+                condition=Q(research_type__in=list(ResearchType.values)),
+                name="intake_research_type_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(urgency__in=list(Urgency.values)), name="intake_urgency_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["tenant", "decline_key"],
+                condition=~Q(decline_key="") & ~Q(status__in=sorted(INTAKE_TERMINAL)),
+                name="intake_one_open_per_decline",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class WorkflowRun(TenantOwnedModel):
+    """One execution of a named workflow."""
+
+    id = PrefixedIdField(prefix="wfrun")
+    workflow_name = models.CharField(max_length=200)
+    trigger_type = models.CharField(max_length=100, blank=True, default="")
+    status = models.CharField(
+        max_length=20, choices=WorkflowRunStatus.choices, default=WorkflowRunStatus.QUEUED
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveBigIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    job_id = models.CharField(max_length=200, blank=True, default="")
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [
+            *_process_indexes("wfrun", WORKFLOW_ACTIVE),
+            models.Index(fields=["tenant", "workflow_name"], name="wfrun_tenant_workflow"),
+            models.Index(fields=["tenant", "job_id"], name="wfrun_tenant_job"),
+        ]
+        constraints = [_status_check("wfrun", WorkflowRunStatus)]
+
+    def __str__(self) -> str:
+        return self.workflow_name
+
+
+class ControlAction(TenantOwnedModel):
+    """Audit record of one successful operator control (pause / resume / cancel).
+
+    Written in the same transaction as the state change it records, so the history and the
+    process can never disagree. The process is referenced by type and id, not by foreign key,
+    because processes of other apps (multimodal requests) are controlled through the hub too.
+    """
+
+    process_type = models.CharField(max_length=40)
+    process_id = models.CharField(max_length=64)
+    action = models.CharField(max_length=20, choices=ControlActionChoice.choices)
+    reason = models.TextField(blank=True, default="")
+    actor = models.CharField(max_length=300)
+    state_before = models.CharField(max_length=40)
+    state_after = models.CharField(max_length=40)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "process_id", "created_at"], name="ctrl_tenant_process"),
+            models.Index(fields=["tenant", "created_at"], name="ctrl_tenant_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(action__in=list(ControlActionChoice.values)), name="ctrl_action_valid"
+            ),
+        ]
+        permissions = [
+            ("control_process", "Can pause, resume and cancel processes from the admin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.process_id}"

@@ -1,0 +1,171 @@
+"""Reads behind the Operations Hub: the same functions serve the API and the staff page."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from agent33.errors import InvalidInput, NotFound
+from agent33.tenancy.context import current_scope
+
+from .hub import (
+    ProcessDetail,
+    iso,
+    known_includes,
+    registered_sources,
+    source_for_id,
+    sources_for_includes,
+)
+from .models import ControlAction
+
+__all__ = [
+    "DEFAULT_HUB_LIMIT",
+    "DEFAULT_SINCE",
+    "HubQuery",
+    "control_history",
+    "hub_snapshot",
+    "parse_hub_query",
+    "process_detail",
+]
+
+DEFAULT_HUB_LIMIT = 100
+MAX_HUB_LIMIT = 100
+DEFAULT_SINCE = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class HubQuery:
+    includes: frozenset[str] | None  # None: every registered source
+    since: datetime
+    status: str | None
+    limit: int
+
+
+def _parse_since(raw: str, now: datetime) -> datetime:
+    candidates = [raw]
+    if " " in raw:
+        # An unescaped "+01:00" in a query string arrives as " 01:00".
+        candidates.append(raw.replace(" ", "+"))
+    for text in candidates:
+        try:
+            value = parse_datetime(text)
+        except ValueError:  # well-formed but impossible, e.g. month 13
+            value = None
+        if value is not None:
+            if timezone.is_naive(value):
+                value = timezone.make_aware(value, UTC)
+            return value
+    raise InvalidInput(
+        f"Invalid since value '{raw[:100]}': use an ISO 8601 date-time such as "
+        f"{iso(now.replace(microsecond=0))}.",
+        field="since",
+    )
+
+
+def parse_hub_query(params: Mapping[str, str], *, now: datetime | None = None) -> HubQuery:
+    """Validate the hub's query parameters; every bad value is a 400 naming it."""
+    now = now or timezone.now()
+
+    includes = None
+    raw_include = (params.get("include") or "").strip()
+    if raw_include:
+        requested = {item.strip().lower() for item in raw_include.split(",") if item.strip()}
+        invalid = sorted(requested - set(known_includes()))
+        if invalid:
+            raise InvalidInput(f"Invalid include values: {', '.join(invalid)}", field="include")
+        includes = frozenset(requested) or None  # "include=," means no narrowing
+
+    raw_since = (params.get("since") or "").strip()
+    since = _parse_since(raw_since, now) if raw_since else now - DEFAULT_SINCE
+
+    status = (params.get("status") or "").strip() or None
+    if status is not None:
+        known = {s for source in registered_sources() for s in source.statuses}
+        if status not in known:
+            raise InvalidInput(
+                f"Unknown status '{status[:50]}'; use one of: {', '.join(sorted(known))}.",
+                field="status",
+            )
+
+    raw_limit = (params.get("limit") or "").strip()
+    limit = DEFAULT_HUB_LIMIT
+    if raw_limit:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_HUB_LIMIT:
+            raise InvalidInput(
+                f"limit must be an integer between 1 and {MAX_HUB_LIMIT}.", field="limit"
+            )
+    return HubQuery(includes=includes, since=since, status=status, limit=limit)
+
+
+def hub_snapshot(query: HubQuery, *, now: datetime | None = None) -> dict[str, Any]:
+    """The hub in the current tenant scope: one query per included source, merged.
+
+    Without a status, each source lists its not-finished states. `active_count` is how many
+    of the listed processes are not finished (all of them unless `status` names a final one).
+    """
+    now = now or timezone.now()
+    scope = current_scope()
+    rows = []
+    active_ids: set[str] = set()
+    for source in sources_for_includes(query.includes):
+        if query.status is None:
+            statuses = tuple(source.active_statuses)
+        elif query.status in source.statuses:
+            statuses = (query.status,)
+        else:
+            continue  # this type never has that status: no query
+        for row in source.list(scope=scope, since=query.since, statuses=statuses,
+                               limit=query.limit):
+            rows.append(row)
+            if row.status in source.active_statuses:
+                active_ids.add(row.id)
+    rows.sort(key=lambda row: (row.started_at, row.id), reverse=True)
+    rows = rows[: query.limit]
+    return {
+        "timestamp": iso(now),
+        "active_count": sum(1 for row in rows if row.id in active_ids),
+        "processes": [row.as_dict() for row in rows],
+    }
+
+
+def control_history(*, tenant_id: str, process_id: str) -> list[dict[str, Any]]:
+    # The tenant filter comes from the process itself, so operator reads use the
+    # (tenant, process_id, created_at) index too.
+    records = ControlAction.objects.filter(tenant_id=tenant_id, process_id=process_id).order_by(
+        "created_at", "id"
+    )
+    return [
+        {
+            "action": record.action,
+            "reason": record.reason,
+            "actor": record.actor,
+            "state_before": record.state_before,
+            "state_after": record.state_after,
+            "created_at": iso(record.created_at),
+        }
+        for record in records
+    ]
+
+
+def process_detail(process_id: str, *, known: ProcessDetail | None = None) -> dict[str, Any]:
+    """GET /processes/{id}'s body. `known`: the process as the caller already has it."""
+    detail = known
+    if detail is None:
+        source = source_for_id(process_id)
+        detail = source.get(process_id) if source is not None else None
+    if detail is None:
+        raise NotFound(f"Process {process_id} not found.")
+    return {
+        **detail.row.as_dict(),
+        **detail.extra,
+        "control_history": control_history(tenant_id=detail.tenant_id, process_id=process_id),
+    }

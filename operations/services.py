@@ -1,0 +1,403 @@
+"""Every write to operations records.
+
+State changes are one database step: the row is locked with `select_for_update` (PostgreSQL;
+SQLite's IMMEDIATE transactions serialise writers the same way), the transition is checked
+against the table in choices.py, and the row is saved, all in one transaction. Two requests
+racing on the same row therefore run one after the other, and the second sees the first's
+result: it either applies to the new state or gets a 409, never silently overwrites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from agent33.errors import InvalidInput, NotFound, StateConflict
+from agent33.tenancy.models import Tenant
+
+from .choices import (
+    BUDGET_TRANSITIONS,
+    CONTROL_ACTIONS,
+    INTAKE_TERMINAL,
+    INTAKE_TRANSITIONS,
+    TRACE_TERMINAL,
+    TRACE_TRANSITIONS,
+    WORKFLOW_TERMINAL,
+    WORKFLOW_TRANSITIONS,
+    ResearchType,
+    TraceStatus,
+    Urgency,
+    WorkflowRunStatus,
+)
+from .hub import source_for_id
+from .models import (
+    AutonomyBudget,
+    ControlAction,
+    ImprovementIntake,
+    Trace,
+    TraceStep,
+    WorkflowRun,
+)
+
+__all__ = [
+    "MAX_REASON_CHARS",
+    "budget_create",
+    "budget_transition",
+    "intake_create",
+    "intake_open_for_decline",
+    "intake_transition",
+    "lock_for_transition",
+    "process_control",
+    "trace_add_step",
+    "trace_complete",
+    "trace_create",
+    "transition_conflict",
+    "workflow_run_create",
+    "workflow_run_transition",
+]
+
+MAX_REASON_CHARS = 2000
+
+
+# --- shared transition machinery --------------------------------------------------------
+
+
+def lock_for_transition[M: models.Model](model: type[M], pk: str) -> M:
+    """Fetch and lock a row of the current tenant scope; NotFound when absent or foreign.
+
+    Must run inside a transaction. `no_key=True` (FOR NO KEY UPDATE) does not block inserts
+    of rows referencing this one (trace steps), only other writers of the row itself.
+    """
+    obj = model.objects.select_for_update(of=("self",), no_key=True).filter(pk=pk).first()
+    if obj is None:
+        raise NotFound(f"{model._meta.verbose_name.capitalize()} {pk} not found.")
+    return obj
+
+
+def transition_conflict(
+    *, label: str, pk: str, current: str, requested: str, table: Mapping[str, Iterable[str]]
+) -> StateConflict:
+    allowed = sorted(str(s) for s in table.get(current, ()))
+    if allowed:
+        hint = f"from '{current}' it may move to: {', '.join(allowed)}"
+    else:
+        hint = f"'{current}' is final"
+    return StateConflict(
+        f"Cannot move {label} {pk} from '{current}' to '{requested}' ({hint}).",
+        code="invalid_transition",
+    )
+
+
+def _transition[M: models.Model](
+    model: type[M],
+    pk: str,
+    *,
+    target: str,
+    table: Mapping[str, Iterable[str]],
+    label: str,
+    changes: Mapping[str, Any] | None = None,
+) -> M:
+    with transaction.atomic():
+        obj = lock_for_transition(model, pk)
+        current = obj.status
+        if target not in table.get(current, ()):
+            raise transition_conflict(
+                label=label, pk=pk, current=current, requested=target, table=table
+            )
+        fields = {"status": target, "updated_at": timezone.now(), **(changes or {})}
+        for name, value in fields.items():
+            setattr(obj, name, value)
+        obj.save(update_fields=list(fields))
+    return obj
+
+
+# --- traces -----------------------------------------------------------------------------
+
+
+def trace_create(
+    *,
+    tenant: Tenant,
+    task_id: str = "",
+    agent_id: str = "",
+    session_id: str = "",
+    run_id: str = "",
+) -> Trace:
+    now = timezone.now()
+    return Trace.objects.create(
+        tenant=tenant,
+        task_id=task_id,
+        agent_id=agent_id,
+        session_id=session_id,
+        run_id=run_id,
+        started_at=now,
+        updated_at=now,
+    )
+
+
+def trace_add_step(
+    *,
+    trace: Trace,
+    step_id: str,
+    actions: list[Any],
+    completed_at: datetime | None = None,
+) -> TraceStep:
+    """Record a finished step. Only a running trace takes steps; a step id is used once."""
+    with transaction.atomic():
+        # Locking the trace orders this insert against a concurrent complete/cancel: a step
+        # can never land on a trace that has already finished.
+        locked = lock_for_transition(Trace, trace.pk)
+        if locked.status != TraceStatus.RUNNING:
+            raise StateConflict(
+                f"Trace {locked.pk} is '{locked.status}'; steps can only be added while it is "
+                "'running'.",
+                code="trace_finished",
+            )
+        siblings = TraceStep.objects.filter(tenant_id=locked.tenant_id, trace=locked)
+        if siblings.filter(step_id=step_id).exists():
+            raise StateConflict(
+                f"Trace {locked.pk} already has a step '{step_id}'.", code="duplicate_step"
+            )
+        now = timezone.now()
+        step = TraceStep.objects.create(
+            tenant_id=locked.tenant_id,
+            trace=locked,
+            step_id=step_id,
+            actions=actions,
+            action_count=len(actions),
+            completed_at=completed_at or now,
+            created_at=now,
+        )
+        Trace.objects.filter(pk=locked.pk).update(updated_at=now)
+    return step
+
+
+def trace_complete(
+    *, trace: Trace, status: str, failure_code: str = "", failure_message: str = ""
+) -> Trace:
+    if status not in TRACE_TERMINAL:
+        raise InvalidInput(
+            f"A trace completes with one of: {', '.join(sorted(TRACE_TERMINAL))}.",
+            field="status",
+        )
+    return _transition(
+        Trace,
+        trace.pk,
+        target=status,
+        table=TRACE_TRANSITIONS,
+        label="trace",
+        changes={
+            "failure_code": failure_code,
+            "failure_message": failure_message,
+            "completed_at": timezone.now(),
+        },
+    )
+
+
+# --- autonomy budgets -------------------------------------------------------------------
+
+
+def budget_create(
+    *,
+    tenant: Tenant,
+    task_id: str = "",
+    agent_id: str = "",
+    limits: dict[str, Any] | None = None,
+    approved_by: str = "",
+    expires_at: datetime | None = None,
+) -> AutonomyBudget:
+    now = timezone.now()
+    return AutonomyBudget.objects.create(
+        tenant=tenant,
+        task_id=task_id,
+        agent_id=agent_id,
+        limits=limits or {},
+        approved_by=approved_by,
+        expires_at=expires_at,
+        started_at=now,
+        updated_at=now,
+    )
+
+
+def budget_transition(*, budget: AutonomyBudget, status: str) -> AutonomyBudget:
+    return _transition(
+        AutonomyBudget, budget.pk, target=status, table=BUDGET_TRANSITIONS, label="budget"
+    )
+
+
+# --- improvement intakes ----------------------------------------------------------------
+
+
+def intake_create(
+    *,
+    tenant: Tenant,
+    title: str,
+    summary: str = "",
+    source: str = "",
+    research_type: str = ResearchType.INTERNAL,
+    urgency: str = Urgency.MEDIUM,
+) -> ImprovementIntake:
+    now = timezone.now()
+    return ImprovementIntake.objects.create(
+        tenant=tenant,
+        title=title,
+        summary=summary,
+        source=source,
+        research_type=research_type,
+        urgency=urgency,
+        started_at=now,
+        updated_at=now,
+    )
+
+
+def intake_transition(*, intake: ImprovementIntake, status: str) -> ImprovementIntake:
+    return _transition(
+        ImprovementIntake, intake.pk, target=status, table=INTAKE_TRANSITIONS, label="intake"
+    )
+
+
+def intake_open_for_decline(
+    *,
+    tenant: Tenant,
+    metric_type: str,
+    domain: str,
+    title: str,
+    summary: str = "",
+    urgency: str = Urgency.HIGH,
+    research_type: str = ResearchType.INTERNAL,
+    source: str = "outcomes",
+) -> tuple[ImprovementIntake, bool]:
+    """Open an intake for a declining (metric, domain) trend unless one is already open.
+
+    Returns (intake, created). Safe under concurrency: the partial unique constraint
+    `intake_one_open_per_decline` admits one open intake per decline, so of two concurrent
+    callers one inserts and the other finds that row.
+    """
+    decline_key = f"{metric_type}:{domain}"
+    open_intakes = ImprovementIntake.objects.filter(
+        tenant=tenant, decline_key=decline_key
+    ).exclude(status__in=INTAKE_TERMINAL)
+    existing = open_intakes.first()
+    if existing is not None:
+        return existing, False
+    now = timezone.now()
+    try:
+        with transaction.atomic():  # a savepoint when the caller has a transaction open
+            intake = ImprovementIntake.objects.create(
+                tenant=tenant,
+                title=title,
+                summary=summary,
+                source=source,
+                research_type=research_type,
+                urgency=urgency,
+                decline_key=decline_key,
+                started_at=now,
+                updated_at=now,
+            )
+    except IntegrityError:
+        existing = open_intakes.first()
+        if existing is None:  # the other row closed in between: nothing left to dedupe with
+            raise
+        return existing, False
+    return intake, True
+
+
+# --- workflow runs ----------------------------------------------------------------------
+
+
+def workflow_run_create(
+    *,
+    tenant: Tenant,
+    workflow_name: str,
+    trigger_type: str = "",
+    started_at: datetime | None = None,
+    status: str = WorkflowRunStatus.QUEUED,
+    duration_ms: int | None = None,
+    error: str = "",
+    job_id: str = "",
+) -> WorkflowRun:
+    if status not in (WorkflowRunStatus.QUEUED, WorkflowRunStatus.RUNNING):
+        raise InvalidInput("A workflow run starts 'queued' or 'running'.", field="status")
+    now = timezone.now()
+    return WorkflowRun.objects.create(
+        tenant=tenant,
+        workflow_name=workflow_name,
+        trigger_type=trigger_type,
+        started_at=started_at or now,
+        status=status,
+        duration_ms=duration_ms,
+        error=error,
+        job_id=job_id,
+        updated_at=now,
+    )
+
+
+def workflow_run_transition(
+    *,
+    run: WorkflowRun,
+    status: str,
+    error: str | None = None,
+    duration_ms: int | None = None,
+) -> WorkflowRun:
+    changes: dict[str, Any] = {}
+    if error is not None:
+        changes["error"] = error
+    if duration_ms is not None:
+        changes["duration_ms"] = duration_ms
+    elif status in WORKFLOW_TERMINAL and run.duration_ms is None:
+        # The runtime may not time its runs; a finished run still gets a duration.
+        elapsed = timezone.now() - run.started_at
+        changes["duration_ms"] = max(0, int(elapsed.total_seconds() * 1000))
+    return _transition(
+        WorkflowRun,
+        run.pk,
+        target=status,
+        table=WORKFLOW_TRANSITIONS,
+        label="workflow run",
+        changes=changes,
+    )
+
+
+# --- operator controls ------------------------------------------------------------------
+
+
+def process_control(
+    *, process_id: str, action: str, reason: str = "", actor: str
+) -> dict[str, Any]:
+    """Pause / resume / cancel any registered process, recording a ControlAction.
+
+    The state change and its audit record commit together. Returns the process detail after
+    the action (same shape as GET /v1/operations/processes/{id}).
+    """
+    from .selectors import process_detail  # selectors import this module's siblings only
+
+    if action not in CONTROL_ACTIONS:
+        raise InvalidInput(
+            f"Unknown action '{action}'; use one of: {', '.join(CONTROL_ACTIONS)}.",
+            field="action",
+        )
+    reason = (reason or "").strip()
+    if len(reason) > MAX_REASON_CHARS:
+        raise InvalidInput(
+            f"Reason is longer than {MAX_REASON_CHARS} characters.", field="reason"
+        )
+    source = source_for_id(process_id)
+    if source is None:
+        raise NotFound(f"Process {process_id} not found.")
+    with transaction.atomic():
+        outcome = source.control(process_id, action=action, reason=reason, actor=actor)
+        ControlAction.objects.create(
+            tenant_id=outcome.tenant_id,
+            process_type=source.type_name,
+            process_id=process_id,
+            action=action,
+            reason=reason,
+            actor=actor,
+            state_before=outcome.state_before,
+            state_after=outcome.state_after,
+        )
+    return process_detail(process_id, known=outcome.detail)
+

@@ -1,0 +1,104 @@
+"""The staff Operations Hub page (/admin/operations/hub/, DESIGN §6).
+
+One route, three uses, all behind the admin login and the staff tenant scope that
+StaffTenantScopeMiddleware sets (superusers: every tenant; other staff: granted ones):
+- GET            → the HTML page (a table filled and refreshed by static/operations/hub.js);
+- GET ?format=json → the hub as JSON, from the same selector as GET /v1/operations/hub;
+- POST (JSON)    → a control, through the same service as the API's control endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+from django.utils.safestring import mark_safe
+
+from agent33.api.exceptions import error_body
+from agent33.api.viewsets import actor_of
+from agent33.errors import DomainError
+
+from . import selectors, services
+from .choices import CONTROL_ACTIONS
+from .hub import hub_panels, registered_sources
+
+__all__ = ["CONTROL_PERMISSION", "VIEW_PERMISSION", "hub_page"]
+
+VIEW_PERMISSION = "operations.view_workflowrun"
+CONTROL_PERMISSION = "operations.control_process"
+REFRESH_MS = 1500
+
+
+def hub_page(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_PERMISSION):
+        raise PermissionDenied
+    if request.method == "POST":
+        return _control(request)
+    if request.GET.get("format") == "json":
+        return _data(request)
+    return _page(request)
+
+
+def _json_error(exc: DomainError) -> JsonResponse:
+    return JsonResponse(error_body(exc.detail, exc.code), status=exc.status_code)
+
+
+def _data(request: HttpRequest) -> JsonResponse:
+    try:
+        query = selectors.parse_hub_query(request.GET)
+    except DomainError as exc:
+        return _json_error(exc)
+    return JsonResponse(selectors.hub_snapshot(query))
+
+
+def _control(request: HttpRequest) -> JsonResponse:
+    if not request.user.has_perm(CONTROL_PERMISSION):
+        return JsonResponse(
+            error_body("You may not control processes.", "permission_denied"), status=403
+        )
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return JsonResponse(error_body("Body must be JSON.", "parse_error"), status=400)
+    if not isinstance(body, dict):
+        return JsonResponse(error_body("Body must be a JSON object.", "parse_error"), status=400)
+    fields = {name: body.get(name, "") for name in ("process_id", "action", "reason")}
+    for name, value in fields.items():
+        if not isinstance(value, str):
+            return JsonResponse(error_body(f"{name} must be a string.", "invalid"), status=400)
+    try:
+        process = services.process_control(
+            process_id=fields["process_id"],
+            action=fields["action"],
+            reason=fields["reason"],
+            actor=actor_of(request),
+        )
+    except DomainError as exc:
+        return _json_error(exc)
+    return JsonResponse({"process": process})
+
+
+def _page(request: HttpRequest) -> TemplateResponse:
+    from django.contrib import admin
+
+    sources = registered_sources()
+    panels = hub_panels()
+    rendered = {key: mark_safe(render(request)) for key, render in panels.items()}  # noqa: S308
+    context = {
+        **admin.site.each_context(request),
+        "title": "Operations Hub",
+        "types": [(s.include_key, s.type_name) for s in sources],
+        "statuses": sorted({status for s in sources for status in s.statuses}),
+        "actions": CONTROL_ACTIONS,
+        "can_control": request.user.has_perm(CONTROL_PERMISSION),
+        "refresh_ms": REFRESH_MS,
+        "multimodal_panel": rendered.pop("multimodal", None),
+        "other_panels": [
+            format_html('<section id="{}-panel" class="hub-panel">{}</section>', key, html)
+            for key, html in rendered.items()
+        ],
+    }
+    return TemplateResponse(request, "operations/hub.html", context)

@@ -1,0 +1,144 @@
+"""Every allowed and every forbidden move of each state machine, through the API."""
+
+from __future__ import annotations
+
+import pytest
+
+from operations import choices
+from operations.models import AutonomyBudget, ImprovementIntake, Trace, WorkflowRun
+from operations.sources import BudgetSource, TraceSource, WorkflowRunSource
+from tests.factories.operations import (
+    AutonomyBudgetFactory,
+    ImprovementIntakeFactory,
+    TraceFactory,
+    WorkflowRunFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+MACHINES = [
+    pytest.param(
+        "budgets", AutonomyBudgetFactory, AutonomyBudget, choices.BudgetStatus,
+        choices.BUDGET_TRANSITIONS, id="budgets",
+    ),
+    pytest.param(
+        "improvements", ImprovementIntakeFactory, ImprovementIntake, choices.IntakeStatus,
+        choices.INTAKE_TRANSITIONS, id="improvements",
+    ),
+    pytest.param(
+        "workflow-runs", WorkflowRunFactory, WorkflowRun, choices.WorkflowRunStatus,
+        choices.WORKFLOW_TRANSITIONS, id="workflow-runs",
+    ),
+]
+
+EXPECTED = {
+    "budgets": {
+        ("draft", "pending_approval"), ("draft", "active"), ("pending_approval", "active"),
+        ("pending_approval", "rejected"), ("active", "suspended"), ("active", "expired"),
+        ("active", "completed"), ("suspended", "active"), ("suspended", "expired"),
+    },
+    "improvements": {
+        ("submitted", "triaged"), ("triaged", "analyzing"), ("analyzing", "accepted"),
+        ("analyzing", "deferred"), ("analyzing", "rejected"), ("accepted", "tracked"),
+        ("deferred", "triaged"),
+    },
+    "workflow-runs": {
+        ("queued", "running"), ("running", "completed"), ("running", "failed"),
+        ("running", "cancelled"), ("running", "paused"), ("paused", "running"),
+        ("queued", "cancelled"),
+    },
+}
+
+
+@pytest.fixture
+def writer(api_client_for, tenant_a):
+    return api_client_for(tenant_a, scopes=["workflows:write"])
+
+
+@pytest.mark.parametrize(("path", "factory", "model", "status_enum", "table"), MACHINES)
+def test_transition_table_matches_the_design(path, factory, model, status_enum, table):
+    allowed = {(src, dst) for src, targets in table.items() for dst in targets}
+    assert allowed == EXPECTED[path]
+    assert set(table) == set(status_enum.values)
+
+
+@pytest.mark.parametrize(("path", "factory", "model", "status_enum", "table"), MACHINES)
+def test_every_move_through_the_api(writer, tenant_a, path, factory, model, status_enum, table):
+    for current in status_enum.values:
+        for requested in status_enum.values:
+            obj = factory(tenant=tenant_a, status=current)
+            response = writer.post(
+                f"/v1/operations/{path}/{obj.pk}/transition", {"status": requested},
+                format="json",
+            )
+            stored = model.all_tenants.get(pk=obj.pk).status
+            if requested in table[current]:
+                assert response.status_code == 200, (current, requested, response.content)
+                assert response.json()["status"] == requested
+                assert stored == requested
+            else:
+                assert response.status_code == 409, (current, requested, response.content)
+                body = response.json()
+                assert body["code"] == "invalid_transition"
+                assert f"'{current}'" in body["detail"] and f"'{requested}'" in body["detail"]
+                assert stored == current
+
+
+@pytest.mark.parametrize(("path", "factory", "model", "status_enum", "table"), MACHINES)
+def test_unknown_or_missing_status_is_400(writer, tenant_a, path, factory, model, status_enum,
+                                         table):
+    obj = factory(tenant=tenant_a)
+    for body in ({}, {"status": "nonsense"}, {"status": None}, {"status": ""}):
+        response = writer.post(f"/v1/operations/{path}/{obj.pk}/transition", body, format="json")
+        assert response.status_code == 400
+        assert response.json()["detail"].startswith("status:")
+
+
+def test_every_trace_completion(writer, tenant_a):
+    statuses = choices.TraceStatus.values
+    for current in statuses:
+        for requested in sorted(choices.TRACE_TERMINAL):
+            trace = TraceFactory(tenant=tenant_a, status=current)
+            response = writer.post(
+                f"/v1/operations/traces/{trace.pk}/complete", {"status": requested},
+                format="json",
+            )
+            stored = Trace.all_tenants.get(pk=trace.pk)
+            if current == "running":
+                assert response.status_code == 200
+                assert stored.status == requested and stored.completed_at is not None
+            else:
+                assert response.status_code == 409
+                assert f"'{current}'" in response.json()["detail"]
+                assert f"'{requested}'" in response.json()["detail"]
+                assert stored.status == current
+
+
+def test_transitions_of_another_tenant_are_404(api_client_for, tenant_a, tenant_b):
+    run = WorkflowRunFactory(tenant=tenant_a)
+    other = api_client_for(tenant_b, scopes=["workflows:write"])
+    response = other.post(
+        f"/v1/operations/workflow-runs/{run.pk}/transition", {"status": "running"}, format="json"
+    )
+    assert response.status_code == 404
+    assert WorkflowRun.all_tenants.get(pk=run.pk).status == "queued"
+
+
+@pytest.mark.parametrize(
+    ("source", "table"),
+    [
+        (TraceSource(), choices.TRACE_TRANSITIONS),
+        (BudgetSource(), choices.BUDGET_TRANSITIONS),
+        (WorkflowRunSource(), choices.WORKFLOW_TRANSITIONS),
+    ],
+)
+def test_every_control_is_an_allowed_transition(source, table):
+    for rule in source.controls.values():
+        for origin in rule.sources:
+            assert rule.target in table[origin]
+
+
+def test_status_columns_have_check_constraints():
+    for model in (Trace, AutonomyBudget, ImprovementIntake, WorkflowRun):
+        names = {c.name for c in model._meta.constraints}
+        assert any(name.endswith("_status_valid") for name in names), model
