@@ -15,6 +15,7 @@ __all__ = [
     "BUDGET_TRANSITIONS",
     "CONTROL_ACTIONS",
     "INTAKE_ACTIVE",
+    "INTAKE_DECLINE_CLOSED",
     "INTAKE_TERMINAL",
     "INTAKE_TRANSITIONS",
     "TRACE_ACTIVE",
@@ -154,9 +155,11 @@ INTAKE_TRANSITIONS: dict[str, frozenset[str]] = {
     IntakeStatus.REJECTED: frozenset(),
     IntakeStatus.TRACKED: frozenset(),
 }
-# Deferred intakes come back to triage, so only rejected and tracked are final. An intake is
-# "open" (for the one-open-intake-per-decline rule) exactly while it is not terminal.
+# Deferred intakes come back to triage, so only rejected and tracked are final.
 INTAKE_TERMINAL: frozenset[str] = frozenset({IntakeStatus.REJECTED, IntakeStatus.TRACKED})
+# A decline's intake stops blocking a new one once it is decided: accepted (the work is taken
+# on), rejected or tracked. Submitted, triaged, analyzing and deferred intakes are still open.
+INTAKE_DECLINE_CLOSED: frozenset[str] = INTAKE_TERMINAL | {IntakeStatus.ACCEPTED}
 INTAKE_ACTIVE = _active(IntakeStatus, INTAKE_TERMINAL)
 
 

@@ -19,7 +19,7 @@ from agent33.tenancy.models import TenantOwnedModel
 from .choices import (
     BUDGET_ACTIVE,
     INTAKE_ACTIVE,
-    INTAKE_TERMINAL,
+    INTAKE_DECLINE_CLOSED,
     TRACE_ACTIVE,
     WORKFLOW_ACTIVE,
     BudgetStatus,
@@ -189,7 +189,7 @@ class ImprovementIntake(TenantOwnedModel):
             ),
             models.UniqueConstraint(
                 fields=["tenant", "decline_key"],
-                condition=~Q(decline_key="") & ~Q(status__in=sorted(INTAKE_TERMINAL)),
+                condition=~Q(decline_key="") & ~Q(status__in=sorted(INTAKE_DECLINE_CLOSED)),
                 name="intake_one_open_per_decline",
             ),
         ]

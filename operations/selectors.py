@@ -169,3 +169,22 @@ def process_detail(process_id: str, *, known: ProcessDetail | None = None) -> di
         **detail.extra,
         "control_history": control_history(tenant_id=detail.tenant_id, process_id=process_id),
     }
+
+
+def decline_intakes_open(*, tenant_id: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The open intakes that declining outcome trends opened, by (metric_type, domain): the
+    public read other apps (the outcomes dashboard) use to link a decline to its intake."""
+    from .choices import INTAKE_DECLINE_CLOSED
+    from .models import ImprovementIntake
+
+    rows = (
+        ImprovementIntake.objects.filter(tenant_id=tenant_id)
+        .exclude(decline_key="")
+        .exclude(status__in=INTAKE_DECLINE_CLOSED)
+        .values("id", "title", "status", "urgency", "decline_key")
+    )
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for row in rows:
+        metric_type, _, domain = row.pop("decline_key").partition(":")
+        found[(metric_type, domain)] = row
+    return found

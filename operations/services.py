@@ -22,7 +22,7 @@ from agent33.tenancy.models import Tenant
 from .choices import (
     BUDGET_TRANSITIONS,
     CONTROL_ACTIONS,
-    INTAKE_TERMINAL,
+    INTAKE_DECLINE_CLOSED,
     INTAKE_TRANSITIONS,
     TRACE_TERMINAL,
     TRACE_TRANSITIONS,
@@ -279,7 +279,7 @@ def intake_open_for_decline(
     decline_key = f"{metric_type}:{domain}"
     open_intakes = ImprovementIntake.objects.filter(
         tenant=tenant, decline_key=decline_key
-    ).exclude(status__in=INTAKE_TERMINAL)
+    ).exclude(status__in=INTAKE_DECLINE_CLOSED)
     existing = open_intakes.first()
     if existing is not None:
         return existing, False

@@ -8,7 +8,7 @@ summary reads the per-key counts, so none of them grows with the tenant's histor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.db.models import Count, QuerySet
@@ -49,6 +49,9 @@ class Trend:
     window: int
     stats: TrendStats
     points: list[tuple[datetime, float]]  # oldest first
+    # Open improvement intakes that declines of this metric opened (for its domain, or for
+    # every domain of the "all" trend), newest knowledge from operations.
+    intakes: tuple[dict[str, str], ...] = ()
 
     @property
     def values(self) -> list[float]:
@@ -223,8 +226,11 @@ def dashboard_get(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Dashboard:
-    """One trend per metric, the recent events and the summary: len(metric_types) + 2
-    queries, whatever the amount of data."""
+    """One trend per metric, the recent events, the summary and the intakes declines opened:
+    len(metric_types) + 3 queries, whatever the amount of data."""
+    from operations.selectors import decline_intakes_open  # the apps' public seam
+
+    intakes = decline_intakes_open(tenant_id=tenant.pk)
     trends = [
         trend_get(
             tenant=tenant,
@@ -235,6 +241,18 @@ def dashboard_get(
             until=until,
         )
         for metric_type in metric_types
+    ]
+    trends = [
+        replace(
+            trend,
+            intakes=tuple(
+                {"domain": domain, **intake}
+                for (metric_type, domain), intake in sorted(intakes.items())
+                if metric_type == trend.metric_type
+                and trend.domain in (ALL_DOMAINS, domain)
+            ),
+        )
+        for trend in trends
     ]
     return Dashboard(
         trends=trends,

@@ -174,14 +174,14 @@ def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
 
 
 def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
-    """Runs after events are committed, once per request, with the (metric_type, domain)
-    trends they touched.
+    """Once per request, after commit: evaluate the touched trends for declines (a Celery task;
+    eager without a broker). A failure there never undoes or fails the recorded events."""
+    from .tasks import evaluate_declines
 
-    Hook point for decline detection (DESIGN §5.3, a later issue): recompute each touched
-    trend (and the domain-"all" trend of its metric) with outcomes.selectors.trend_get, and
-    when one has turned `declining`, call operations' public service to open an improvement
-    intake (once per open decline). Deliberately a no-op until then.
-    """
+    try:
+        evaluate_declines.delay(tenant.pk, [list(key) for key in sorted(keys)])
+    except Exception:  # a broker outage must not turn a stored event into an error
+        logger.exception("Could not enqueue decline evaluation for %s", tenant.pk)
 
 
 def outcome_counts_rebuild(*, tenant: Tenant | None = None) -> int:

@@ -93,6 +93,23 @@ class TrendSerializer(serializers.Serializer):
         }
 
 
+class DeclineIntakeSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.CharField()
+    urgency = serializers.CharField()
+    domain = serializers.CharField()
+
+
+class DashboardTrendSerializer(TrendSerializer):
+    intakes = DeclineIntakeSerializer(
+        many=True, help_text="Open improvement intakes that declines of this metric opened."
+    )
+
+    def to_representation(self, trend):
+        return {**super().to_representation(trend), "intakes": list(trend.intakes)}
+
+
 class MetricCountsSerializer(serializers.Serializer):
     def get_fields(self):
         return {metric: serializers.IntegerField() for metric in METRIC_TYPES}
@@ -106,6 +123,6 @@ class SummarySerializer(serializers.Serializer):
 
 
 class DashboardSerializer(serializers.Serializer):
-    trends = TrendSerializer(many=True)
+    trends = DashboardTrendSerializer(many=True)
     recent_events = OutcomeEventSerializer(many=True)
     summary = SummarySerializer()

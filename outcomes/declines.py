@@ -1,0 +1,69 @@
+"""Declines open improvement intakes (DESIGN §5.3, issue 8).
+
+After events commit, each (metric, domain) trend they touched is evaluated once — per domain,
+never the "all" aggregate, so one decline cannot open two intakes. A trend that is now
+`declining` over at least MIN_VALUES values opens an intake through operations' public
+service, which admits exactly one open intake per declining key (a partial unique constraint).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from agent33.tenancy.context import tenant_scope
+from agent33.tenancy.models import Tenant
+
+from .choices import TrendDirection
+from .selectors import Trend, trend_get
+
+__all__ = ["MIN_VALUES", "declines_evaluate", "urgency_for"]
+
+logger = logging.getLogger("agent33.outcomes")
+
+MIN_VALUES = 4
+
+
+def urgency_for(change_pct: float) -> str:
+    """Worse than -20 % is high, worse than -10 % medium, else low."""
+    if change_pct < -20:
+        return "high"
+    if change_pct < -10:
+        return "medium"
+    return "low"
+
+
+def _describe(trend: Trend) -> tuple[str, str]:
+    title = f"{trend.metric_type} declining in {trend.domain}"
+    summary = (
+        f"The {trend.metric_type} trend of domain '{trend.domain}' is declining over its "
+        f"latest {trend.sample_size} events: previous average {trend.previous_avg:.4g}, "
+        f"current average {trend.current_avg:.4g}, change {trend.change_pct:+.1f} % "
+        "(positive is better)."
+    )
+    return title, summary
+
+
+def declines_evaluate(*, tenant: Tenant, keys: Iterable[tuple[str, str]]) -> list[str]:
+    """Evaluate each touched (metric_type, domain) once; return the ids of intakes opened."""
+    from operations.services import intake_open_for_decline  # the apps' public seam
+
+    opened: list[str] = []
+    with tenant_scope(tenant):
+        for metric_type, domain in sorted(set(keys)):
+            trend = trend_get(tenant=tenant, metric_type=metric_type, domain=domain)
+            if trend.direction != TrendDirection.DECLINING or trend.sample_size < MIN_VALUES:
+                continue
+            title, summary = _describe(trend)
+            intake, created = intake_open_for_decline(
+                tenant=tenant,
+                metric_type=metric_type,
+                domain=domain,
+                title=title,
+                summary=summary,
+                urgency=urgency_for(trend.change_pct),
+            )
+            if created:
+                logger.info("Opened %s for declining %s/%s", intake.pk, metric_type, domain)
+                opened.append(intake.pk)
+    return opened

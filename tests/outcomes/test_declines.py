@@ -1,0 +1,190 @@
+"""Declining trends open improvement intakes (issue 8 item 2)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+
+from operations.models import ImprovementIntake
+from outcomes import declines
+from outcomes.declines import urgency_for
+from tests.conftest import make_client
+from tests.outcomes.conftest import at, event_body
+
+pytestmark = pytest.mark.django_db
+
+
+def post_series(client, values, *, domain="support", metric="success_rate", start=0):
+    for offset, value in enumerate(values):
+        response = client.post(
+            "/v1/outcomes/events",
+            event_body(domain=domain, metric_type=metric, value=value,
+                       occurred_at=at(start + offset).isoformat()),
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+
+
+def intakes(tenant):
+    return list(ImprovementIntake.all_tenants.filter(tenant=tenant).order_by("started_at"))
+
+
+def move(intake, *statuses):
+    from agent33.tenancy.context import tenant_scope
+    from operations.services import intake_transition
+
+    with tenant_scope(intake.tenant):
+        for status in statuses:
+            intake = intake_transition(intake=intake, status=status)
+    return intake
+
+
+@pytest.fixture
+def on_commit(django_capture_on_commit_callbacks):
+    """Run on-commit work (the decline evaluation) as a committed request would."""
+
+    def run(action):
+        with django_capture_on_commit_callbacks(execute=True):
+            action()
+
+    return run
+
+
+def test_a_declining_domain_trend_opens_one_intake(outcomes_a, tenant_a, on_commit):
+    on_commit(lambda: post_series(outcomes_a, [0.9, 0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5]))
+    [intake] = intakes(tenant_a)
+    assert intake.title == "success_rate declining in support"
+    assert intake.source == "outcomes"
+    assert intake.research_type == "internal"
+    assert intake.urgency == "high"  # -44 %
+    assert "previous average 0.9" in intake.summary
+    assert "current average 0.5" in intake.summary
+    assert "-44.4 %" in intake.summary
+    # Still declining: no second intake while this one is open.
+    on_commit(lambda: post_series(outcomes_a, [0.4, 0.3], start=10))
+    assert len(intakes(tenant_a)) == 1
+
+
+def test_closing_the_intake_lets_a_later_decline_open_a_new_one(outcomes_a, tenant_a, on_commit):
+    on_commit(lambda: post_series(outcomes_a, [0.9, 0.9, 0.5, 0.5]))
+    [first] = intakes(tenant_a)
+    move(first, "triaged", "analyzing", "accepted")
+    on_commit(lambda: post_series(outcomes_a, [0.2], start=10))
+    opened = intakes(tenant_a)
+    assert len(opened) == 2
+    assert opened[0].status == "accepted" and opened[1].status == "submitted"
+
+
+def test_deferred_intakes_still_block_a_second_one(outcomes_a, tenant_a, on_commit):
+    on_commit(lambda: post_series(outcomes_a, [0.9, 0.9, 0.5, 0.5]))
+    [intake] = intakes(tenant_a)
+    move(intake, "triaged", "analyzing", "deferred")
+    on_commit(lambda: post_series(outcomes_a, [0.1], start=10))
+    assert len(intakes(tenant_a)) == 1
+
+
+def test_fewer_than_four_values_open_nothing(outcomes_a, tenant_a, on_commit):
+    on_commit(lambda: post_series(outcomes_a, [0.9, 0.5, 0.1]))
+    assert intakes(tenant_a) == []
+
+
+def test_improving_and_stable_trends_open_nothing(outcomes_a, tenant_a, on_commit):
+    on_commit(lambda: post_series(outcomes_a, [0.5, 0.5, 0.9, 0.9]))
+    on_commit(lambda: post_series(outcomes_a, [0.5] * 6, domain="billing"))
+    # Lower is better for latency: rising latency declines, falling latency improves.
+    on_commit(lambda: post_series(outcomes_a, [300, 300, 100, 100], metric="latency_ms"))
+    assert intakes(tenant_a) == []
+    on_commit(lambda: post_series(outcomes_a, [100, 100, 300, 300], metric="latency_ms",
+                                  domain="search"))
+    [intake] = intakes(tenant_a)
+    assert intake.title == "latency_ms declining in search"
+
+
+def test_the_all_domains_aggregate_never_opens_an_intake(outcomes_a, tenant_a, on_commit):
+    # Each domain is flat, but the mixed series (high domain first, low domain later) falls.
+    on_commit(lambda: post_series(outcomes_a, [0.9, 0.9, 0.9], domain="high"))
+    on_commit(lambda: post_series(outcomes_a, [0.1, 0.1, 0.1], domain="low", start=10))
+    assert intakes(tenant_a) == []
+
+
+@pytest.mark.parametrize(
+    ("change_pct", "urgency"),
+    [(-50, "high"), (-20.01, "high"), (-20, "medium"), (-10.5, "medium"), (-10, "low"),
+     (-5.1, "low")],
+)
+def test_urgency_follows_the_size_of_the_drop(change_pct, urgency):
+    assert urgency_for(change_pct) == urgency
+
+
+def test_a_bulk_evaluates_each_touched_key_once(outcomes_a, tenant_a, on_commit, monkeypatch):
+    calls: list[tuple[str, str]] = []
+    real = declines.trend_get
+
+    def counting(**kwargs):
+        calls.append((kwargs["metric_type"], kwargs["domain"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(declines, "trend_get", counting)
+    events = [
+        event_body(domain=f"d{i % 3}", value=0.9 if n < 500 else 0.1,
+                   occurred_at=at(n).isoformat())
+        for n, i in enumerate(range(3000))
+    ]
+    on_commit(lambda: outcomes_a.post("/v1/outcomes/events/bulk", {"events": events},
+                                      format="json"))
+    assert sorted(calls) == [("success_rate", "d0"), ("success_rate", "d1"),
+                             ("success_rate", "d2")]
+
+
+def test_intakes_stay_in_their_tenant(outcomes_a, outcomes_b, tenant_a, tenant_b, on_commit):
+    on_commit(lambda: post_series(outcomes_a, [0.9, 0.9, 0.5, 0.5]))
+    assert len(intakes(tenant_a)) == 1
+    assert intakes(tenant_b) == []
+    on_commit(lambda: post_series(outcomes_b, [0.9, 0.9, 0.5, 0.5]))
+    assert len(intakes(tenant_b)) == 1
+
+
+def test_the_dashboard_shows_the_intake_beside_the_declining_trend(outcomes_a, tenant_a,
+                                                                     on_commit):
+    on_commit(lambda: post_series(outcomes_a, [0.9, 0.9, 0.5, 0.5]))
+    [intake] = intakes(tenant_a)
+    for query in ("", "?domain=support"):
+        trends = {t["metric_type"]: t for t in
+                  outcomes_a.get(f"/v1/outcomes/dashboard{query}").json()["trends"]}
+        assert trends["success_rate"]["direction"] == "declining"
+        assert trends["success_rate"]["intakes"] == [
+            {"id": intake.pk, "title": intake.title, "status": "submitted",
+             "urgency": "high", "domain": "support"}
+        ]
+        assert trends["latency_ms"]["intakes"] == []
+    other = outcomes_a.get("/v1/outcomes/dashboard?domain=billing").json()["trends"]
+    assert all(t["intakes"] == [] for t in other)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sixteen_concurrent_writers_open_exactly_one_intake(require_postgres, tenant_a,
+                                                            api_client_for):
+    token = api_client_for(tenant_a, scopes=["outcomes:write"]).plaintext
+    post_series(make_client(token), [0.9, 0.9, 0.9, 0.9])
+    barrier = threading.Barrier(16)
+    failures: list[BaseException] = []
+
+    def writer(n: int):
+        try:
+            client = make_client(token)
+            barrier.wait(timeout=10)
+            post_series(client, [0.2], start=100 + n)
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert failures == []
+    assert len(intakes(tenant_a)) == 1
