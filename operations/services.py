@@ -9,6 +9,7 @@ result: it either applies to the new state or gets a 409, never silently overwri
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,8 @@ __all__ = [
     "workflow_run_create",
     "workflow_run_transition",
 ]
+
+logger = logging.getLogger("agent33.operations")
 
 MAX_REASON_CHARS = 2000
 
@@ -399,5 +402,31 @@ def process_control(
             state_before=outcome.state_before,
             state_after=outcome.state_after,
         )
+        transaction.on_commit(
+            lambda: _control_outcome_record(source.type_name, action, outcome, process_id)
+        )
     return process_detail(process_id, known=outcome.detail)
+
+
+def _control_outcome_record(process_type: str, action: str, outcome, process_id: str) -> None:
+    """Every applied control is an outcome event too (domain `operations.control`), so
+    operators' interventions show on the outcomes dashboard beside what they acted on."""
+    from agent33.tenancy.models import Tenant
+    from outcomes.services import event_record  # the apps' public seam
+
+    try:
+        event_record(
+            tenant=Tenant.objects.get(pk=outcome.tenant_id),
+            domain="operations.control",
+            event_type=f"{process_type}.{action}",
+            metric_type="success_rate",
+            value=1.0,
+            metadata={
+                "process_id": process_id,
+                "state_before": outcome.state_before,
+                "state_after": outcome.state_after,
+            },
+        )
+    except Exception:  # the control already happened; a failed event must not undo it
+        logger.exception("Could not record the outcome event of control %s", process_id)
 

@@ -188,3 +188,23 @@ def test_process_detail_query_count(executor, tenant_a, django_assert_max_num_qu
         TraceStepFactory(trace=trace)
     with django_assert_max_num_queries(6):
         executor.get(f"/v1/operations/processes/{trace.pk}")
+
+
+def test_an_applied_control_records_an_outcome_event(
+    executor, tenant_a, django_capture_on_commit_callbacks
+):
+    from outcomes.models import OutcomeEvent
+
+    run = WorkflowRunFactory(tenant=tenant_a, status="running")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert control(executor, run.pk, "pause").status_code == 200
+    [event] = OutcomeEvent.all_tenants.filter(tenant=tenant_a)
+    assert event.domain == "operations.control"
+    assert event.event_type == "workflow.pause"
+    assert event.metric_type == "success_rate" and event.value == 1.0
+    assert event.metadata == {
+        "process_id": run.pk, "state_before": "running", "state_after": "paused"
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        assert control(executor, run.pk, "pause").status_code == 409
+    assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == 1
