@@ -44,6 +44,12 @@ def _login_rate_limit_off(settings):
 
 
 @pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    """Artifacts written by a test land in its own temporary folder."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_token_cache():
     """Each test starts with no token remembered by the authenticator."""
     from agent33.auth.authentication import forget_cached_tokens

@@ -1,0 +1,231 @@
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ..choices import Modality
+from ..models import (
+    POLICY_LIMITS,
+    Artifact,
+    MultimodalPolicy,
+    MultimodalRequest,
+    MultimodalResult,
+    validate_modalities,
+)
+from ..services import DEFAULT_TIMEOUT_SECONDS
+
+__all__ = [
+    "ArtifactSerializer",
+    "ArtifactUploadSerializer",
+    "CancelSerializer",
+    "PolicySerializer",
+    "PolicyUpdateSerializer",
+    "RequestCreateSerializer",
+    "RequestSerializer",
+    "ResultSerializer",
+    "StatsSerializer",
+]
+
+
+MODALITIES_HELP = f"Any of: {', '.join(Modality.values)}."
+
+
+class ArtifactSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Artifact
+        fields = ["id", "content_type", "size_bytes", "sha256", "created_at"]
+        read_only_fields = fields
+
+
+class ArtifactUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=False, use_url=False)
+
+
+class RequestSerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
+    input_artifact_id = serializers.SerializerMethodField()
+    result_id = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MultimodalRequest
+        fields = [
+            "id",
+            "tenant_id",
+            "modality",
+            "input_text",
+            "input_artifact_id",
+            "requested_timeout_seconds",
+            "requested_by",
+            "state",
+            "result_id",
+            "error_message",
+            "provider",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_input_artifact_id(self, obj: MultimodalRequest) -> str:
+        return obj.input_artifact_id or ""
+
+    def get_result_id(self, obj: MultimodalRequest) -> str:
+        # Lists and lookups annotate `result_ref` (selectors.requests_with_result_id);
+        # objects that come straight from a service are looked up once.
+        if hasattr(obj, "result_ref"):
+            return obj.result_ref or ""
+        result = obj.result
+        return result.pk if result is not None else ""
+
+
+def _none_to_blank(value: str | None) -> str:
+    return value or ""
+
+
+class RequestCreateSerializer(serializers.Serializer):
+    modality = serializers.ChoiceField(choices=Modality.choices)
+    input_text = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", trim_whitespace=False
+    )
+    input_artifact_id = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", max_length=64
+    )
+    input_artifact_base64 = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default=""
+    )
+    requested_timeout_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        help_text=f"Default {DEFAULT_TIMEOUT_SECONDS} (or the policy's max_timeout_seconds "
+        "if lower).",
+    )
+    requested_by = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", max_length=200
+    )
+    execute_now = serializers.BooleanField(required=False, default=True)
+    provider = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, default="", max_length=64
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        for name in ("input_text", "input_artifact_id", "input_artifact_base64",
+                     "requested_by", "provider"):
+            attrs[name] = _none_to_blank(attrs.get(name))
+        return attrs
+
+
+class CancelSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=500)
+
+
+class ResultSerializer(serializers.ModelSerializer):
+    request_id = serializers.CharField(read_only=True)
+    output_artifact_id = serializers.SerializerMethodField()
+    output_data = serializers.JSONField(read_only=True)
+    metadata = serializers.JSONField(read_only=True)
+
+    class Meta:
+        model = MultimodalResult
+        fields = [
+            "id",
+            "request_id",
+            "state",
+            "output_text",
+            "output_artifact_id",
+            "output_data",
+            "started_at",
+            "completed_at",
+            "metadata",
+        ]
+        read_only_fields = fields
+
+    def get_output_artifact_id(self, obj: MultimodalResult) -> str:
+        return obj.output_artifact_id or ""
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
+    # CharField children (validated against Modality): a second ChoiceField over the same
+    # choices would give the schema two names for one enum.
+    allowed_modalities = serializers.ListField(
+        child=serializers.CharField(), read_only=True, help_text=MODALITIES_HELP
+    )
+    updated_at = serializers.SerializerMethodField()
+
+    class Meta:
+        model = MultimodalPolicy
+        fields = [
+            "tenant_id",
+            "max_text_chars",
+            "max_artifact_bytes",
+            "max_timeout_seconds",
+            "allowed_modalities",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_updated_at(self, obj: MultimodalPolicy):
+        # null while the defaults apply (nothing has been set yet)
+        if obj.is_default:
+            return None
+        return serializers.DateTimeField().to_representation(obj.updated_at)
+
+
+class PolicyUpdateSerializer(serializers.Serializer):
+    """Any subset of the policy; fields left out keep their current value."""
+
+    max_text_chars = serializers.IntegerField(
+        required=False, min_value=1, max_value=POLICY_LIMITS["max_text_chars"]
+    )
+    max_artifact_bytes = serializers.IntegerField(
+        required=False, min_value=1, max_value=POLICY_LIMITS["max_artifact_bytes"]
+    )
+    max_timeout_seconds = serializers.IntegerField(
+        required=False, min_value=1, max_value=POLICY_LIMITS["max_timeout_seconds"]
+    )
+    allowed_modalities = serializers.ListField(
+        required=False, child=serializers.CharField(), allow_empty=True,
+        help_text=MODALITIES_HELP,
+    )
+
+    def validate_allowed_modalities(self, value: list[str]) -> list[str]:
+        from django.core.exceptions import ValidationError as DjangoValidationError
+
+        try:
+            validate_modalities(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs:
+            raise serializers.ValidationError(
+                "Send at least one of max_text_chars, max_artifact_bytes, "
+                "max_timeout_seconds, allowed_modalities."
+            )
+        return attrs
+
+
+class _LastErrorSerializer(serializers.Serializer):
+    request_id = serializers.CharField()
+    error_message = serializers.CharField()
+    at = serializers.DateTimeField(allow_null=True)
+
+
+class StatsSerializer(serializers.Serializer):
+    modality = serializers.ChoiceField(choices=Modality.choices)
+    provider = serializers.CharField()
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    processing = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+    p50_latency_ms = serializers.IntegerField(allow_null=True)
+    p95_latency_ms = serializers.IntegerField(allow_null=True)
+    last_errors = _LastErrorSerializer(many=True)
+

@@ -1,0 +1,235 @@
+"""Multimodal API (DESIGN §5.2): thin views over services and selectors."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+
+from django.http import FileResponse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agent33.api.viewsets import TenantScopedViewSet, actor_of, tenant_of
+from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
+from agent33.errors import NotFound
+from agent33.tenancy.models import Tenant
+
+from .. import selectors, services
+from ..filtersets import RequestFilterSet
+from ..models import Artifact, MultimodalRequest
+from .serializers import (
+    ArtifactSerializer,
+    ArtifactUploadSerializer,
+    CancelSerializer,
+    PolicySerializer,
+    PolicyUpdateSerializer,
+    RequestCreateSerializer,
+    RequestSerializer,
+    ResultSerializer,
+    StatsSerializer,
+)
+
+__all__ = ["ArtifactViewSet", "PolicyView", "RequestViewSet", "StatsView"]
+
+ERRORS = {
+    400: OpenApiResponse(description="Bad input: `{detail, code, errors?}`"),
+    401: OpenApiResponse(description="Missing or invalid token"),
+    403: OpenApiResponse(description="Missing scope"),
+}
+OBJECT_ERRORS = {**ERRORS, 404: OpenApiResponse(description="No such object for this tenant")}
+CONFLICT = {409: OpenApiResponse(description="The request's state forbids this")}
+
+
+class ArtifactViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
+    model = Artifact
+    serializer_class = ArtifactSerializer
+    parser_classes = [MultiPartParser, FormParser]
+    required_scopes = {
+        "create": MULTIMODAL_WRITE,
+        "retrieve": MULTIMODAL_READ,
+        "content": MULTIMODAL_READ,
+    }
+
+    def perform_content_negotiation(self, request, force=False):
+        # The content route answers with the file's own type whatever the client accepts
+        # (Accept: audio/wav must not be a 406); errors still render as JSON.
+        if getattr(self, "action", None) == "content":
+            renderer = self.get_renderers()[0]
+            return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)
+
+    @extend_schema(
+        request={"multipart/form-data": ArtifactUploadSerializer},
+        responses={201: ArtifactSerializer, **ERRORS,
+                   413: OpenApiResponse(description="Body over the global limit")},
+        summary="Upload an artifact (multipart field `file`)",
+    )
+    def create(self, request):
+        upload = ArtifactUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        artifact = services.artifact_create(
+            tenant=tenant_of(request),
+            actor=actor_of(request),
+            content=upload.validated_data["file"],
+        )
+        return Response(ArtifactSerializer(artifact).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: ArtifactSerializer, **OBJECT_ERRORS})
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **OBJECT_ERRORS},
+        summary="The artifact's bytes, with its sniffed content type",
+    )
+    @action(detail=True, methods=["get"])
+    def content(self, request, pk=None):
+        artifact = self.get_object()
+        try:
+            handle = artifact.file.open("rb")
+        except OSError:
+            raise NotFound(f"The content of artifact {artifact.pk} is missing from storage.",
+                           code="artifact_content_missing") from None
+        return FileResponse(
+            handle,
+            content_type=artifact.content_type,
+            as_attachment=True,
+            filename=f"{artifact.pk}.{artifact.extension}",
+        )
+
+
+class RequestViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
+):
+    model = MultimodalRequest
+    serializer_class = RequestSerializer
+    filterset_class = RequestFilterSet
+    required_scopes = {
+        "list": MULTIMODAL_READ,
+        "retrieve": MULTIMODAL_READ,
+        "result": MULTIMODAL_READ,
+        "create": MULTIMODAL_WRITE,
+        "execute": MULTIMODAL_WRITE,
+        "cancel": MULTIMODAL_WRITE,
+    }
+
+    def get_queryset(self):
+        return selectors.requests_with_result_id()
+
+    @extend_schema(responses={200: RequestSerializer(many=True), **ERRORS})
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: RequestSerializer, **OBJECT_ERRORS})
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(request=RequestCreateSerializer,
+                   responses={201: RequestSerializer, **ERRORS})
+    def create(self, request):
+        payload = RequestCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        created = services.request_create(
+            tenant=tenant_of(request), actor=actor_of(request), **payload.validated_data
+        )
+        return Response(RequestSerializer(created).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: RequestSerializer, **OBJECT_ERRORS, **CONFLICT})
+    @action(detail=True, methods=["post"])
+    def execute(self, request, pk=None):
+        updated = services.request_execute(request=self.get_object(), actor=actor_of(request))
+        return Response(RequestSerializer(updated).data)
+
+    @extend_schema(request=CancelSerializer,
+                   responses={200: RequestSerializer, **OBJECT_ERRORS, **CONFLICT})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        payload = CancelSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        updated = services.request_cancel(
+            request=self.get_object(),
+            actor=actor_of(request),
+            reason=payload.validated_data["reason"],
+        )
+        return Response(RequestSerializer(updated).data)
+
+    @extend_schema(responses={200: ResultSerializer, **OBJECT_ERRORS})
+    @action(detail=True, methods=["get"])
+    def result(self, request, pk=None):
+        obj = self.get_object()
+        found = selectors.request_result(obj)
+        if found is None:
+            raise NotFound(f"Request {obj.pk} has no result yet (state {obj.state}).",
+                           code="not_found")
+        return Response(ResultSerializer(found).data)
+
+
+def _policy_tenant(request, tenant_id: str) -> Tenant:
+    """A tenant token reaches only its own tenant; operators any. Others look absent."""
+    own = getattr(request.user, "tenant", None)
+    if own is not None:
+        if own.pk != tenant_id:
+            raise NotFound(f"Tenant {tenant_id} does not exist.")
+        return own
+    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    if tenant is None:
+        raise NotFound(f"Tenant {tenant_id} does not exist.")
+    return tenant
+
+
+class PolicyView(APIView):
+    required_scopes = {"get": MULTIMODAL_READ, "post": MULTIMODAL_ADMIN}
+
+    @extend_schema(responses={200: PolicySerializer, **OBJECT_ERRORS},
+                   summary="The tenant's multimodal policy (defaults until set)")
+    def get(self, request, tenant_id: str):
+        tenant = _policy_tenant(request, tenant_id)
+        return Response(PolicySerializer(services.policy_for(tenant)).data)
+
+    @extend_schema(request=PolicyUpdateSerializer,
+                   responses={200: PolicySerializer, **OBJECT_ERRORS},
+                   summary="Set some or all of the tenant's policy (multimodal:admin)")
+    def post(self, request, tenant_id: str):
+        tenant = _policy_tenant(request, tenant_id)
+        payload = PolicyUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        policy = services.policy_set(
+            tenant=tenant, actor=actor_of(request), values=payload.validated_data
+        )
+        return Response(PolicySerializer(policy).data)
+
+
+class StatsView(APIView):
+    required_scopes = MULTIMODAL_READ
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "since", OpenApiTypes.DATETIME, description="ISO 8601; default one hour ago"
+            )
+        ],
+        responses={200: StatsSerializer(many=True), **ERRORS},
+        summary="Per modality x provider: counts, success rate, p50/p95 latency, last errors",
+    )
+    def get(self, request):
+        raw = request.query_params.get("since")
+        if raw:
+            try:
+                since = parse_datetime(raw)
+            except ValueError:
+                since = None
+            if since is None:
+                raise ValidationError({"since": ["Must be an ISO 8601 date-time."]})
+            if timezone.is_naive(since):
+                since = since.replace(tzinfo=UTC)
+        else:
+            since = timezone.now() - timedelta(hours=1)
+        stats = selectors.request_stats(since=since)
+        return Response(StatsSerializer(stats, many=True).data)

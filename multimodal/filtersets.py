@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import django_filters
+
+from .choices import Modality, RequestState
+from .models import MultimodalRequest
+
+__all__ = ["RequestFilterSet"]
+
+
+class RequestFilterSet(django_filters.FilterSet):
+    modality = django_filters.ChoiceFilter(choices=Modality.choices)
+    state = django_filters.ChoiceFilter(choices=RequestState.choices)
+
+    class Meta:
+        model = MultimodalRequest
+        fields = ["modality", "state"]

@@ -1,0 +1,250 @@
+"""Multimodal records: the per-tenant policy, stored files, requests and their results."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from agent33.ids import PrefixedIdField
+from agent33.tenancy.models import TenantOwnedModel
+
+from .choices import ArtifactOrigin, Modality, RequestState
+from .sniffing import EXTENSIONS
+
+__all__ = [
+    "POLICY_DEFAULTS",
+    "POLICY_LIMITS",
+    "Artifact",
+    "MultimodalPolicy",
+    "MultimodalRequest",
+    "MultimodalResult",
+    "artifact_upload_to",
+    "validate_modalities",
+]
+
+# DESIGN §5.2 defaults, in force until a tenant's policy is set.
+POLICY_DEFAULTS = {
+    "max_text_chars": 5000,
+    "max_artifact_bytes": 5_000_000,
+    "max_timeout_seconds": 300,
+    "allowed_modalities": list(Modality.values),
+}
+# Sane ceilings: a tenant admin may loosen its guardrails, but not to absurd values.
+POLICY_LIMITS = {
+    "max_text_chars": 100_000,
+    "max_artifact_bytes": 100_000_000,
+    "max_timeout_seconds": 3600,
+}
+
+
+def validate_modalities(value: object) -> None:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("Must be a list of modality names.")
+    unknown = sorted(set(value) - set(Modality.values))
+    if unknown:
+        raise ValidationError(
+            f"Unknown modalities: {', '.join(unknown)}; known: {', '.join(Modality.values)}."
+        )
+    if len(set(value)) != len(value):
+        raise ValidationError("Modalities must not repeat.")
+
+
+def _default_modalities() -> list[str]:
+    return list(Modality.values)
+
+
+class MultimodalPolicy(TenantOwnedModel):
+    """One row per tenant once set; until then `services.policy_for()` returns the defaults."""
+
+    max_text_chars = models.PositiveIntegerField(
+        default=POLICY_DEFAULTS["max_text_chars"],
+        validators=[MinValueValidator(1), MaxValueValidator(POLICY_LIMITS["max_text_chars"])],
+    )
+    max_artifact_bytes = models.PositiveBigIntegerField(
+        default=POLICY_DEFAULTS["max_artifact_bytes"],
+        validators=[MinValueValidator(1), MaxValueValidator(POLICY_LIMITS["max_artifact_bytes"])],
+    )
+    max_timeout_seconds = models.PositiveIntegerField(
+        default=POLICY_DEFAULTS["max_timeout_seconds"],
+        validators=[
+            MinValueValidator(1),
+            MaxValueValidator(POLICY_LIMITS["max_timeout_seconds"]),
+        ],
+    )
+    # blank=True: an empty list is a valid policy (every modality switched off).
+    allowed_modalities = models.JSONField(
+        default=_default_modalities, blank=True, validators=[validate_modalities]
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=200, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "multimodal policy"
+        verbose_name_plural = "multimodal policies"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant"], name="mmpolicy_one_per_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy of {self.tenant_id}"
+
+    @property
+    def is_default(self) -> bool:
+        return self._state.adding
+
+
+def artifact_upload_to(instance: Artifact, filename: str) -> str:
+    """`<tenant>/multimodal/<random>/<artifact id>.<ext>`: tenant first (per-tenant storage
+    rules and clean-up), then 144 random bits so a path cannot be guessed from an id."""
+    ext = EXTENSIONS.get(instance.content_type, "bin")
+    return f"{instance.tenant_id}/multimodal/{secrets.token_urlsafe(18)}/{instance.pk}.{ext}"
+
+
+class Artifact(TenantOwnedModel):
+    """A stored file: an upload, a request's inline input, or a provider's output. The
+    content type is sniffed from the bytes; the bytes live in Django's default storage."""
+
+    id = PrefixedIdField(prefix="artifact")
+    content_type = models.CharField(max_length=100)
+    size_bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    file = models.FileField(upload_to=artifact_upload_to, max_length=255)
+    origin = models.CharField(
+        max_length=20, choices=ArtifactOrigin.choices, default=ArtifactOrigin.UPLOAD
+    )
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "created_at"], name="artifact_tenant_created")]
+
+    def __str__(self) -> str:
+        return self.pk
+
+    @property
+    def is_audio(self) -> bool:
+        return self.content_type.startswith("audio/")
+
+    @property
+    def is_image(self) -> bool:
+        return self.content_type.startswith("image/")
+
+    @property
+    def extension(self) -> str:
+        return EXTENSIONS.get(self.content_type, "bin")
+
+
+class MultimodalRequest(TenantOwnedModel):
+    id = PrefixedIdField(prefix="mmreq")
+    modality = models.CharField(max_length=32, choices=Modality.choices)
+    state = models.CharField(
+        max_length=16, choices=RequestState.choices, default=RequestState.PENDING
+    )
+    provider = models.CharField(max_length=64)
+    input_text = models.TextField(blank=True)
+    # FK indexes are off: every index leads with tenant (see Meta.indexes).
+    input_artifact = models.ForeignKey(
+        Artifact,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="input_of",
+        db_index=False,
+    )
+    requested_timeout_seconds = models.PositiveIntegerField(default=60)
+    requested_by = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True)
+    # Execution bookkeeping: `deadline_at` is set when execution is claimed; `attempts`
+    # counts task runs (a redelivery after a worker died is a second attempt).
+    attempts = models.PositiveIntegerField(default=0)
+    # A fresh token per execution claim: tasks carry it, so a straggler from an earlier
+    # execution (reaped, then the request re-executed) cannot finish the new one.
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=200, blank=True)
+    cancelled_by = models.CharField(max_length=200, blank=True)
+    cancel_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "multimodal request"
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="mmreq_tenant_created"),
+            models.Index(
+                fields=["tenant", "state", "modality", "created_at"], name="mmreq_tenant_state"
+            ),
+            # The reaper's scan: processing rows by deadline.
+            models.Index(fields=["tenant", "state", "deadline_at"], name="mmreq_tenant_deadline"),
+            models.Index(fields=["tenant", "input_artifact"], name="mmreq_tenant_input"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=RequestState.values), name="mmreq_state_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(modality__in=Modality.values), name="mmreq_modality_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.pk
+
+    @property
+    def result(self) -> MultimodalResult | None:
+        """The result, if any (at most one exists: see MultimodalResult's constraint)."""
+        return MultimodalResult.all_tenants.filter(tenant_id=self.tenant_id, request=self).first()
+
+
+class MultimodalResult(TenantOwnedModel):
+    """What an execution produced (completed) or why it did not (failed); one per request."""
+
+    id = PrefixedIdField(prefix="mmres")
+    # One result per request: the unique (tenant, request) constraint below is what makes a
+    # redelivered task unable to record a second one. A plain FK (not OneToOne) so that the
+    # only index on it leads with tenant.
+    request = models.ForeignKey(
+        MultimodalRequest, on_delete=models.CASCADE, related_name="results", db_index=False
+    )
+    state = models.CharField(max_length=16, choices=RequestState.choices)
+    output_text = models.TextField(blank=True)
+    output_artifact = models.ForeignKey(
+        Artifact,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="output_of",
+        db_index=False,
+    )
+    output_data = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    # Copied out of metadata so stats can aggregate without parsing JSON.
+    provider = models.CharField(max_length=64, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "multimodal result"
+        indexes = [
+            models.Index(fields=["tenant", "completed_at"], name="mmres_tenant_completed"),
+            models.Index(fields=["tenant", "output_artifact"], name="mmres_tenant_output"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "request"], name="mmres_one_per_request"),
+            models.CheckConstraint(
+                condition=Q(state__in=[RequestState.COMPLETED, RequestState.FAILED]),
+                name="mmres_state_final",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.pk

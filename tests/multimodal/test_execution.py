@@ -1,0 +1,437 @@
+"""Execution in-process: the claim, the task body under redelivery, cancel racing a result,
+deadlines, provider errors, the reaper, and the state machine table.
+
+Tests without `transaction=True` run inside one transaction, so on-commit callbacks (the
+task enqueue) never fire: each test drives `services.request_run` itself, exactly as a
+worker would, which lets it interleave deliveries, cancels and the reaper deterministically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from agent33.errors import StateConflict
+from multimodal import services, tasks
+from multimodal.choices import ALLOWED_TRANSITIONS, TERMINAL, RequestState, sources_for
+from multimodal.models import Artifact, MultimodalRequest, MultimodalResult
+from multimodal.providers.audio import pcm16_to_wav
+from multimodal.providers.base import (
+    MODALITY_SPEECH_TO_TEXT,
+    MODALITY_TEXT_TO_SPEECH,
+    MODALITY_VISION,
+    Provider,
+    ProviderCall,
+    ProviderError,
+    ProviderOutput,
+)
+from multimodal.providers.registry import register_provider, unregister_provider
+from tests.factories.multimodal import ImageArtifactFactory, MultimodalRequestFactory
+
+ACTOR = "test"
+
+
+class HookProvider(Provider):
+    """A provider whose behaviour each test sets: `hook(text, call)` runs inside the call."""
+
+    name = "test-hook"
+    modalities = frozenset({MODALITY_TEXT_TO_SPEECH, MODALITY_SPEECH_TO_TEXT, MODALITY_VISION})
+
+    def __init__(self) -> None:
+        self.hook: Callable[[str, ProviderCall], Any] = lambda text, call: None
+        self.calls = 0
+
+    def synthesize(self, text: str, call: ProviderCall) -> ProviderOutput:
+        self.calls += 1
+        returned = self.hook(text, call)
+        if isinstance(returned, ProviderOutput):
+            return returned
+        return ProviderOutput(model="hook-1", output_bytes=pcm16_to_wav(b"\x00\x00" * 800, 8000),
+                              output_content_type="audio/wav", output_data={"ok": True},
+                              attempts=2)
+
+    def analyze(self, image: bytes, content_type: str, call: ProviderCall) -> ProviderOutput:
+        self.calls += 1
+        self.hook(content_type, call)
+        return ProviderOutput(model="hook-vision", output_text="a picture")
+
+
+@pytest.fixture
+def hook() -> Iterator[HookProvider]:
+    provider = register_provider(HookProvider())
+    yield provider
+    unregister_provider(provider.name)
+
+
+def claimed(tenant, **kwargs) -> tuple[MultimodalRequest, str]:
+    """A request claimed for execution (the enqueue never fires inside a test transaction)."""
+    request = MultimodalRequestFactory(tenant=tenant, provider="test-hook", **kwargs)
+    services.request_execute(request=request, actor=ACTOR)
+    request.refresh_from_db()
+    assert request.state == RequestState.PROCESSING
+    return request, request.claim_token
+
+
+def results_of(request) -> list[MultimodalResult]:
+    return list(MultimodalResult.all_tenants.filter(request=request))
+
+
+# --- the state machine -------------------------------------------------------------------
+
+
+def test_transition_table_is_consistent():
+    assert sources_for(RequestState.PROCESSING) == {"pending", "failed"}
+    assert sources_for(RequestState.CANCELLED) == {"pending", "processing"}
+    assert sources_for(RequestState.COMPLETED) == {"processing"}
+    assert {"completed", "failed", "cancelled"} == TERMINAL
+    for state in TERMINAL - {"failed"}:
+        assert ALLOWED_TRANSITIONS[state] == frozenset()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("state", RequestState.values)
+def test_execute_and_cancel_follow_the_table(tenant_a, hook, state):
+    request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook", state=state)
+    may_execute = RequestState.PROCESSING in ALLOWED_TRANSITIONS[state]
+    if may_execute:
+        assert services.request_execute(request=request, actor=ACTOR).state == "processing"
+    else:
+        with pytest.raises(StateConflict):
+            services.request_execute(request=request, actor=ACTOR)
+
+    request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook", state=state)
+    may_cancel = RequestState.CANCELLED in ALLOWED_TRANSITIONS[state]
+    if may_cancel or state == RequestState.CANCELLED:
+        assert services.request_cancel(request=request, actor=ACTOR).state == "cancelled"
+    else:
+        with pytest.raises(StateConflict):
+            services.request_cancel(request=request, actor=ACTOR)
+
+
+# --- the task body -------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_run_completes_once_and_a_second_delivery_does_nothing(tenant_a, hook):
+    request, token = claimed(tenant_a)
+    assert services.request_run(request.pk, token) == "completed"
+    assert services.request_run(request.pk, token) == "skipped"
+    request.refresh_from_db()
+    assert request.state == "completed" and request.attempts == 1
+    [result] = results_of(request)
+    assert result.output_artifact.content_type == "audio/wav"
+    assert result.metadata["provider"] == "test-hook"
+    assert result.metadata["model"] == "hook-1"
+    assert result.metadata["attempts"] == 2  # the provider's own (HTTP) attempts
+    assert result.metadata["execution_attempts"] == 1
+    assert result.latency_ms is not None and result.provider == "test-hook"
+    assert hook.calls == 1
+
+
+@pytest.mark.django_db
+def test_redelivery_after_a_dead_worker_finishes_the_job_once(tenant_a, hook):
+    request, token = claimed(tenant_a)
+    # A first delivery started and its worker died before finishing.
+    MultimodalRequest.all_tenants.filter(pk=request.pk).update(attempts=1,
+                                                               started_at=timezone.now())
+    assert services.request_run(request.pk, token) == "completed"
+    assert services.request_run(request.pk, token) == "skipped"
+    [result] = results_of(request)
+    assert result.metadata["execution_attempts"] == 2
+
+
+@pytest.mark.django_db
+def test_cancel_during_processing_wins_over_the_late_result(tenant_a, hook):
+    request, token = claimed(tenant_a)
+
+    def cancel_meanwhile(text, call):
+        services.request_cancel(request=request, actor="someone", reason="changed my mind")
+
+    hook.hook = cancel_meanwhile
+    assert services.request_run(request.pk, token) == "discarded"
+    request.refresh_from_db()
+    assert request.state == "cancelled" and request.cancel_reason == "changed my mind"
+    assert results_of(request) == []
+    # The late output was not kept.
+    assert not Artifact.all_tenants.filter(origin="output").exists()
+
+
+@pytest.mark.django_db
+def test_a_straggler_from_an_earlier_claim_cannot_finish_a_new_execution(tenant_a, hook):
+    request, old_token = claimed(tenant_a)
+    services.reap_timeouts(now=timezone.now() + timedelta(hours=1))
+    request.refresh_from_db()
+    assert request.state == "failed"
+    services.request_execute(request=request, actor=ACTOR)
+    request.refresh_from_db()
+    assert request.claim_token != old_token
+    assert services.request_run(request.pk, old_token) == "skipped"
+    assert services.request_run(request.pk, request.claim_token) == "completed"
+    assert [r.state for r in results_of(request)] == ["completed"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("raise_", "expected"),
+    [
+        (ProviderError("test-hook", "quota exceeded (HTTP 429)"),
+         "test-hook: quota exceeded (HTTP 429)"),
+        (RuntimeError("segfault-ish"), "test-hook: unexpected error: RuntimeError: segfault-ish"),
+    ],
+)
+def test_provider_errors_fail_the_request_naming_the_provider(tenant_a, hook, raise_, expected):
+    request, token = claimed(tenant_a)
+
+    def boom(text, call):
+        raise raise_
+
+    hook.hook = boom
+    assert services.request_run(request.pk, token) == "failed"
+    request.refresh_from_db()
+    assert request.state == "failed"
+    assert request.error_message == expected
+    [result] = results_of(request)
+    assert result.state == "failed" and result.output_artifact is None
+    assert result.metadata["error"] == expected
+    assert result.metadata["provider"] == "test-hook"
+
+
+@pytest.mark.django_db
+def test_unknown_provider_at_run_time_fails_clearly(tenant_a):
+    request = MultimodalRequestFactory(tenant=tenant_a, provider="retired-engine")
+    services.request_execute(request=request, actor=ACTOR)
+    request.refresh_from_db()
+    assert services.request_run(request.pk, request.claim_token) == "failed"
+    request.refresh_from_db()
+    assert request.error_message == "retired-engine: unknown provider"
+
+
+@pytest.mark.django_db
+def test_a_run_that_starts_past_the_deadline_times_out(tenant_a, hook):
+    request, token = claimed(tenant_a, requested_timeout_seconds=7)
+    MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+        deadline_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert services.request_run(request.pk, token) == "failed"
+    request.refresh_from_db()
+    assert request.error_message == "timed out after 7 s"
+    assert hook.calls == 0
+
+
+@pytest.mark.django_db
+def test_output_after_the_deadline_is_discarded(tenant_a, hook):
+    request, token = claimed(tenant_a, requested_timeout_seconds=5)
+
+    MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+        deadline_at=timezone.now() + timedelta(milliseconds=150)
+    )
+    # A provider that ignores its deadline and answers late.
+    hook.hook = lambda text, call: time.sleep(0.3)
+    assert services.request_run(request.pk, token) == "failed"
+    request.refresh_from_db()
+    assert request.error_message == "timed out after 5 s"
+    assert not Artifact.all_tenants.filter(origin="output").exists()
+
+
+@pytest.mark.django_db
+def test_output_that_is_not_a_supported_format_fails(tenant_a, hook):
+    request, token = claimed(tenant_a)
+    hook.hook = lambda text, call: ProviderOutput(model="x", output_bytes=b"<html>oops</html>")
+    assert services.request_run(request.pk, token) == "failed"
+    request.refresh_from_db()
+    assert request.error_message.startswith("test-hook: returned output that is not")
+
+
+@pytest.mark.django_db
+def test_the_deadline_reaches_the_provider(tenant_a, hook):
+    request, token = claimed(tenant_a, requested_timeout_seconds=9)
+    seen = {}
+    hook.hook = lambda text, call: seen.setdefault("remaining", call.remaining())
+    services.request_run(request.pk, token)
+    assert 7 < seen["remaining"] <= 9
+
+
+@pytest.mark.django_db
+def test_vision_input_text_is_passed_as_the_prompt(tenant_a, hook):
+    image = ImageArtifactFactory(tenant=tenant_a)
+    request, token = claimed(tenant_a, modality="vision_analysis", input_artifact=image,
+                             input_text="How many cats?")
+    seen = {}
+    hook.hook = lambda content_type, call: seen.update(type=content_type, **call.options)
+    assert services.request_run(request.pk, token) == "completed"
+    assert seen == {"type": "image/png", "prompt": "How many cats?"}
+    assert results_of(request)[0].output_text == "a picture"
+
+
+@pytest.mark.django_db
+def test_broker_failure_fails_the_request_at_once(tenant_a, hook, monkeypatch):
+    request, token = claimed(tenant_a)
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError("broker down")
+
+    monkeypatch.setattr(tasks.execute_request, "apply_async", refuse)
+    tasks.enqueue_execution(request.pk, token, 60)
+    request.refresh_from_db()
+    assert request.state == "failed"
+    assert request.error_message == (
+        "could not queue the request for execution: ConnectionRefusedError: broker down"
+    )
+
+
+@pytest.mark.django_db
+def test_every_end_calls_the_ended_hook_once(tenant_a, hook, monkeypatch,
+                                             django_capture_on_commit_callbacks):
+    ended: list[tuple[str, str]] = []
+    monkeypatch.setattr(services, "request_ended", lambda pk, state: ended.append((pk, state)))
+    with django_capture_on_commit_callbacks(execute=True):
+        done, _ = claimed(tenant_a)
+    # (the enqueue ran eagerly on the captured commit and completed the request)
+    done.refresh_from_db()
+    assert done.state == "completed"
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
+        services.request_cancel(request=cancelled, actor=ACTOR)
+        services.request_cancel(request=cancelled, actor=ACTOR)  # no second end
+    assert ended == [(done.pk, "completed"), (cancelled.pk, "cancelled")]
+
+
+# --- the reaper ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_reaper_fails_only_requests_past_deadline_plus_grace(tenant_a, tenant_b, hook):
+    now = timezone.now()
+    overdue, _ = claimed(tenant_a, requested_timeout_seconds=12)
+    in_grace, _ = claimed(tenant_b)
+    fresh, _ = claimed(tenant_a)
+    pending = MultimodalRequestFactory(tenant=tenant_a)
+    MultimodalRequest.all_tenants.filter(pk=overdue.pk).update(deadline_at=now - timedelta(
+        seconds=31))
+    MultimodalRequest.all_tenants.filter(pk=in_grace.pk).update(deadline_at=now - timedelta(
+        seconds=29))
+
+    assert services.reap_timeouts(now=now, grace_seconds=30) == [overdue.pk]
+    overdue.refresh_from_db()
+    assert overdue.state == "failed" and overdue.error_message == "timed out after 12 s"
+    [result] = results_of(overdue)
+    assert result.state == "failed" and result.metadata["error"] == "timed out after 12 s"
+    for untouched in (in_grace, fresh):
+        untouched.refresh_from_db()
+        assert untouched.state == "processing"
+    pending.refresh_from_db()
+    assert pending.state == "pending"
+    # Reaping again finds nothing new.
+    assert services.reap_timeouts(now=now, grace_seconds=30) == []
+
+
+@pytest.mark.django_db
+def test_a_worker_finishing_a_reaped_request_discards_its_output(tenant_a, hook):
+    request, token = claimed(tenant_a)
+    hook.hook = lambda text, call: services.reap_timeouts(
+        now=timezone.now() + timedelta(hours=1)
+    )
+    assert services.request_run(request.pk, token) == "discarded"
+    request.refresh_from_db()
+    assert request.state == "failed" and request.error_message.startswith("timed out")
+    assert [r.state for r in results_of(request)] == ["failed"]
+    assert not Artifact.all_tenants.filter(origin="output").exists()
+
+
+@pytest.mark.django_db
+def test_reap_timeouts_command_and_task(tenant_a, hook, capsys):
+    request, _ = claimed(tenant_a, requested_timeout_seconds=3)
+    MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+        deadline_at=timezone.now() - timedelta(minutes=5)
+    )
+    call_command("reap_timeouts")
+    out = capsys.readouterr().out
+    assert f"failed {request.pk}: timed out" in out
+    assert "Reaped 1 timed-out request(s)." in out
+    assert tasks.reap_timeouts.delay().get(timeout=5) == 0
+
+
+@pytest.mark.django_db
+def test_reap_timeouts_command_rejects_negative_grace():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--grace"):
+        call_command("reap_timeouts", "--grace", "-1")
+
+
+# --- races on PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_execute_calls_claim_exactly_once(require_postgres, tenant_a, hook):
+    request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def execute() -> None:
+        try:
+            barrier.wait()
+            services.request_execute(request=request, actor=ACTOR)
+            outcomes.append("ok")
+        except StateConflict:
+            outcomes.append("conflict")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=execute) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["conflict"] * 5 + ["ok"]
+    request.refresh_from_db()
+    assert request.state == "completed" and request.attempts == 1
+    assert len(results_of(request)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_racing_the_finish_leaves_one_consistent_outcome(require_postgres, tenant_a,
+                                                               hook):
+    for _ in range(5):
+        request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
+        MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+            state="processing", claim_token="t", deadline_at=timezone.now() + timedelta(
+                minutes=1)
+        )
+        barrier = threading.Barrier(2)
+        hook.hook = lambda text, call, barrier=barrier: barrier.wait()
+
+        def run(pk=request.pk) -> None:
+            try:
+                services.request_run(pk, "t")
+            finally:
+                connection.close()
+
+        def cancel(obj=request, barrier=barrier) -> None:
+            try:
+                barrier.wait()
+                services.request_cancel(request=obj, actor=ACTOR)
+            except StateConflict:
+                pass
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=run), threading.Thread(target=cancel)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        request.refresh_from_db()
+        results = results_of(request)
+        if request.state == "cancelled":
+            assert results == []
+        else:
+            assert request.state == "completed" and len(results) == 1
