@@ -8,9 +8,16 @@ class MultimodalConfig(AppConfig):
     name = "multimodal"
 
     def ready(self) -> None:
+        from operations.hub import register_hub_panel, register_process_source
+
+        from .hub_source import MultimodalRequestSource, render_stats_panel
         from .providers import load_builtin_providers
 
         load_builtin_providers()
+        # The Operations Hub lists and cancels requests, and shows their health, through
+        # these; operations itself never imports this app.
+        register_process_source(MultimodalRequestSource())
+        register_hub_panel("multimodal", render_stats_panel)
         # Extra engines (a deployment's own, or a test-only one in worker processes) are
         # modules that register a provider when imported.
         for module in getattr(settings, "MULTIMODAL_PROVIDER_MODULES", ()):

@@ -472,9 +472,38 @@ def _end_request(
 
 
 def request_ended(request_id: str, state: str) -> None:
-    """Runs once after commit whenever a request reaches completed, failed or cancelled:
-    the hook where outcome events are recorded."""
+    """Runs once after commit whenever a request reaches completed, failed or cancelled, and
+    records it as outcome events (domain `multimodal.<modality>`, event type the provider):
+    `success_rate` 1 for completed, 0 for failed or cancelled, and the provider's
+    `latency_ms` when it answered. So a provider that starts failing shows as a declining
+    trend, which opens an improvement intake."""
+    from outcomes.services import event_record_bulk  # the apps' public seam
+
     logger.info("multimodal request %s ended: %s", request_id, state)
+    request = MultimodalRequest.all_tenants.select_related("tenant").filter(pk=request_id).first()
+    if request is None:
+        return
+    result = (
+        MultimodalResult.all_tenants.filter(request_id=request_id, state=state)
+        .values("latency_ms")
+        .first()
+    )
+    common = {
+        "domain": f"multimodal.{request.modality}",
+        "event_type": request.provider,
+        "occurred_at": request.finished_at or timezone.now(),
+        "metadata": {"request_id": request.pk, "state": state},
+    }
+    events = [
+        {**common, "metric_type": "success_rate",
+         "value": 1.0 if state == RequestState.COMPLETED else 0.0},
+    ]
+    if result and result["latency_ms"] is not None:
+        events.append({**common, "metric_type": "latency_ms", "value": float(result["latency_ms"])})
+    try:
+        event_record_bulk(tenant=request.tenant, events=events)
+    except Exception:  # the request has ended either way; never undo or fail it for this
+        logger.exception("Could not record outcome events for %s", request_id)
 
 
 def timeout_message(request: MultimodalRequest) -> str:

@@ -31,7 +31,17 @@ def seed_demo(*, tenant: Tenant) -> None:
     services.trace_add_step(trace=trace, step_id="summarise", actions=[{"tool": "llm.complete"}])
     done = services.trace_create(tenant=tenant, task_id="demo-triage-tickets",
                                  agent_id="agent-support")
+    services.trace_add_step(trace=done, step_id="classify", actions=[{"tool": "llm.classify"}])
     services.trace_complete(trace=done, status="completed")
+    failed = services.trace_create(tenant=tenant, task_id="demo-book-travel",
+                                   agent_id="agent-assistant")
+    services.trace_add_step(trace=failed, step_id="search", actions=[{"tool": "flights.search"}])
+    services.trace_complete(trace=failed, status="failed", failure_code="F-TOOL",
+                            failure_message="flights.search returned HTTP 502 three times")
+    escalated = services.trace_create(tenant=tenant, task_id="demo-refund-request",
+                                      agent_id="agent-support")
+    services.trace_complete(trace=escalated, status="escalated",
+                            failure_message="Refund above the agent's limit; handed to a human")
 
     budget = services.budget_create(
         tenant=tenant, task_id="demo-summarise-inbox", agent_id="agent-researcher",
@@ -39,8 +49,9 @@ def seed_demo(*, tenant: Tenant) -> None:
         expires_at=now + timedelta(days=7),
     )
     services.budget_transition(budget=budget, status="active")
-    services.budget_create(tenant=tenant, task_id="demo-refactor-repo", agent_id="agent-coder",
-                           limits={"max_files_changed": 20})
+    pending = services.budget_create(tenant=tenant, task_id="demo-refactor-repo",
+                                     agent_id="agent-coder", limits={"max_files_changed": 20})
+    services.budget_transition(budget=pending, status="pending_approval")
 
     intake = services.intake_create(
         tenant=tenant, title="Cache provider responses", summary="Repeated prompts cost money.",
@@ -59,6 +70,11 @@ def seed_demo(*, tenant: Tenant) -> None:
     finished = services.workflow_run_create(tenant=tenant, workflow_name="backfill",
                                             status="running")
     services.workflow_run_transition(run=finished, status="completed")
+    # An operator paused one run through the hub: it shows with its control history.
+    paused = services.workflow_run_create(tenant=tenant, workflow_name="crawl-partner-sites",
+                                          status="running", started_at=now - timedelta(hours=1))
+    services.process_control(process_id=paused.pk, action="pause", actor="staff:demo-admin",
+                             reason="Partner asked us to slow down until Monday")
 
 
 __all__ = ["seed_demo"]

@@ -46,12 +46,20 @@ def _json_error(exc: DomainError) -> JsonResponse:
     return JsonResponse(error_body(exc.detail, exc.code), status=exc.status_code)
 
 
+def _render_panels(request: HttpRequest) -> dict[str, str]:
+    """Other apps' panels (operations.hub.register_hub_panel), as trusted HTML."""
+    return {key: render(request) for key, render in hub_panels().items()}
+
+
 def _data(request: HttpRequest) -> JsonResponse:
     try:
         query = selectors.parse_hub_query(request.GET)
     except DomainError as exc:
         return _json_error(exc)
-    return JsonResponse(selectors.hub_snapshot(query))
+    snapshot = selectors.hub_snapshot(query)
+    if request.GET.get("panels") == "1":  # the page refreshes its panels with the table
+        snapshot["panels"] = _render_panels(request)
+    return JsonResponse(snapshot)
 
 
 def _control(request: HttpRequest) -> JsonResponse:
@@ -85,8 +93,10 @@ def _page(request: HttpRequest) -> TemplateResponse:
     from django.contrib import admin
 
     sources = registered_sources()
-    panels = hub_panels()
-    rendered = {key: mark_safe(render(request)) for key, render in panels.items()}  # noqa: S308
+    rendered = {
+        key: mark_safe(html)  # noqa: S308 - panels build their HTML with format_html/templates
+        for key, html in _render_panels(request).items()
+    }
     context = {
         **admin.site.each_context(request),
         "title": "Operations Hub",

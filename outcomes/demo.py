@@ -1,5 +1,6 @@
-"""Demo outcome events for `manage.py seed_demo` (idempotent: a tenant that already has
-events is left alone)."""
+"""Demo outcome events for `manage.py seed_demo`: four weeks of events in three domains, one
+of which (research's success rate) declines and so opens an improvement intake. Idempotent:
+a tenant that already has the demo domains is left alone."""
 
 from __future__ import annotations
 
@@ -16,12 +17,21 @@ from .models import OutcomeEvent
 from .services import event_record_bulk
 
 DOMAINS = ("support", "research", "coding")
-PER_SERIES = 40
+PER_SERIES = 42  # one value every 16 hours: four weeks
+STEP = timedelta(hours=16)
+
+
+def _drift(metric: str, domain_index: int) -> float:
+    """Support improves on every metric, research's success rate declines, the rest hold."""
+    if domain_index == 0:
+        return 0.2
+    if domain_index == 1 and metric == MetricType.SUCCESS_RATE:
+        return -0.3
+    return 0.0
 
 
 def _series(metric: str, domain_index: int, rng: random.Random) -> list[float]:
-    """Forty values with a visible direction: one domain improves, one declines, one holds."""
-    drift = (0.25, -0.25, 0.0)[domain_index]
+    drift = _drift(metric, domain_index)
     base = {
         MetricType.SUCCESS_RATE: 0.75,
         MetricType.QUALITY_SCORE: 7.0,
@@ -41,7 +51,7 @@ def _series(metric: str, domain_index: int, rng: random.Random) -> list[float]:
 
 
 def seed_demo(*, tenant: Tenant) -> None:
-    if OutcomeEvent.objects.filter(tenant=tenant).exists():
+    if OutcomeEvent.objects.filter(tenant=tenant, domain__in=DOMAINS).exists():
         return
     rng = random.Random(f"outcomes-{tenant.slug}")
     now = timezone.now().replace(microsecond=0)
@@ -49,7 +59,7 @@ def seed_demo(*, tenant: Tenant) -> None:
     for domain_index, domain in enumerate(DOMAINS):
         for metric in MetricType.values:
             for i, value in enumerate(_series(metric, domain_index, rng)):
-                occurred_at = now - timedelta(hours=(PER_SERIES - i) * 6, minutes=domain_index)
+                occurred_at = now - (PER_SERIES - i) * STEP - timedelta(minutes=domain_index)
                 events.append(
                     {
                         "domain": domain,

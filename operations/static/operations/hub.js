@@ -81,11 +81,16 @@
     data.processes.forEach(function (process) { fragment.appendChild(renderRow(process)); });
     rowsBody.replaceChildren(fragment);
     activeCount.textContent = String(data.active_count);
+    // Panels are server-rendered HTML (escaped there), refreshed with the table.
+    Object.keys(data.panels || {}).forEach(function (key) {
+      var section = document.getElementById(key + "-panel");
+      if (section) { section.innerHTML = data.panels[key]; }
+    });
     refreshed.textContent = new Date().toLocaleTimeString();
   }
 
   function query() {
-    var params = new URLSearchParams({ format: "json" });
+    var params = new URLSearchParams({ format: "json", panels: "1" });
     if (typeSelect.value) { params.set("include", typeSelect.value); }
     if (statusSelect.value) { params.set("status", statusSelect.value); }
     return pageUrl + "?" + params.toString();
