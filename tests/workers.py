@@ -104,7 +104,8 @@ def gunicorn_server(*, workers: int = 2, **extra_env: str) -> Iterator[str]:
          f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
         cwd=ROOT, env=env, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
+    url = ServerURL(f"http://127.0.0.1:{port}")
+    url.master_pid = process.pid
     try:
         wait_for(lambda: _healthy(httpx, url), timeout=30, message="gunicorn to start")
         yield url
@@ -115,6 +116,12 @@ def gunicorn_server(*, workers: int = 2, **extra_env: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+class ServerURL(str):
+    """The server's base URL, carrying the gunicorn master's pid for crash tests."""
+
+    master_pid: int
 
 
 def _healthy(httpx, url: str) -> bool:
