@@ -37,5 +37,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
+fuzz: $(STAMP)
+	$(PY) scripts/fuzz.py
+
+bench: $(STAMP)
+	@for b in auth_overhead hub_scale outcomes_ingest outcomes_scale multimodal_overhead; do \
+	  echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
