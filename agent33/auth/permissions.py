@@ -33,7 +33,10 @@ def required_scope_for(view, request) -> str | None:
         action = getattr(view, "action", None)
         if action and action in declared:
             return declared[action]
-        return declared.get(request.method.lower())
+        method = request.method.lower()
+        if method == "head" and "head" not in declared:
+            method = "get"  # Django answers HEAD with get()
+        return declared.get(method)
     return None
 
 
