@@ -75,12 +75,14 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], *, workers: int = 1, threads: int = 1) -> Iterator[str]:
+def gunicorn(
+    env: dict[str, str], *, workers: int = 1, threads: int = 1, extra_args: tuple[str, ...] = ()
+) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "agent33.wsgi:application", "--bind",
          f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-         "--log-level", "warning"],
+         "--log-level", "warning", *extra_args],
         cwd=ROOT, env=env,
     )
     url = f"http://127.0.0.1:{port}"
