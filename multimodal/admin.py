@@ -20,11 +20,22 @@ from agent33.errors import DomainError
 from agent33.tenancy.admin_base import ReadOnlyAdminMixin, TenantScopedAdmin, TenantScopedInline
 from agent33.tenancy.staff import staff_tenants
 
-from . import services
+from . import encryption, provider_keys, services
 from .choices import Modality
-from .models import Artifact, MultimodalPolicy, MultimodalRequest, MultimodalResult
+from .models import (
+    Artifact,
+    MultimodalPolicy,
+    MultimodalRequest,
+    MultimodalResult,
+    ProviderCredential,
+)
 
-__all__ = ["ArtifactAdmin", "MultimodalPolicyAdmin", "MultimodalRequestAdmin"]
+__all__ = [
+    "ArtifactAdmin",
+    "MultimodalPolicyAdmin",
+    "MultimodalRequestAdmin",
+    "ProviderCredentialAdmin",
+]
 
 
 class StaffTenantFilter(admin.SimpleListFilter):
@@ -223,5 +234,84 @@ class MultimodalPolicyAdmin(TenantScopedAdmin):
             values={name: getattr(obj, name) for name in services.POLICY_FIELDS},
         )
         obj.pk = saved.pk
+        obj.updated_at, obj.updated_by = saved.updated_at, saved.updated_by
+        obj._state.adding = False
+
+
+class ProviderCredentialForm(forms.ModelForm):
+    """The key is a write-only field: never rendered back (not even after a failed submit),
+    required when adding, left blank to keep the stored key when changing."""
+
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        validators=[provider_keys.validate_api_key],
+        help_text="Stored encrypted; never shown again. Leave blank to keep the stored key.",
+    )
+
+    class Meta:
+        model = ProviderCredential
+        fields = ("tenant", "provider", "api_key", "base_url", "default_model")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["default_model"].validators.append(provider_keys.validate_model_name)
+        self.fields["default_model"].help_text = (
+            "A model name for every modality, or per modality: "
+            "text_to_speech=tts-1-hd;vision_analysis=gpt-4o. Empty: the engine defaults."
+        )
+
+    def clean_api_key(self) -> str:
+        value = self.cleaned_data.get("api_key", "")
+        if not value and self.instance._state.adding:
+            raise forms.ValidationError("An API key is required for a new credential.")
+        if value:
+            try:
+                encryption.require_available()
+            except encryption.EncryptionUnavailable as exc:
+                raise forms.ValidationError(exc.detail) from None
+        return value
+
+
+@admin.register(ProviderCredential)
+class ProviderCredentialAdmin(TenantScopedAdmin):
+    """Staff set a tenant's key, its base URL (staff may aim it anywhere; tenants may not)
+    and default model. Pages show the last four characters of the key, never more."""
+
+    form = ProviderCredentialForm
+    list_display = ("tenant", "provider", "masked_key", "base_url", "default_model",
+                    "updated_at", "updated_by")
+    list_select_related = ("tenant",)
+    list_filter = ("provider", StaffTenantFilter)
+    search_fields = ("tenant__slug", "tenant__name", "provider", "base_url", "default_model")
+    ordering = ("tenant", "provider")
+    readonly_fields = ("masked_key", "updated_at", "updated_by")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Tenant and provider identify the credential; to move a key, add a new one.
+        return ("tenant", "provider", *self.readonly_fields) if obj else self.readonly_fields
+
+    def get_fields(self, request, obj=None):
+        fields = ["tenant", "provider", "masked_key", "api_key", "base_url", "default_model"]
+        return [*fields, "updated_at", "updated_by"] if obj else fields
+
+    @admin.display(description="key", ordering="key_last4")
+    def masked_key(self, obj: ProviderCredential) -> str:
+        return f"…{obj.key_last4}" if obj and obj.key_last4 else "—"
+
+    def save_model(self, request, obj, form, change):
+        # The same service as the API (validation, encryption, audit fields, locking).
+        saved = provider_keys.credential_set(
+            tenant=obj.tenant,
+            actor=actor_of(request),
+            provider=obj.provider,
+            api_key=form.cleaned_data.get("api_key") or None,
+            base_url=obj.base_url,
+            default_model=obj.default_model,
+        )
+        obj.pk = saved.pk
+        obj.api_key_encrypted, obj.key_last4 = saved.api_key_encrypted, saved.key_last4
         obj.updated_at, obj.updated_by = saved.updated_at, saved.updated_by
         obj._state.adding = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -13,6 +14,7 @@ from django.utils import timezone
 from agent33.ids import PrefixedIdField
 from agent33.tenancy.models import TenantOwnedModel
 
+from . import encryption
 from .choices import ArtifactOrigin, Modality, RequestState
 from .sniffing import EXTENSIONS
 
@@ -20,10 +22,13 @@ __all__ = [
     "POLICY_DEFAULTS",
     "POLICY_LIMITS",
     "Artifact",
+    "CloudProvider",
     "MultimodalPolicy",
     "MultimodalRequest",
     "MultimodalResult",
+    "ProviderCredential",
     "artifact_upload_to",
+    "validate_base_url",
     "validate_modalities",
 ]
 
@@ -182,6 +187,14 @@ class MultimodalRequest(TenantOwnedModel):
             models.Index(
                 fields=["tenant", "state", "modality", "created_at"], name="mmreq_tenant_state"
             ),
+            # The Operations Hub: unfinished requests newest first (its default view), and
+            # any one state newest first (its status filter).
+            models.Index(
+                fields=["tenant", "-created_at"],
+                condition=Q(state__in=["pending", "processing"]),
+                name="mmreq_tenant_active",
+            ),
+            models.Index(fields=["tenant", "state", "-created_at"], name="mmreq_tenant_state_new"),
             # The reaper's scan: processing rows by deadline.
             models.Index(fields=["tenant", "state", "deadline_at"], name="mmreq_tenant_deadline"),
             models.Index(fields=["tenant", "input_artifact"], name="mmreq_tenant_input"),
@@ -248,3 +261,87 @@ class MultimodalResult(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.pk
+
+
+class CloudProvider(models.TextChoices):
+    """Providers a tenant can store a key for (the offline engines need none)."""
+
+    OPENAI = "openai", "OpenAI"
+    ELEVENLABS = "elevenlabs", "ElevenLabs"
+    OPENAI_COMPATIBLE = "openai-compatible", "OpenAI-compatible"
+
+
+MAX_BASE_URL = 500
+
+
+def validate_base_url(value: str) -> None:
+    """An absolute http(s) URL with a host and nothing the engines would mangle or leak: no
+    user:password@ (credentials belong in the encrypted key, not in a plain column that
+    admins and GET responses show), no query or fragment (engines append API paths)."""
+    if not value:
+        return
+    if len(value) > MAX_BASE_URL:
+        raise ValidationError(f"base_url is longer than {MAX_BASE_URL} characters.")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValidationError("base_url must not contain whitespace or control characters.")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        raise ValidationError("base_url is not a valid URL.") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError("base_url must start with http:// or https://.")
+    if "@" in parts.netloc:
+        raise ValidationError(
+            "base_url must not contain credentials (user:password@); send the key as api_key."
+        )
+    if not parts.hostname:
+        raise ValidationError("base_url must name a host.")
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        raise ValidationError("base_url must not have a query string or fragment.")
+
+
+class ProviderCredential(TenantOwnedModel):
+    """A tenant's own API key for one cloud provider, encrypted at rest (`encryption`).
+
+    The plaintext is never stored, logged, returned or shown: only the Fernet token and the
+    last four characters (so people can tell keys apart) are kept. `base_url` is set only by
+    operators and staff; see the API view."""
+
+    id = PrefixedIdField(prefix="mmcred")
+    provider = models.CharField(max_length=32, choices=CloudProvider.choices)
+    api_key_encrypted = models.TextField(editable=False)
+    key_last4 = models.CharField(max_length=4, editable=False)
+    base_url = models.CharField(
+        max_length=MAX_BASE_URL, blank=True, validators=[validate_base_url],
+        help_text="Empty: the platform's base URL for this provider, else the provider's "
+        "public API.",
+    )
+    default_model = models.CharField(
+        max_length=100, blank=True, help_text="Empty: the engine's default model per modality."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=200, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "provider credential"
+        # The unique constraint's index leads with tenant and serves every lookup
+        # (a tenant's keys; one tenant's key for one provider).
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "provider"], name="mmcred_one_per_provider"),
+            models.CheckConstraint(
+                condition=Q(provider__in=CloudProvider.values), name="mmcred_provider_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} key …{self.key_last4} ({self.tenant_id})"
+
+    def set_api_key(self, plaintext: str) -> None:
+        self.api_key_encrypted = encryption.encrypt(plaintext)
+        self.key_last4 = plaintext[-4:]
+
+    def api_key(self) -> str:
+        """The plaintext, for the engine call only. Raises encryption.UndecryptableKey."""
+        return encryption.decrypt(self.api_key_encrypted)

@@ -518,11 +518,12 @@ def _result_fields(
     output: ProviderOutput | None = None,
     artifact: Artifact | None = None,
     error: str = "",
+    provider_attempts: int = 1,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "provider": request.provider,
         "model": output.model if output else "",
-        "attempts": output.attempts if output else 1,
+        "attempts": output.attempts if output else provider_attempts,
         "execution_attempts": request.attempts,
         "latency_ms": latency_ms,
     }
@@ -557,11 +558,11 @@ def request_run(request_id: str, claim_token: str) -> str:
         return "skipped"
 
     def fail(message: str, *, latency_ms: int | None = None,
-             output: ProviderOutput | None = None) -> str:
+             output: ProviderOutput | None = None, provider_attempts: int = 1) -> str:
         ended = _end_request(
             request, RequestState.FAILED, error_message=message, claim_token=claim_token,
             result=_result_fields(request, started=now, latency_ms=latency_ms, output=output,
-                                  error=message),
+                                  error=message, provider_attempts=provider_attempts),
         )
         return "failed" if ended else "discarded"
 
@@ -589,7 +590,7 @@ def request_run(request_id: str, claim_token: str) -> str:
             call=provider_call_for(request, remaining),
         )
     except ProviderError as exc:
-        return fail(str(exc), latency_ms=_elapsed_ms(clock))
+        return fail(str(exc), latency_ms=_elapsed_ms(clock), provider_attempts=exc.attempts)
     except Exception as exc:  # an engine bug must fail the request, not leave it processing
         logger.exception("provider %s crashed on request %s", request.provider, request_id)
         return fail(f"{request.provider}: unexpected error: {type(exc).__name__}: {exc}",

@@ -36,11 +36,33 @@ def redis_available() -> bool:
         return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _drop_stray_sessions_before_teardown(django_db_setup, django_db_blocker):
+    """Subprocesses killed on purpose (crash tests) and server threads can leave a session on
+    the test database for a moment; end them so the database can be dropped at the end."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
 @pytest.fixture(autouse=True)
 def _login_rate_limit_off(settings):
     """django-axes needs the request at authenticate(); the test client's login() gives none.
     The login rate-limit test turns it back on."""
     settings.AXES_ENABLED = False
+
+
+@pytest.fixture(autouse=True)
+def _no_platform_cloud_keys(settings):
+    """A developer's exported OPENAI_API_KEY must never send test requests to the cloud."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ELEVENLABS_API_KEY", "ELEVENLABS_BASE_URL",
+                 "OPENAI_COMPATIBLE_API_KEY", "OPENAI_COMPATIBLE_BASE_URL"):
+        setattr(settings, name, "")
 
 
 @pytest.fixture(autouse=True)
@@ -143,11 +165,12 @@ STAFF_PASSWORD = "correct-horse-battery-staple"
 
 
 @pytest.fixture
-def browser(chromium_path):
+def browser(chromium_path, monkeypatch):
     """A headless Debian chromium driven by Playwright (its own browser download is not used)."""
     # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # meanwhile are ordinary synchronous calls, so allow them explicitly.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    # meanwhile are ordinary synchronous calls, so allow them explicitly (for this test only:
+    # a leftover variable would fail later `check --deploy` runs).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -1,16 +1,21 @@
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from .. import provider_keys
 from ..choices import Modality
 from ..models import (
+    MAX_BASE_URL,
     POLICY_LIMITS,
     Artifact,
+    CloudProvider,
     MultimodalPolicy,
     MultimodalRequest,
     MultimodalResult,
+    ProviderCredential,
+    validate_base_url,
     validate_modalities,
 )
 from ..services import DEFAULT_TIMEOUT_SECONDS
@@ -21,6 +26,8 @@ __all__ = [
     "CancelSerializer",
     "PolicySerializer",
     "PolicyUpdateSerializer",
+    "ProviderKeySerializer",
+    "ProviderKeyUpdateSerializer",
     "RequestCreateSerializer",
     "RequestSerializer",
     "ResultSerializer",
@@ -166,7 +173,7 @@ class PolicySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_updated_at(self, obj: MultimodalPolicy):
         # null while the defaults apply (nothing has been set yet)
         if obj.is_default:
@@ -229,3 +236,59 @@ class StatsSerializer(serializers.Serializer):
     p95_latency_ms = serializers.IntegerField(allow_null=True)
     last_errors = _LastErrorSerializer(many=True)
 
+
+
+def _django_validator(validator):
+    """Run a Django-style validator inside a DRF field (messages never quote the value)."""
+
+    def run(value: str) -> None:
+        try:
+            validator(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    return run
+
+
+class ProviderKeySerializer(serializers.ModelSerializer):
+    """A stored provider key as the API shows it: never the key, only its last 4 characters."""
+
+    provider = serializers.ChoiceField(choices=CloudProvider.choices, read_only=True)
+
+    class Meta:
+        model = ProviderCredential
+        fields = ["provider", "key_last4", "base_url", "default_model", "updated_at"]
+        read_only_fields = fields
+
+
+class ProviderKeyUpdateSerializer(serializers.Serializer):
+    """PUT body. Fields left out keep their current value; `api_key` is required only when
+    the tenant has no key for the provider yet. `base_url` is for operator tokens only (the
+    view refuses it from tenant tokens)."""
+
+    api_key = serializers.CharField(
+        required=False, write_only=True, trim_whitespace=True,
+        style={"input_type": "password"},
+        validators=[_django_validator(provider_keys.validate_api_key)],
+        help_text=f"{provider_keys.API_KEY_MIN}-{provider_keys.API_KEY_MAX} characters; "
+        "stored encrypted, never returned. Required when no key is stored yet.",
+    )
+    default_model = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True,
+        validators=[_django_validator(provider_keys.validate_model_name)],
+        help_text="A model name for every modality, or per modality: "
+        "`text_to_speech=tts-1-hd;vision_analysis=gpt-4o`. Empty: the engine defaults.",
+    )
+    base_url = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=MAX_BASE_URL,
+        validators=[_django_validator(validate_base_url)],
+        help_text="Operator tokens only (a tenant token sending it gets 403). http(s), no "
+        "credentials, no query. Empty: the platform's base URL, else the provider's API.",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        # null means "clear", like "" (None is reserved for "left out" in the service).
+        for name in ("default_model", "base_url"):
+            if name in attrs and attrs[name] is None:
+                attrs[name] = ""
+        return attrs

@@ -11,7 +11,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,22 +21,32 @@ from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WR
 from agent33.errors import NotFound
 from agent33.tenancy.models import Tenant
 
-from .. import selectors, services
+from .. import provider_keys, selectors, services
 from ..filtersets import RequestFilterSet
-from ..models import Artifact, MultimodalRequest
+from ..models import Artifact, CloudProvider, MultimodalRequest
+from ..sniffing import EXTENSIONS
 from .serializers import (
     ArtifactSerializer,
     ArtifactUploadSerializer,
     CancelSerializer,
     PolicySerializer,
     PolicyUpdateSerializer,
+    ProviderKeySerializer,
+    ProviderKeyUpdateSerializer,
     RequestCreateSerializer,
     RequestSerializer,
     ResultSerializer,
     StatsSerializer,
 )
 
-__all__ = ["ArtifactViewSet", "PolicyView", "RequestViewSet", "StatsView"]
+__all__ = [
+    "ArtifactViewSet",
+    "PolicyView",
+    "ProviderKeyListView",
+    "ProviderKeyView",
+    "RequestViewSet",
+    "StatsView",
+]
 
 ERRORS = {
     400: OpenApiResponse(description="Bad input: `{detail, code, errors?}`"),
@@ -86,7 +96,10 @@ class ArtifactViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **OBJECT_ERRORS},
+        responses={
+            **{(200, content_type): OpenApiTypes.BINARY for content_type in EXTENSIONS},
+            **OBJECT_ERRORS,
+        },
         summary="The artifact's bytes, with its sniffed content type",
     )
     @action(detail=True, methods=["get"])
@@ -178,7 +191,8 @@ def _policy_tenant(request, tenant_id: str) -> Tenant:
         if own.pk != tenant_id:
             raise NotFound(f"Tenant {tenant_id} does not exist.")
         return own
-    tenant = Tenant.objects.filter(pk=tenant_id).first()
+    # PostgreSQL refuses NUL in text (a 500); such an id names no tenant anyway.
+    tenant = Tenant.objects.filter(pk=tenant_id).first() if "\x00" not in tenant_id else None
     if tenant is None:
         raise NotFound(f"Tenant {tenant_id} does not exist.")
     return tenant
@@ -233,3 +247,73 @@ class StatsView(APIView):
             since = timezone.now() - timedelta(hours=1)
         stats = selectors.request_stats(since=since)
         return Response(StatsSerializer(stats, many=True).data)
+
+
+class BaseUrlForbidden(PermissionDenied):
+    default_code = "base_url_operator_only"
+
+
+KEY_ERRORS = {
+    **OBJECT_ERRORS,
+    403: OpenApiResponse(description="Missing multimodal:admin, or base_url from a tenant token"),
+    404: OpenApiResponse(description="No such tenant (or another tenant's), or unknown provider"),
+    503: OpenApiResponse(description="AGENT33_SECRET_KEYS is not configured on the server"),
+}
+
+
+class ProviderKeyListView(APIView):
+    """A tenant's stored provider keys (metadata only). multimodal:admin even to read:
+    which providers a tenant pays for, and where they point, is admin business."""
+
+    required_scopes = MULTIMODAL_ADMIN
+
+    @extend_schema(responses={200: ProviderKeySerializer(many=True), **OBJECT_ERRORS},
+                   summary="The tenant's stored provider keys (never the keys themselves)")
+    def get(self, request, tenant_id: str):
+        tenant = _policy_tenant(request, tenant_id)
+        return Response(
+            ProviderKeySerializer(provider_keys.credentials_list(tenant), many=True).data
+        )
+
+
+PROVIDER_PARAMETER = OpenApiParameter(
+    "provider", OpenApiTypes.STR, OpenApiParameter.PATH, enum=sorted(CloudProvider.values),
+    description="Unknown providers are 404 `unknown_provider`.",
+)
+
+
+class ProviderKeyView(APIView):
+    required_scopes = MULTIMODAL_ADMIN
+
+    @extend_schema(
+        parameters=[PROVIDER_PARAMETER],
+        request=ProviderKeyUpdateSerializer,
+        responses={200: ProviderKeySerializer, **KEY_ERRORS},
+        summary="Store or replace the tenant's key for a provider (multimodal:admin)",
+    )
+    def put(self, request, tenant_id: str, provider: str):
+        tenant = _policy_tenant(request, tenant_id)
+        provider_keys.known_provider(provider)
+        if isinstance(request.data, dict) and "base_url" in request.data \
+                and not request.user.is_operator:
+            # A tenant must not aim the server's requests at internal addresses.
+            raise BaseUrlForbidden(
+                "base_url can be set only by an operator token or staff in the admin; "
+                "leave it out (the current one is kept)."
+            )
+        payload = ProviderKeyUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        credential = provider_keys.credential_set(
+            tenant=tenant, actor=actor_of(request), provider=provider,
+            **payload.validated_data,
+        )
+        return Response(ProviderKeySerializer(credential).data)
+
+    @extend_schema(parameters=[PROVIDER_PARAMETER], request=None,
+                   responses={204: None, **KEY_ERRORS},
+                   summary="Remove the tenant's key for a provider (multimodal:admin)")
+    def delete(self, request, tenant_id: str, provider: str):
+        tenant = _policy_tenant(request, tenant_id)
+        provider_keys.credential_delete(tenant=tenant, actor=actor_of(request),
+                                        provider=provider)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -37,3 +37,20 @@ def b64(data: bytes) -> str:
 def fast_password_hashing(settings):
     """Staff logins in the admin tests: a million PBKDF2 rounds per login buys nothing here."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# A fixed Fernet key for stored provider keys (tests that need rotation set their own), and
+# no platform cloud keys from the developer's environment: without this, an exported
+# OPENAI_API_KEY would turn every offline-engine test into a call to OpenAI.
+TEST_SECRET_KEY = "mI1Kq3m2V2ueoGQf0GQmIjgXW2yh4pcyNgMjYr3m8V8="
+
+
+@pytest.fixture(autouse=True)
+def provider_settings(settings):
+    settings.AGENT33_SECRET_KEYS = [TEST_SECRET_KEY]
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ELEVENLABS_API_KEY",
+                 "ELEVENLABS_BASE_URL", "OPENAI_COMPATIBLE_API_KEY",
+                 "OPENAI_COMPATIBLE_BASE_URL"):
+        setattr(settings, name, "")
+    settings.MULTIMODAL_DEFAULT_PROVIDERS = {}
+    return settings

@@ -168,13 +168,16 @@ def test_failed_and_cancelled_requests_record_a_zero(ops_and_mm, tenant_a, commi
 def test_a_provider_that_starts_failing_opens_an_intake(ops_and_mm, tenant_a, committed,
                                                         broken_provider, monkeypatch):
     # Both providers feed one domain trend; the broken one's failures make it decline.
+    # (Latency jitter of the real engine may open a latency_ms intake too; this test is about
+    # the success rate.)
+    success_key = "success_rate:multimodal.text_to_speech"
     for _ in range(4):
         committed(lambda: create(ops_and_mm, execute_now=True))
-    assert not ImprovementIntake.all_tenants.exists()
+    assert not ImprovementIntake.all_tenants.filter(decline_key=success_key).exists()
     for _ in range(4):
         committed(lambda: create(ops_and_mm, execute_now=True, provider=broken_provider))
-    [intake] = ImprovementIntake.all_tenants.filter(tenant=tenant_a)
+    [intake] = ImprovementIntake.all_tenants.filter(tenant=tenant_a, decline_key=success_key)
     assert intake.title == "success_rate declining in multimodal.text_to_speech"
     assert intake.urgency == "high"
     hub = ops_and_mm.get("/v1/operations/hub?include=improvements").json()["processes"]
-    assert [p["id"] for p in hub] == [intake.pk]
+    assert intake.pk in [p["id"] for p in hub]
