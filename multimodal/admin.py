@@ -17,8 +17,12 @@ from django.utils.safestring import SafeString
 
 from agent33.api.viewsets import actor_of
 from agent33.errors import DomainError
-from agent33.tenancy.admin_base import ReadOnlyAdminMixin, TenantScopedAdmin, TenantScopedInline
-from agent33.tenancy.staff import staff_tenants
+from agent33.tenancy.admin_base import (
+    ReadOnlyAdminMixin,
+    StaffTenantFilter,
+    TenantScopedAdmin,
+    TenantScopedInline,
+)
 
 from . import encryption, provider_keys, services
 from .choices import Modality
@@ -36,19 +40,6 @@ __all__ = [
     "MultimodalRequestAdmin",
     "ProviderCredentialAdmin",
 ]
-
-
-class StaffTenantFilter(admin.SimpleListFilter):
-    """Tenant filter listing only the tenants this staff member may see."""
-
-    title = "tenant"
-    parameter_name = "tenant"
-
-    def lookups(self, request, model_admin):
-        return [(t.pk, t.name or t.pk) for t in staff_tenants(request.user)]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(tenant_id=self.value()) if self.value() else queryset
 
 
 def artifact_content_url(artifact_id: str) -> str:

@@ -13,8 +13,12 @@ from django.utils.http import urlencode
 from agent33.admin_site import AdminPage
 from agent33.api.viewsets import actor_of
 from agent33.errors import DomainError
-from agent33.tenancy.admin_base import ReadOnlyAdminMixin, TenantScopedAdmin, TenantScopedInline
-from agent33.tenancy.staff import staff_tenants
+from agent33.tenancy.admin_base import (
+    ReadOnlyAdminMixin,
+    StaffTenantFilter,
+    TenantScopedAdmin,
+    TenantScopedInline,
+)
 
 from .models import (
     AutonomyBudget,
@@ -38,19 +42,6 @@ admin.site.register_page(
         permission=VIEW_PERMISSION,
     )
 )
-
-
-class StaffTenantFilter(admin.SimpleListFilter):
-    """Tenant filter listing only the tenants this staff member may see."""
-
-    title = "tenant"
-    parameter_name = "tenant"
-
-    def lookups(self, request, model_admin):
-        return [(t.slug, t.name or t.slug) for t in staff_tenants(request.user)]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(tenant_id=self.value()) if self.value() else queryset
 
 
 class ControlReasonForm(ActionForm):

@@ -6,7 +6,34 @@ from django.contrib import admin
 
 from .staff import staff_tenants
 
-__all__ = ["ReadOnlyAdminMixin", "TenantScopedAdmin", "TenantScopedInline"]
+__all__ = [
+    "ReadOnlyAdminMixin",
+    "StaffTenantFilter",
+    "TenantScopedAdmin",
+    "TenantScopedInline",
+    "usable_param",
+]
+
+
+def usable_param(value: str | None) -> str | None:
+    """A query parameter fit for a filter: PostgreSQL refuses NUL in text, and no stored
+    value contains one."""
+    return value if value and "\x00" not in value else None
+
+
+class StaffTenantFilter(admin.SimpleListFilter):
+    """A tenant filter listing only the tenants this staff member may see (the stock related
+    filter would list every tenant's name)."""
+
+    title = "tenant"
+    parameter_name = "tenant"
+
+    def lookups(self, request, model_admin):
+        return [(t.slug, t.name or t.slug) for t in staff_tenants(request.user).order_by("slug")]
+
+    def queryset(self, request, queryset):
+        value = usable_param(self.value())
+        return queryset.filter(tenant_id=value) if value else queryset
 
 
 class _TenantLimited:
@@ -14,9 +41,8 @@ class _TenantLimited:
     scoped to the staff member's tenants; tenant choices are limited the same way."""
 
     def get_object(self, request, object_id, from_field=None):
-        # PostgreSQL refuses NUL in text; an id containing one names no object.
-        if object_id is not None and "\x00" in str(object_id):
-            return None
+        if object_id is not None and usable_param(str(object_id)) is None:
+            return None  # an id with a NUL names no object (and PostgreSQL would refuse it)
         return super().get_object(request, object_id, from_field)
 
     def get_queryset(self, request):
