@@ -38,15 +38,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def fresh_postgres_database(name: str) -> str:
-    """Drop and create a scratch PostgreSQL database; return its DATABASE_URL."""
+def fresh_postgres_database(name: str, admin_url: str = PG_ADMIN_URL) -> str:
+    """Drop and create a scratch PostgreSQL database; return its DATABASE_URL.
+    `admin_url` is any database URL on the server (its database is only used to connect)."""
     import psycopg
 
-    admin_url = PG_ADMIN_URL.replace("postgres://", "postgresql://")
-    with psycopg.connect(admin_url, autocommit=True) as c:
+    with psycopg.connect(admin_url.replace("postgres://", "postgresql://"), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(name: str, admin_url: str = PG_ADMIN_URL) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url.replace("postgres://", "postgresql://"), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def bench_env(database_url: str, **extra: str) -> dict[str, str]:

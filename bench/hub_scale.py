@@ -39,28 +39,13 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import drop_postgres_database, fresh_postgres_database  # noqa: E402
+
 DB_NAME = "agent33_bench_hub"
 TENANT_SIZES = {"big": 100_000, "small": 1_000, **{f"other-{i}": 10_000 for i in range(1, 9)}}
-
-
-def create_database(server_url: str) -> str:
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/{DB_NAME}"))
-
-
-def drop_database(server_url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
 
 
 def setup_django(database_url: str) -> None:
@@ -281,7 +266,7 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    setup_django(create_database(args.pg))
+    setup_django(fresh_postgres_database(DB_NAME, args.pg))
     failures = []
     try:
         now = datetime.now(UTC)
@@ -327,7 +312,7 @@ def main() -> int:
 
         connections.close_all()
         if not args.keep:
-            drop_database(args.pg)
+            drop_postgres_database(DB_NAME, args.pg)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; "
           + ("all targets met" if not failures else "FAILED: " + "; ".join(failures)))
     return 1 if failures else 0

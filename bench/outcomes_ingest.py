@@ -29,7 +29,6 @@ import json
 import os
 import random
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,9 @@ import httpx
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import drop_postgres_database, free_port, fresh_postgres_database  # noqa: E402
+
 PYTHON = sys.executable
 DB_NAME = "agent33_bench_outcomes_ingest"
 TABLE = "outcomes_outcomeevent"
@@ -50,24 +52,6 @@ COLUMNS = (
 METRICS = ("success_rate", "quality_score", "latency_ms", "cost_usd")
 DOMAINS = ("support", "research", "coding", "sales", "ops", "billing", "search", "triage")
 EVENT_TYPES = ("task_completed", "review", "handoff", "retry")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def recreate_database(server: str) -> str:
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    return f"{server}/{DB_NAME}"
-
-
-def drop_database(server: str) -> None:
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
 
 
 def manage(env: dict, *args: str) -> str:
@@ -178,7 +162,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 
-    database_url = recreate_database(args.server)
+    database_url = fresh_postgres_database(DB_NAME, f"{args.server}/postgres")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -244,7 +228,7 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             server.kill()
         if not args.keep:
-            drop_database(args.server)
+            drop_postgres_database(DB_NAME, f"{args.server}/postgres")
 
     api_rate = len(events) / statistics.median(api_times)
     copy_rate = len(events) / statistics.median(copy_times)

@@ -39,6 +39,9 @@ from pathlib import Path
 import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.common import drop_postgres_database, fresh_postgres_database  # noqa: E402
+
 DB_NAME = "agent33_bench_outcomes_scale"
 TABLE = "outcomes_outcomeevent"
 COLUMNS = (
@@ -47,18 +50,6 @@ COLUMNS = (
 METRICS = ("success_rate", "quality_score", "latency_ms", "cost_usd")
 DOMAINS = ("support", "research", "coding", "sales", "ops", "billing")
 EVENT_TYPES = ("task_completed", "review", "handoff", "retry")
-
-
-def recreate_database(server: str) -> str:
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    return f"{server}/{DB_NAME}"
-
-
-def drop_database(server: str) -> None:
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
 
 
 def load_events(database_url: str, sizes: dict[str, int]) -> float:
@@ -133,7 +124,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 
-    database_url = recreate_database(args.server)
+    database_url = fresh_postgres_database(DB_NAME, f"{args.server}/postgres")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -266,7 +257,7 @@ def main() -> None:
 
     connection.close()
     if not args.keep:
-        drop_database(args.server)
+        drop_postgres_database(DB_NAME, f"{args.server}/postgres")
     sys.exit(0 if worst <= 2.0 and bad_plans == 0 else 1)
 
 
