@@ -137,12 +137,19 @@ def hub_snapshot(query: HubQuery, *, now: datetime | None = None) -> dict[str, A
     }
 
 
+# A process's detail shows its latest controls; the admin shows the whole history.
+HISTORY_LIMIT = 50
+
+
 def control_history(*, tenant_id: str, process_id: str) -> list[dict[str, Any]]:
+    """The latest HISTORY_LIMIT controls, oldest first: one index range read, however often a
+    long-lived process has been paused and resumed."""
     # The tenant filter comes from the process itself, so operator reads use the
     # (tenant, process_id, created_at) index too.
-    records = ControlAction.objects.filter(tenant_id=tenant_id, process_id=process_id).order_by(
-        "created_at", "id"
-    )
+    latest = ControlAction.objects.filter(tenant_id=tenant_id, process_id=process_id).order_by(
+        "-created_at", "-id"
+    )[:HISTORY_LIMIT]
+    records = reversed(list(latest))
     return [
         {
             "action": record.action,

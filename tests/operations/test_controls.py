@@ -208,3 +208,20 @@ def test_an_applied_control_records_an_outcome_event(
     with django_capture_on_commit_callbacks(execute=True):
         assert control(executor, run.pk, "pause").status_code == 409
     assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == 1
+
+
+def test_detail_shows_the_latest_fifty_controls_oldest_first(executor, tenant_a):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from operations.selectors import HISTORY_LIMIT
+    from tests.factories.operations import ControlActionFactory
+
+    run = WorkflowRunFactory(tenant=tenant_a, status="running")
+    start = timezone.now() - timedelta(hours=1)
+    for n in range(HISTORY_LIMIT + 10):
+        ControlActionFactory(tenant=tenant_a, process_type="workflow", process_id=run.pk,
+                             reason=f"control {n}", created_at=start + timedelta(seconds=n))
+    history = executor.get(f"/v1/operations/processes/{run.pk}").json()["control_history"]
+    assert [h["reason"] for h in history] == [f"control {n}" for n in range(10, 60)]
