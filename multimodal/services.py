@@ -467,43 +467,43 @@ def _end_request(
             MultimodalResult.all_tenants.create(
                 tenant_id=request.tenant_id, request_id=request.pk, state=target, **result
             )
-        transaction.on_commit(partial(request_ended, request.pk, target), robust=True)
+        latency_ms = (result or {}).get("latency_ms")
+        transaction.on_commit(
+            partial(request_ended, request, target, latency_ms=latency_ms, finished_at=now),
+            robust=True,
+        )
     return True
 
 
-def request_ended(request_id: str, state: str) -> None:
+def request_ended(
+    request: MultimodalRequest, state: str, *, latency_ms: int | None, finished_at: datetime
+) -> None:
     """Runs once after commit whenever a request reaches completed, failed or cancelled, and
     records it as outcome events (domain `multimodal.<modality>`, event type the provider):
     `success_rate` 1 for completed, 0 for failed or cancelled, and the provider's
     `latency_ms` when it answered. So a provider that starts failing shows as a declining
-    trend, which opens an improvement intake."""
+    trend, which opens an improvement intake. Everything it needs comes from the ending
+    itself, so it reads nothing back."""
     from outcomes.services import event_record_bulk  # the apps' public seam
 
-    logger.info("multimodal request %s ended: %s", request_id, state)
-    request = MultimodalRequest.all_tenants.select_related("tenant").filter(pk=request_id).first()
-    if request is None:
-        return
-    result = (
-        MultimodalResult.all_tenants.filter(request_id=request_id, state=state)
-        .values("latency_ms")
-        .first()
-    )
+    logger.info("multimodal request %s ended: %s", request.pk, state)
     common = {
         "domain": f"multimodal.{request.modality}",
         "event_type": request.provider,
-        "occurred_at": request.finished_at or timezone.now(),
+        "occurred_at": finished_at,
         "metadata": {"request_id": request.pk, "state": state},
     }
     events = [
         {**common, "metric_type": "success_rate",
          "value": 1.0 if state == RequestState.COMPLETED else 0.0},
     ]
-    if result and result["latency_ms"] is not None:
-        events.append({**common, "metric_type": "latency_ms", "value": float(result["latency_ms"])})
+    if latency_ms is not None:
+        events.append({**common, "metric_type": "latency_ms", "value": float(latency_ms)})
     try:
-        event_record_bulk(tenant=request.tenant, events=events)
+        # Only the tenant's key is used by the outcomes service: no need to load the row.
+        event_record_bulk(tenant=Tenant(pk=request.tenant_id), events=events)
     except Exception:  # the request has ended either way; never undo or fail it for this
-        logger.exception("Could not record outcome events for %s", request_id)
+        logger.exception("Could not record outcome events for %s", request.pk)
 
 
 def timeout_message(request: MultimodalRequest) -> str:

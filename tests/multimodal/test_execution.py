@@ -291,7 +291,8 @@ def test_broker_failure_fails_the_request_at_once(tenant_a, hook, monkeypatch):
 def test_every_end_calls_the_ended_hook_once(tenant_a, hook, monkeypatch,
                                              django_capture_on_commit_callbacks):
     ended: list[tuple[str, str]] = []
-    monkeypatch.setattr(services, "request_ended", lambda pk, state: ended.append((pk, state)))
+    monkeypatch.setattr(services, "request_ended",
+                        lambda request, state, **_: ended.append((request.pk, state)))
     with django_capture_on_commit_callbacks(execute=True):
         done, _ = claimed(tenant_a)
     # (the enqueue ran eagerly on the captured commit and completed the request)
