@@ -27,45 +27,64 @@ def test_database_url() -> str:
     return f"postgres://{s['USER']}{password}@{host}:{port}/{s['NAME']}"
 
 
-def worker_env(broker_url: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=test_database_url(),
-        CELERY_BROKER_URL=broker_url,
-        DJANGO_SETTINGS_MODULE="agent33.settings",
-        PYTHONPATH=str(ROOT),
-        **extra,
-    )
-    return env
+def worker_env(broker_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of a worker process on this test's database; `overrides` win (e.g. a
+    test settings module)."""
+    return {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "CELERY_BROKER_URL": broker_url,
+        "DJANGO_SETTINGS_MODULE": "agent33.settings",
+        "PYTHONPATH": str(ROOT),
+        **overrides,
+    }
+
+
+def start_celery_worker(broker_url: str, *, log_path: Path, **env: str) -> subprocess.Popen:
+    """Start a real `celery worker` and return once it listens. Its output goes to
+    `log_path` (a pipe nobody reads would stall a chatty worker); `process.log_path` keeps it
+    for diagnostics."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "agent33", "worker", "--pool=solo",
+             "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "--loglevel=INFO"],
+            cwd=ROOT, env=worker_env(broker_url, **env), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process.log_path = str(log_path)
+    try:
+        # Requests created before the worker listens would spend their deadline waiting.
+        wait_for(lambda: process.poll() is not None or " ready." in log_path.read_text(),
+                 timeout=60, message="the worker to be ready")
+    except AssertionError:
+        stop_process(process)
+        raise
+    if process.poll() is not None:
+        raise AssertionError(f"the worker exited at start:\n{log_path.read_text()[-3000:]}")
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL if it will not stop."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @contextmanager
-def celery_worker(broker_url: str, *, queues: str = "celery", **extra_env: str) -> Iterator[
-    subprocess.Popen
-]:
-    """A real worker subprocess; killed (SIGKILL if it will not stop) when the block ends."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "agent33", "worker", "--pool=solo",
-         "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "-Q", queues, "--loglevel=INFO"],
-        cwd=ROOT,
-        env=worker_env(broker_url, **extra_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+def celery_worker(broker_url: str, *, log_path: Path, **env: str) -> Iterator[subprocess.Popen]:
+    """A running worker for the block; stopped when it ends."""
+    process = start_celery_worker(broker_url, log_path=log_path, **env)
     try:
         yield process
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        if process.stdout:
-            process.stdout.close()
+        stop_process(process)
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.1, message: str = "condition"):
@@ -110,12 +129,7 @@ def gunicorn_server(*, workers: int = 2, **extra_env: str) -> Iterator[str]:
         wait_for(lambda: _healthy(httpx, url), timeout=30, message="gunicorn to start")
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process)
 
 
 class ServerURL(str):

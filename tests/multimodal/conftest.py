@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 from tests.factories.multimodal import png_bytes, wav_bytes
 
 
-@pytest.fixture(autouse=True)
-def media_root(settings, tmp_path):
-    """Artifacts go to a fresh directory per test (Django's default storage reads the
-    setting on each use)."""
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = str(root)
-    return root
+@pytest.fixture
+def media_root(settings) -> Path:
+    """This test's artifact folder (tests/conftest.py points MEDIA_ROOT at a fresh one)."""
+    return Path(settings.MEDIA_ROOT)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HTTPServer]:
+    """A real HTTP server on 127.0.0.1 standing in for a cloud provider. Threaded, so a handler
+    that deliberately hangs does not stall the server for others."""
+    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    srv.start()
+    yield srv
+    srv.clear()
+    if srv.is_running():
+        srv.stop()
 
 
 @pytest.fixture

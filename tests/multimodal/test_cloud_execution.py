@@ -33,16 +33,6 @@ KEY = "sk-tenant-PLAINTEXT-5e6f7a8b9c0d1e2f3a4b"
 PLATFORM_KEY = "sk-platform-PLAINTEXT-99887766554433"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.clear()
-    if srv.is_running():
-        srv.stop()
-
-
 @pytest.fixture
 def cloud(server: HTTPServer) -> Iterator[HTTPServer]:
     server.clear()

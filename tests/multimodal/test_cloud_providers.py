@@ -40,17 +40,6 @@ IMAGE = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32  # only needs to round-trip through 
 ONE_SECOND_PCM_16K = b"\x01\x00" * 16000  # 1 s of 16-bit mono audio at 16 kHz
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[HTTPServer]:
-    # Threaded so a handler that deliberately hangs does not stall the server for others.
-    srv = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    srv.start()
-    yield srv
-    srv.clear()
-    if srv.is_running():
-        srv.stop()
-
-
 @pytest.fixture()
 def httpserver(server: HTTPServer) -> Iterator[HTTPServer]:
     server.clear()

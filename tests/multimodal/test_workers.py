@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,8 +23,7 @@ from agent33.celery import app as celery_app
 from multimodal import services
 from multimodal.models import Artifact, MultimodalResult
 from tests.multimodal import slow_provider  # noqa: F401  (registers test-slow here too)
-from tests.workers import ROOT, wait_for
-from tests.workers import test_database_url as database_url
+from tests.workers import start_celery_worker, wait_for
 
 BROKER = "redis://127.0.0.1:6379/5"
 # One Redis key space per pytest(-xdist) process: parallel runs must not share a queue.
@@ -75,30 +73,15 @@ def spawn_worker(broker, slow_log, tmp_path):
     processes: list[subprocess.Popen] = []
 
     def spawn() -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(processes)}.log", "wb")  # noqa: SIM115
-        env = dict(
-            os.environ,
-            DATABASE_URL=database_url(),
-            CELERY_BROKER_URL=BROKER,
+        process = start_celery_worker(
+            BROKER,
+            log_path=tmp_path / f"worker-{len(processes)}.log",
             DJANGO_SETTINGS_MODULE="tests.multimodal.worker_settings",
             MEDIA_ROOT=str(settings.MEDIA_ROOT),
             SLOW_PROVIDER_LOG=str(slow_log),
             MULTIMODAL_TEST_BROKER_PREFIX=KEY_PREFIX,
-            PYTHONPATH=str(ROOT),
         )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "agent33", "worker", "--pool=solo",
-             "--concurrency=1", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "--loglevel=INFO"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        process.log_path = log.name
-        log.close()
         processes.append(process)
-        with diagnostics(process):
-            # Deadlines run from the claim, so requests are created once a worker listens.
-            wait_for(lambda: " ready." in Path(process.log_path).read_text(), timeout=60,
-                     message="the worker to be ready")
         return process
 
     yield spawn
