@@ -9,19 +9,19 @@ content view that feeds the players.
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.http import FileResponse, Http404
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from agent33.api.viewsets import actor_of
-from agent33.errors import DomainError
 from agent33.tenancy.admin_base import (
     ReadOnlyAdminMixin,
     StaffTenantFilter,
     TenantScopedAdmin,
     TenantScopedInline,
+    apply_service_to_each,
 )
 
 from . import encryption, provider_keys, services
@@ -120,33 +120,23 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
     def input_preview(self, obj: MultimodalRequest):
         return artifact_preview(obj.input_artifact)
 
-    def _apply(self, request, queryset, label: str, call) -> None:
-        done, refused = [], []
-        for obj in queryset:
-            try:
-                call(obj)
-            except DomainError as exc:
-                refused.append(f"Skipped {obj.pk}: {exc.detail}")
-            else:
-                done.append(obj.pk)
-        if done:
-            self.message_user(request, f"{label}: {len(done)} request(s).", messages.SUCCESS)
-        for line in refused:
-            self.message_user(request, line, messages.WARNING)
-
     @admin.action(description="Execute selected requests", permissions=["change"])
     def execute_requests(self, request, queryset):
         actor = actor_of(request)
-        self._apply(request, queryset, "Executed",
-                    lambda obj: services.request_execute(request=obj, actor=actor))
+        apply_service_to_each(
+            self, request, queryset,
+            lambda obj: services.request_execute(request=obj, actor=actor),
+            done_message="Executed: {count} request(s).",
+        )
 
     @admin.action(description="Cancel selected requests", permissions=["change"])
     def cancel_requests(self, request, queryset):
         actor = actor_of(request)
-        self._apply(
-            request, queryset, "Cancelled",
+        apply_service_to_each(
+            self, request, queryset,
             lambda obj: services.request_cancel(request=obj, actor=actor,
                                                 reason="cancelled in the admin"),
+            done_message="Cancelled: {count} request(s).",
         )
 
 

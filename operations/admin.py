@@ -4,7 +4,7 @@ the Operations Hub page. Every list is tenant-limited by the admin bases."""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.admin.helpers import ActionForm
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -12,12 +12,12 @@ from django.utils.http import urlencode
 
 from agent33.admin_site import AdminPage
 from agent33.api.viewsets import actor_of
-from agent33.errors import DomainError
 from agent33.tenancy.admin_base import (
     ReadOnlyAdminMixin,
     StaffTenantFilter,
     TenantScopedAdmin,
     TenantScopedInline,
+    apply_service_to_each,
 )
 
 from .models import (
@@ -53,17 +53,12 @@ class ControlReasonForm(ActionForm):
 
 def _run_control(modeladmin, request, queryset, action: str) -> None:
     reason = request.POST.get("reason", "").strip() or f"{action} from the admin list"
-    done, failed = 0, []
-    for pk in queryset.values_list("pk", flat=True):
-        try:
-            process_control(process_id=pk, action=action, reason=reason, actor=actor_of(request))
-            done += 1
-        except DomainError as exc:
-            failed.append(exc.detail)
-    if done:
-        modeladmin.message_user(request, f"{action}: {done} process(es).", messages.SUCCESS)
-    for detail in failed:
-        modeladmin.message_user(request, detail, messages.ERROR)
+    actor = actor_of(request)
+    apply_service_to_each(
+        modeladmin, request, queryset.values_list("pk", flat=True),
+        lambda pk: process_control(process_id=pk, action=action, reason=reason, actor=actor),
+        done_message=f"{action}: {{count}} process(es).",
+    )
 
 
 @admin.action(description="Pause selected processes", permissions=["control"])

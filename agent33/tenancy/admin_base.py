@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from collections.abc import Callable, Iterable
+
+from django.contrib import admin, messages
+
+from agent33.errors import DomainError
 
 from .staff import staff_tenants
 
@@ -11,6 +15,7 @@ __all__ = [
     "StaffTenantFilter",
     "TenantScopedAdmin",
     "TenantScopedInline",
+    "apply_service_to_each",
     "usable_param",
 ]
 
@@ -75,3 +80,24 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def apply_service_to_each(
+    modeladmin, request, items: Iterable, call: Callable, *, done_message: str
+) -> None:
+    """An admin action's loop: call the same service the API calls for each selected item,
+    report how many succeeded and, one line each, why the others were refused (a 409 in the
+    API). `done_message` is formatted with `count`."""
+    done = 0
+    refused: list[str] = []
+    for item in items:
+        try:
+            call(item)
+        except DomainError as exc:
+            refused.append(f"Skipped {getattr(item, 'pk', item)}: {exc.detail}")
+        else:
+            done += 1
+    if done:
+        modeladmin.message_user(request, done_message.format(count=done), messages.SUCCESS)
+    for line in refused:
+        modeladmin.message_user(request, line, messages.WARNING)
