@@ -411,12 +411,11 @@ def process_control(
 def _control_outcome_record(process_type: str, action: str, outcome, process_id: str) -> None:
     """Every applied control is an outcome event too (domain `operations.control`), so
     operators' interventions show on the outcomes dashboard beside what they acted on."""
-    from agent33.tenancy.models import Tenant
     from outcomes.services import event_record  # the apps' public seam
 
     try:
         event_record(
-            tenant=Tenant.objects.get(pk=outcome.tenant_id),
+            tenant=Tenant(pk=outcome.tenant_id),  # only its key is used: no need to load it
             domain="operations.control",
             event_type=f"{process_type}.{action}",
             metric_type="success_rate",
