@@ -4,7 +4,7 @@ The API, the admin, commands and tasks all call these functions. Request states 
 conditional UPDATEs (`filter(pk=..., state__in=sources).update(...)`), so the check and the
 write are one database step and concurrent callers (a cancel racing a worker's finish, two
 deliveries of one task) cannot both win. Every way a request ends (completed, failed,
-cancelled) goes through `_end_request()`, which calls `request_ended()` once after commit.
+cancelled) goes through `_end_request()`, which calls `request_ended()` once, in its commit.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile, File
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -447,7 +448,7 @@ def _end_request(
 ) -> bool:
     """THE place where a request ends (completed, failed or cancelled): one conditional
     UPDATE from the states allowed to reach `target` (plus `claim_token` / `also` filters),
-    the result row in the same transaction, and `request_ended()` after commit. Returns
+    the result row and `request_ended()`'s outcome events in the same transaction. Returns
     False, changing nothing, when the request had already moved on."""
     now = timezone.now()
     filters: dict[str, Any] = {"state__in": sources_for(target)}
@@ -467,19 +468,17 @@ def _end_request(
             MultimodalResult.all_tenants.create(
                 tenant_id=request.tenant_id, request_id=request.pk, state=target, **result
             )
-        latency_ms = (result or {}).get("latency_ms")
-        transaction.on_commit(
-            partial(request_ended, request, target, latency_ms=latency_ms, finished_at=now),
-            robust=True,
-        )
+        request_ended(request, target, latency_ms=(result or {}).get("latency_ms"),
+                      finished_at=now)
     return True
 
 
 def request_ended(
     request: MultimodalRequest, state: str, *, latency_ms: int | None, finished_at: datetime
 ) -> None:
-    """Runs once after commit whenever a request reaches completed, failed or cancelled, and
-    records it as outcome events (domain `multimodal.<modality>`, event type the provider):
+    """Runs once whenever a request reaches completed, failed or cancelled, inside the
+    transaction that ends it, and records the ending as outcome events (domain
+    `multimodal.<modality>`, event type the provider), so the two commit together:
     `success_rate` 1 for completed, 0 for failed or cancelled, and the provider's
     `latency_ms` when it answered. So a provider that starts failing shows as a declining
     trend, which opens an improvement intake. Everything it needs comes from the ending
@@ -502,7 +501,7 @@ def request_ended(
     try:
         # Only the tenant's key is used by the outcomes service: no need to load the row.
         event_record_bulk(tenant=Tenant(pk=request.tenant_id), events=events)
-    except Exception:  # the request has ended either way; never undo or fail it for this
+    except ValidationError:  # raised before any write: the request still ends, unrecorded
         logger.exception("Could not record outcome events for %s", request.pk)
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
@@ -402,15 +403,14 @@ def process_control(
             state_before=outcome.state_before,
             state_after=outcome.state_after,
         )
-        transaction.on_commit(
-            lambda: _control_outcome_record(source.type_name, action, outcome, process_id)
-        )
+        _control_outcome_record(source.type_name, action, outcome, process_id)
     return process_detail(process_id, known=outcome.detail)
 
 
 def _control_outcome_record(process_type: str, action: str, outcome, process_id: str) -> None:
     """Every applied control is an outcome event too (domain `operations.control`), so
-    operators' interventions show on the outcomes dashboard beside what they acted on."""
+    operators' interventions show on the outcomes dashboard beside what they acted on. It
+    is written in the control's transaction: the audit row and the event commit together."""
     from outcomes.services import event_record  # the apps' public seam
 
     try:
@@ -426,6 +426,6 @@ def _control_outcome_record(process_type: str, action: str, outcome, process_id:
                 "state_after": outcome.state_after,
             },
         )
-    except Exception:  # the control already happened; a failed event must not undo it
+    except ValidationError:  # raised before any write: the control stands, unrecorded
         logger.exception("Could not record the outcome event of control %s", process_id)
 

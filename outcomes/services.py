@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count
@@ -17,6 +18,7 @@ from django.utils import timezone
 from agent33.ids import new_id
 from agent33.tenancy.models import Tenant
 
+from .declines import declines_evaluate
 from .models import OutcomeCount, OutcomeEvent
 from .validation import CleanEvent, EventInvalid, clean_event, clean_events
 
@@ -66,7 +68,9 @@ def event_record(
         metadata=clean.metadata,
         created_at=now,
     )
-    with transaction.atomic():
+    # Joins a caller's transaction whole (no savepoint round trips): an event recorded with
+    # the fact it describes (a control, a request's ending) commits or rolls back with it.
+    with transaction.atomic(savepoint=False):
         event.save(force_insert=True)
         _counts_add(tenant.pk, Counter({(clean.metric_type, clean.domain, clean.event_type): 1}))
         _notify_on_commit(tenant, {(clean.metric_type, clean.domain)})
@@ -86,7 +90,7 @@ def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) ->
     counts: Counter[CountKey] = Counter(
         (e.metric_type, e.domain, e.event_type) for e in cleaned
     )
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # as in event_record
         if connection.vendor == "postgresql":
             _copy_events(tenant_id, cleaned, now)
         else:
@@ -174,14 +178,20 @@ def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
 
 
 def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
-    """Once per request, after commit: evaluate the touched trends for declines (a Celery task;
-    eager without a broker). A failure there never undoes or fails the recorded events."""
+    """Once per request, after commit: evaluate the touched trends for declines, on a worker
+    (a Celery task) when there is a broker. A failure there never undoes or fails the
+    recorded events."""
     from .tasks import evaluate_declines
 
     try:
-        evaluate_declines.delay(tenant.pk, [list(key) for key in sorted(keys)])
+        if current_app.conf.task_always_eager:
+            # No broker, so no worker: evaluate right here with the tenant already in hand,
+            # rather than through Celery's eager tracing and a reload of the tenant row.
+            declines_evaluate(tenant=tenant, keys=keys)
+        else:
+            evaluate_declines.delay(tenant.pk, [list(key) for key in sorted(keys)])
     except Exception:  # a broker outage must not turn a stored event into an error
-        logger.exception("Could not enqueue decline evaluation for %s", tenant.pk)
+        logger.exception("Could not evaluate declines for %s", tenant.pk)
 
 
 def outcome_counts_rebuild(*, tenant: Tenant | None = None) -> int:

@@ -305,6 +305,25 @@ def test_every_end_calls_the_ended_hook_once(tenant_a, hook, monkeypatch,
     assert ended == [(done.pk, "completed"), (cancelled.pk, "cancelled")]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_ending_and_its_outcome_events_commit_together(tenant_a, monkeypatch):
+    from django.db import IntegrityError
+
+    from outcomes import services as outcome_services
+    from outcomes.models import OutcomeEvent
+
+    def broken_counts(*args, **kwargs):
+        raise IntegrityError("simulated failure while recording the ending's events")
+
+    request = MultimodalRequestFactory(tenant=tenant_a)
+    monkeypatch.setattr(outcome_services, "_counts_add", broken_counts)
+    with pytest.raises(IntegrityError):
+        services.request_cancel(request=request, actor=ACTOR)
+    request.refresh_from_db()
+    assert request.state == "pending"
+    assert not OutcomeEvent.all_tenants.exists()
+
+
 # --- the reaper ------------------------------------------------------------------------------
 
 

@@ -210,6 +210,28 @@ def test_an_applied_control_records_an_outcome_event(
     assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_control_and_its_outcome_event_commit_together(tenant_a, monkeypatch):
+    from django.db import IntegrityError
+
+    from agent33.tenancy.context import tenant_scope
+    from operations.services import process_control
+    from outcomes import services as outcome_services
+    from outcomes.models import OutcomeEvent
+
+    def broken_counts(*args, **kwargs):
+        raise IntegrityError("simulated failure while recording the control's event")
+
+    run = WorkflowRunFactory(tenant=tenant_a, status="running")
+    monkeypatch.setattr(outcome_services, "_counts_add", broken_counts)
+    with pytest.raises(IntegrityError), tenant_scope(tenant_a):
+        process_control(process_id=run.pk, action="pause", actor="token:ops")
+    run.refresh_from_db()
+    assert run.status == "running"
+    assert not ControlAction.all_tenants.filter(process_id=run.pk).exists()
+    assert not OutcomeEvent.all_tenants.exists()
+
+
 def test_detail_shows_the_latest_fifty_controls_oldest_first(executor, tenant_a):
     from datetime import timedelta
 
