@@ -246,7 +246,9 @@ class ControlAction(TenantOwnedModel):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["tenant", "process_id", "created_at"], name="ctrl_tenant_process"),
+            models.Index(
+                fields=["tenant", "process_id", "created_at", "id"], name="ctrl_tenant_process_seq"
+            ),
             models.Index(fields=["tenant", "created_at"], name="ctrl_tenant_created"),
         ]
         constraints = [

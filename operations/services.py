@@ -425,6 +425,7 @@ def _control_outcome_record(process_type: str, action: str, outcome, process_id:
                 "state_before": outcome.state_before,
                 "state_after": outcome.state_after,
             },
+            watch_declines=False,  # a record of an intervention, not a performance signal
         )
     except ValidationError:  # raised before any write: the control stands, unrecorded
         logger.exception("Could not record the outcome event of control %s", process_id)

@@ -42,8 +42,14 @@ def event_record(
     value: float,
     occurred_at: datetime | str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    watch_declines: bool = True,
 ) -> OutcomeEvent:
-    """Record one event. Bad input raises ValidationError naming the field."""
+    """Record one event. Bad input raises ValidationError naming the field.
+
+    `watch_declines=False` is for events that record a fact rather than measure how well
+    something performs (an operator's control, always a success): they show on the
+    dashboard but do not trigger decline detection, which would only re-read a flat trend.
+    """
     try:
         clean = clean_event(
             {
@@ -73,7 +79,8 @@ def event_record(
     with transaction.atomic(savepoint=False):
         event.save(force_insert=True)
         _counts_add(tenant.pk, Counter({(clean.metric_type, clean.domain, clean.event_type): 1}))
-        _notify_on_commit(tenant, {(clean.metric_type, clean.domain)})
+        if watch_declines:
+            _notify_on_commit(tenant, {(clean.metric_type, clean.domain)})
     return event
 
 
