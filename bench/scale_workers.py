@@ -6,18 +6,22 @@ concurrent clients.
 
 The workload is what an operations console and agent runtimes send at once: 50 % hub reads,
 40 % outcome event writes, 10 % controls (pause/resume of workflow runs, each client on its
-own runs so no control loses a race). The client is one asyncio process; it is measured in
-the same run for both configurations, so the printed ratio (2 workers / 1 worker throughput,
-target >= 1.6) compares like with like. On a 2-core machine the client and PostgreSQL share
-the cores with the workers, which caps the ratio below the ideal 2.0.
+own runs so no control loses a race). The clients are threads of this one process sending
+prepared requests over plain sockets (see LeanClient: on a 2-core machine the load generator
+shares the cores with the workers and PostgreSQL, so a heavy HTTP library would cap what a
+second worker can show; its CPU per request is printed). Both configurations are measured
+in the same run with the same clients, so the printed ratio (2 workers / 1 worker
+throughput, target >= 1.6) compares like with like.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
 import random
+import socket
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -38,48 +42,81 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 RUNS_PER_CLIENT = 4
 
 
-async def client_loop(http: httpx.AsyncClient, runs: list[str], stop_at: float,
-                      samples: dict[str, list[float]], rng: random.Random) -> None:
+class LeanClient:
+    """One load-generating client: plain blocking sockets, requests prepared as bytes.
+
+    The client shares the machine's cores with gunicorn and PostgreSQL, so every
+    millisecond of CPU it spends is taken from the server being measured. A full HTTP
+    client library costs about a millisecond of CPU per request; this one a small fraction
+    (the bench prints it), which is what lets a second worker show what it adds. Gunicorn's
+    sync workers close the connection after each response, so each request is one
+    connection, read to its end.
+    """
+
+    def __init__(self, address: tuple[str, int], token: str) -> None:
+        self.address = address
+        self.head = f"Host: {address[0]}:{address[1]}\r\nAuthorization: Bearer {token}\r\n"
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        payload = json.dumps(body).encode() if body is not None else b""
+        extra = (f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                 if body is not None else "")
+        message = f"{method} {path} HTTP/1.1\r\n{self.head}{extra}Connection: close\r\n\r\n"
+        with socket.create_connection(self.address, timeout=30) as conn:
+            conn.sendall(message.encode() + payload)
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        response = b"".join(chunks)
+        return int(response[9:12]), response
+
+
+def client_loop(client: LeanClient, runs: list[str], stop_at: float,
+                samples: dict[str, list[float]], rng: random.Random) -> None:
     paused: set[str] = set()
     while time.perf_counter() < stop_at:
         roll = rng.random()
         if roll < 0.5:
-            kind, call = "hub", http.get("/v1/operations/hub")
+            kind, call = "hub", ("GET", "/v1/operations/hub", None)
         elif roll < 0.9:
             body = {"domain": f"bench-{rng.randrange(5)}", "event_type": "run",
                     "metric_type": "latency_ms", "value": rng.uniform(50, 500)}
-            kind, call = "event", http.post("/v1/outcomes/events", json=body)
+            kind, call = "event", ("POST", "/v1/outcomes/events", body)
         else:
             run = rng.choice(runs)
             action = "resume" if run in paused else "pause"
             paused.symmetric_difference_update({run})
             kind = "control"
-            call = http.post(f"/v1/operations/processes/{run}/control",
-                             json={"action": action, "reason": "bench"})
+            call = ("POST", f"/v1/operations/processes/{run}/control",
+                    {"action": action, "reason": "bench"})
         start = time.perf_counter()
-        response = await call
+        status, response = client.request(*call)
         samples[kind].append(time.perf_counter() - start)
-        if response.status_code >= 400:
-            raise SystemExit(f"{kind} → {response.status_code}: {response.text[:300]}")
+        if status >= 400:
+            raise SystemExit(f"{kind} → {status}: {response[:400]!r}")
 
 
-async def drive(url: str, token: str, runs: list[str]) -> tuple[float, dict[str, list[float]]]:
+def drive(url: str, token: str, runs: list[str]) -> tuple[float, float, dict[str, list[float]]]:
+    """Run CONCURRENCY clients (threads) for SECONDS; returns (elapsed s, client CPU s,
+    latency samples by kind)."""
     samples: dict[str, list[float]] = defaultdict(list)
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits,
-                                 timeout=30) as http:
-        for _ in range(20):  # warm-up
-            await http.get("/v1/operations/hub")
-        started = time.perf_counter()
-        stop_at = started + SECONDS
-        await asyncio.gather(*(
-            client_loop(http, runs[i * RUNS_PER_CLIENT:(i + 1) * RUNS_PER_CLIENT], stop_at,
-                        samples, random.Random(i))
-            for i in range(CONCURRENCY)
-        ))
-        elapsed = time.perf_counter() - started
-    return elapsed, samples
+    host, port = url.removeprefix("http://").split(":")
+    client = LeanClient((host, int(port)), token)
+    for _ in range(20):  # warm-up
+        client.request("GET", "/v1/operations/hub")
+    cpu_started, started = time.process_time(), time.perf_counter()
+    stop_at = started + SECONDS
+    threads = [
+        threading.Thread(target=client_loop, args=(
+            client, runs[i * RUNS_PER_CLIENT:(i + 1) * RUNS_PER_CLIENT], stop_at, samples,
+            random.Random(i)))
+        for i in range(CONCURRENCY)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started, time.process_time() - cpu_started, samples
 
 
 def create_runs(url: str, token: str, count: int) -> list[str]:
@@ -105,11 +142,11 @@ def main() -> None:
     for workers in (1, 2):
         with gunicorn(env, workers=workers) as url:
             runs = create_runs(url, token, CONCURRENCY * RUNS_PER_CLIENT)
-            elapsed, samples = asyncio.run(drive(url, token, runs))
+            elapsed, client_cpu, samples = drive(url, token, runs)
         total = sum(len(v) for v in samples.values())
         results[workers] = (total / elapsed, samples)
         print(f"{workers} worker(s): {total / elapsed:7.1f} req/s over {elapsed:.1f} s "
-              f"({total} requests)")
+              f"({total} requests; load client CPU {client_cpu / total * 1000:.2f} ms/request)")
         for kind in ("hub", "event", "control"):
             values = samples[kind]
             print(f"    {kind:8s} n={len(values):5d}  p50 {percentile(values, 50) * 1000:6.1f} ms"
