@@ -30,6 +30,7 @@ Reported:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -58,9 +59,7 @@ def setup_django(database_url: str) -> None:
         DJANGO_SETTINGS_MODULE="agent33.settings",
     )
     sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
+    importlib.import_module("agent33.wsgi")  # set up as a server process is
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)

@@ -17,6 +17,7 @@ inflates far less than wall-clock time.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import tempfile
@@ -59,9 +60,7 @@ def ms(samples: list[float], pct: float) -> float:
 
 def main() -> None:
     database_url = configure()
-    import django
-
-    django.setup()
+    importlib.import_module("agent33.wsgi")  # set up as a server process is
     from django.conf import settings
     from django.core.management import call_command
     from rest_framework.test import APIClient
