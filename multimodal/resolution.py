@@ -237,12 +237,17 @@ def _policy_timeout_cap(tenant_id: str) -> float:
     return float(cap if cap is not None else POLICY_DEFAULTS["max_timeout_seconds"])
 
 
-def provider_call_for(request, timeout_seconds: float) -> ProviderCall:
+def provider_call_for(
+    request, timeout_seconds: float, *, policy_cap_seconds: float | None = None
+) -> ProviderCall:
     """The engine call for a request: it ends `timeout_seconds` from now (the time left
     before the request's deadline), and never later than the tenant's current policy allows
-    (a policy lowered after the request was accepted still binds its execution)."""
+    (a policy lowered after the request was accepted still binds its execution).
+    `policy_cap_seconds`: that cap when the caller read it already; read here otherwise."""
     credentials = credentials_for(request.tenant_id, request.provider)
-    seconds = min(max(timeout_seconds, 0.0), _policy_timeout_cap(request.tenant_id))
+    if policy_cap_seconds is None:
+        policy_cap_seconds = _policy_timeout_cap(request.tenant_id)
+    seconds = min(max(timeout_seconds, 0.0), policy_cap_seconds)
     options = {}
     if request.modality == MODALITY_VISION and request.input_text:
         # Text sent with an image is the question about it (engines that take a prompt).

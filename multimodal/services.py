@@ -37,7 +37,13 @@ from .choices import (
     RequestState,
     sources_for,
 )
-from .models import Artifact, MultimodalPolicy, MultimodalRequest, MultimodalResult
+from .models import (
+    POLICY_DEFAULTS,
+    Artifact,
+    MultimodalPolicy,
+    MultimodalRequest,
+    MultimodalResult,
+)
 from .providers.base import ProviderError, ProviderOutput
 from .providers.registry import get_provider
 from .resolution import provider_call_for, resolve_provider
@@ -586,7 +592,8 @@ def request_run(request_id: str, claim_token: str) -> str:
             text=request.input_text,
             data=data,
             content_type=content_type,
-            call=provider_call_for(request, remaining),
+            call=provider_call_for(request, remaining,
+                                   policy_cap_seconds=request.policy_max_timeout_seconds),
         )
     except ProviderError as exc:
         return fail(str(exc), latency_ms=_elapsed_ms(clock), provider_attempts=exc.attempts)
@@ -636,23 +643,34 @@ def _start_attempt(request_id: str, claim_token: str, now: datetime) -> Multimod
     """Count an attempt if the request is still processing under this claim, and return the
     row: one conditional `UPDATE … RETURNING` (PostgreSQL and SQLite alike), so a delivery
     for a request that finished, was cancelled or reaped, or was claimed again does nothing,
-    in one round trip instead of an UPDATE and a SELECT."""
+    in one round trip instead of an UPDATE and a SELECT. The row comes back with
+    `policy_max_timeout_seconds`, the tenant's policy cap as it is now (the default when
+    never set), which binds the engine call (see `provider_call_for`): no second query."""
     meta = MultimodalRequest._meta
+    policy = MultimodalPolicy._meta
     quote = connection.ops.quote_name
 
     def column(name: str) -> str:
         return quote(meta.get_field(name).column)
 
     stamp = connection.ops.adapt_datetimefield_value(now)
-    # Identifiers come from the model's own metadata; every value is a query parameter.
+    # Identifiers come from the models' own metadata; every value is a query parameter.
     table, attempts = quote(meta.db_table), column("attempts")
+    tenant = column("tenant")
+    policy_cap = (
+        f"COALESCE((SELECT {quote(policy.get_field('max_timeout_seconds').column)} "  # noqa: S608
+        f"FROM {quote(policy.db_table)} "
+        f"WHERE {quote(policy.get_field('tenant').column)} = {table}.{tenant}), %s)"
+    )
     sql = (
         f"UPDATE {table} SET {attempts} = {attempts} + 1, "  # noqa: S608
         f"{column('started_at')} = %s, {column('updated_at')} = %s "
         f"WHERE {column('id')} = %s AND {column('state')} = %s "
-        f"AND {column('claim_token')} = %s RETURNING *"
+        f"AND {column('claim_token')} = %s "
+        f"RETURNING *, {policy_cap} AS policy_max_timeout_seconds"
     )
-    params = [stamp, stamp, request_id, RequestState.PROCESSING.value, claim_token]
+    params = [stamp, stamp, request_id, RequestState.PROCESSING.value, claim_token,
+              POLICY_DEFAULTS["max_timeout_seconds"]]
     rows = list(MultimodalRequest.all_tenants.raw(sql, params))
     return rows[0] if rows else None
 

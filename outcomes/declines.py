@@ -15,7 +15,8 @@ from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
 
 from .choices import TrendDirection
-from .selectors import Trend, trend_get
+from .selectors import trend_stats_many
+from .trends import TrendStats
 
 __all__ = ["MIN_VALUES", "declines_evaluate", "urgency_for"]
 
@@ -33,12 +34,12 @@ def urgency_for(change_pct: float) -> str:
     return "low"
 
 
-def _describe(trend: Trend) -> tuple[str, str]:
-    title = f"{trend.metric_type} declining in {trend.domain}"
+def _describe(metric_type: str, domain: str, stats: TrendStats) -> tuple[str, str]:
+    title = f"{metric_type} declining in {domain}"
     summary = (
-        f"The {trend.metric_type} trend of domain '{trend.domain}' is declining over its "
-        f"latest {trend.sample_size} events: previous average {trend.previous_avg:.4g}, "
-        f"current average {trend.current_avg:.4g}, change {trend.change_pct:+.1f} % "
+        f"The {metric_type} trend of domain '{domain}' is declining over its "
+        f"latest {stats.sample_size} events: previous average {stats.previous_avg:.4g}, "
+        f"current average {stats.current_avg:.4g}, change {stats.change_pct:+.1f} % "
         "(positive is better)."
     )
     return title, summary
@@ -50,18 +51,18 @@ def declines_evaluate(*, tenant: Tenant, keys: Iterable[tuple[str, str]]) -> lis
 
     opened: list[str] = []
     with tenant_scope(tenant):
-        for metric_type, domain in sorted(set(keys)):
-            trend = trend_get(tenant=tenant, metric_type=metric_type, domain=domain)
-            if trend.direction != TrendDirection.DECLINING or trend.sample_size < MIN_VALUES:
+        trends = trend_stats_many(tenant=tenant, keys=sorted(set(keys)))
+        for (metric_type, domain), stats in trends.items():
+            if stats.direction != TrendDirection.DECLINING or stats.sample_size < MIN_VALUES:
                 continue
-            title, summary = _describe(trend)
+            title, summary = _describe(metric_type, domain, stats)
             intake, created = intake_open_for_decline(
                 tenant=tenant,
                 metric_type=metric_type,
                 domain=domain,
                 title=title,
                 summary=summary,
-                urgency=urgency_for(trend.change_pct),
+                urgency=urgency_for(stats.change_pct),
             )
             if created:
                 logger.info("Opened %s for declining %s/%s", intake.pk, metric_type, domain)

@@ -305,6 +305,21 @@ def test_every_end_calls_the_ended_hook_once(tenant_a, hook, monkeypatch,
     assert ended == [(done.pk, "completed"), (cancelled.pk, "cancelled")]
 
 
+@pytest.mark.django_db
+def test_a_policy_lowered_after_the_claim_binds_the_engine_call(tenant_a, hook):
+    from multimodal.models import MultimodalPolicy
+
+    deadlines: list[float] = []
+    hook.hook = lambda text, call: deadlines.append(call.remaining())
+    request, token = claimed(tenant_a, requested_timeout_seconds=120)
+    assert services.request_run(request.pk, token) == "completed"
+    again, token = claimed(tenant_a, requested_timeout_seconds=120)
+    MultimodalPolicy.all_tenants.create(tenant=tenant_a, max_timeout_seconds=5)
+    assert services.request_run(again.pk, token) == "completed"
+    assert 119 < deadlines[0] <= 120  # the request's own timeout, under the default cap
+    assert 4 < deadlines[1] <= 5
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_ending_and_its_outcome_events_commit_together(tenant_a, monkeypatch):
     from django.db import IntegrityError

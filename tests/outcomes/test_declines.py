@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -119,14 +120,14 @@ def test_urgency_follows_the_size_of_the_drop(change_pct, urgency):
 
 
 def test_a_bulk_evaluates_each_touched_key_once(outcomes_a, tenant_a, on_commit, monkeypatch):
-    calls: list[tuple[str, str]] = []
-    real = declines.trend_get
+    calls: list[list[tuple[str, str]]] = []
+    real = declines.trend_stats_many
 
     def counting(**kwargs):
-        calls.append((kwargs["metric_type"], kwargs["domain"]))
+        calls.append(list(kwargs["keys"]))
         return real(**kwargs)
 
-    monkeypatch.setattr(declines, "trend_get", counting)
+    monkeypatch.setattr(declines, "trend_stats_many", counting)
     events = [
         event_body(domain=f"d{i % 3}", value=0.9 if n < 500 else 0.1,
                    occurred_at=at(n).isoformat())
@@ -134,8 +135,7 @@ def test_a_bulk_evaluates_each_touched_key_once(outcomes_a, tenant_a, on_commit,
     ]
     on_commit(lambda: outcomes_a.post("/v1/outcomes/events/bulk", {"events": events},
                                       format="json"))
-    assert sorted(calls) == [("success_rate", "d0"), ("success_rate", "d1"),
-                             ("success_rate", "d2")]
+    assert calls == [[("success_rate", "d0"), ("success_rate", "d1"), ("success_rate", "d2")]]
 
 
 def test_intakes_stay_in_their_tenant(outcomes_a, outcomes_b, tenant_a, tenant_b, on_commit):
@@ -188,3 +188,29 @@ def test_sixteen_concurrent_writers_open_exactly_one_intake(require_postgres, te
         thread.join(timeout=60)
     assert failures == []
     assert len(intakes(tenant_a)) == 1
+
+
+@pytest.mark.django_db
+def test_the_combined_trend_read_matches_one_read_per_key(tenant_a, tenant_b):
+    from agent33.tenancy.context import tenant_scope
+    from outcomes.selectors import trend_get, trend_stats_many
+    from outcomes.services import event_record_bulk
+
+    rng = random.Random(8)
+    events = [
+        event_body(domain=domain, metric_type=metric, value=rng.uniform(0, 1),
+                   # many share a timestamp, so the id decides their order
+                   occurred_at=at(n // 3).isoformat())
+        for n in range(90)
+        for domain, metric in (("d1", "success_rate"), ("d1", "latency_ms"), ("d2", "cost_usd"))
+    ]
+    event_record_bulk(tenant=tenant_a, events=events)
+    event_record_bulk(tenant=tenant_b, events=[event_body(domain="d1", value=0.0)] * 30)
+    keys = [("success_rate", "d1"), ("latency_ms", "d1"), ("cost_usd", "d2"),
+            ("quality_score", "none-yet")]
+    with tenant_scope(tenant_a):
+        combined = trend_stats_many(tenant=tenant_a, keys=keys)
+        for metric_type, domain in keys:
+            single = trend_get(tenant=tenant_a, metric_type=metric_type, domain=domain)
+            assert combined[(metric_type, domain)] == single.stats
+    assert combined[("quality_score", "none-yet")].sample_size == 0
