@@ -1,8 +1,9 @@
 """Does the service scale out? A mixed workload against gunicorn with 1 and then 2 workers.
 
 Run: `.venv/bin/python bench/scale_workers.py` (PostgreSQL on 127.0.0.1; creates and drops
-its own database). BENCH_SECONDS (default 20) per configuration, BENCH_CONCURRENCY (default 8)
-concurrent clients.
+its own database). BENCH_SECONDS (default 20) per configuration, split into BENCH_ROUNDS
+(default 4) rounds that alternate between the two servers (1, 2, 2, 1, ...), both running
+the whole time; BENCH_CONCURRENCY (default 8) concurrent clients.
 
 The workload is what an operations console and agent runtimes send at once: 50 % hub reads,
 40 % outcome event writes, 10 % controls (pause/resume of workflow runs, each client on its
@@ -10,8 +11,9 @@ own runs so no control loses a race). The clients are threads of this one proces
 prepared requests over plain sockets (see LeanClient: on a 2-core machine the load generator
 shares the cores with the workers and PostgreSQL, so a heavy HTTP library would cap what a
 second worker can show; its CPU per request is printed). Both configurations are measured
-in the same run with the same clients, so the printed ratio (2 workers / 1 worker
-throughput, target >= 1.6) compares like with like.
+in the same run with the same clients, in alternating rounds so that a machine whose speed
+drifts during the run weighs on both alike; the printed ratio (2 workers / 1 worker
+throughput, target >= 1.6) compares like with like, and the per-round ratios show its spread.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,6 +44,7 @@ from bench.common import (
 SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 RUNS_PER_CLIENT = 4
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 
 
 class LeanClient:
@@ -71,9 +76,8 @@ class LeanClient:
         return int(response[9:12]), response
 
 
-def client_loop(client: LeanClient, runs: list[str], stop_at: float,
+def client_loop(client: LeanClient, runs: list[str], paused: set[str], stop_at: float,
                 samples: dict[str, list[float]], rng: random.Random) -> None:
-    paused: set[str] = set()
     while time.perf_counter() < stop_at:
         roll = rng.random()
         if roll < 0.5:
@@ -96,27 +100,45 @@ def client_loop(client: LeanClient, runs: list[str], stop_at: float,
             raise SystemExit(f"{kind} → {status}: {response[:400]!r}")
 
 
-def drive(url: str, token: str, runs: list[str]) -> tuple[float, float, dict[str, list[float]]]:
-    """Run CONCURRENCY clients (threads) for SECONDS; returns (elapsed s, client CPU s,
-    latency samples by kind)."""
-    samples: dict[str, list[float]] = defaultdict(list)
-    host, port = url.removeprefix("http://").split(":")
-    client = LeanClient((host, int(port)), token)
-    for _ in range(20):  # warm-up
-        client.request("GET", "/v1/operations/hub")
-    cpu_started, started = time.process_time(), time.perf_counter()
-    stop_at = started + SECONDS
-    threads = [
-        threading.Thread(target=client_loop, args=(
-            client, runs[i * RUNS_PER_CLIENT:(i + 1) * RUNS_PER_CLIENT], stop_at, samples,
-            random.Random(i)))
-        for i in range(CONCURRENCY)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - started, time.process_time() - cpu_started, samples
+@dataclass
+class Configuration:
+    """One gunicorn server under test and what its clients have measured so far."""
+
+    workers: int
+    client: LeanClient
+    runs: list[str]
+    # Per client thread, kept across rounds: which of its runs it paused, its random stream.
+    paused: list[set[str]] = field(default_factory=lambda: [set() for _ in range(CONCURRENCY)])
+    rngs: list[random.Random] = field(
+        default_factory=lambda: [random.Random(i) for i in range(CONCURRENCY)])
+    samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    elapsed: float = 0.0
+    client_cpu: float = 0.0
+    round_rates: list[float] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return sum(len(values) for values in self.samples.values())
+
+    def drive(self, seconds: float) -> None:
+        """CONCURRENCY client threads for `seconds`, each on its own RUNS_PER_CLIENT runs."""
+        before = self.requests
+        cpu_started, started = time.process_time(), time.perf_counter()
+        stop_at = started + seconds
+        threads = [
+            threading.Thread(target=client_loop, args=(
+                self.client, self.runs[i * RUNS_PER_CLIENT:(i + 1) * RUNS_PER_CLIENT],
+                self.paused[i], stop_at, self.samples, self.rngs[i]))
+            for i in range(CONCURRENCY)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        self.elapsed += elapsed
+        self.client_cpu += time.process_time() - cpu_started
+        self.round_rates.append((self.requests - before) / elapsed)
 
 
 def create_runs(url: str, token: str, count: int) -> list[str]:
@@ -138,20 +160,35 @@ def main() -> None:
     manage(env, "create_tenant", "bench")
     token = manage(env, "issue_token", "--tenant", "bench", "--scopes", "admin").strip()
     token = token.splitlines()[-1]
-    results = {}
-    for workers in (1, 2):
-        with gunicorn(env, workers=workers) as url:
+    with ExitStack() as servers:
+        configurations = []
+        for workers in (1, 2):
+            url = servers.enter_context(gunicorn(env, workers=workers))
+            host, port = url.removeprefix("http://").split(":")
+            client = LeanClient((host, int(port)), token)
+            for _ in range(20):  # warm-up
+                client.request("GET", "/v1/operations/hub")
             runs = create_runs(url, token, CONCURRENCY * RUNS_PER_CLIENT)
-            elapsed, client_cpu, samples = drive(url, token, runs)
-        total = sum(len(v) for v in samples.values())
-        results[workers] = (total / elapsed, samples)
-        print(f"{workers} worker(s): {total / elapsed:7.1f} req/s over {elapsed:.1f} s "
-              f"({total} requests; load client CPU {client_cpu / total * 1000:.2f} ms/request)")
+            configurations.append(Configuration(workers, client, runs))
+        # Short rounds in ABBA order: a machine that speeds up or slows down during the run
+        # (shared hosts do) weighs on both configurations alike.
+        for index in range(ROUNDS):
+            for configuration in configurations[:: 1 if index % 2 == 0 else -1]:
+                configuration.drive(SECONDS / ROUNDS)
+    for configuration in configurations:
+        rate = configuration.requests / configuration.elapsed
+        cpu_ms = configuration.client_cpu / configuration.requests * 1000
+        print(f"{configuration.workers} worker(s): {rate:7.1f} req/s over "
+              f"{configuration.elapsed:.1f} s ({configuration.requests} requests; load client "
+              f"CPU {cpu_ms:.2f} ms/request)")
         for kind in ("hub", "event", "control"):
-            values = samples[kind]
+            values = configuration.samples[kind]
             print(f"    {kind:8s} n={len(values):5d}  p50 {percentile(values, 50) * 1000:6.1f} ms"
                   f"  p95 {percentile(values, 95) * 1000:6.1f} ms")
-    ratio = results[2][0] / results[1][0]
+    one, two = configurations
+    per_round = [b / a for a, b in zip(one.round_rates, two.round_rates, strict=True)]
+    ratio = (two.requests / two.elapsed) / (one.requests / one.elapsed)
+    print("per-round ratios: " + ", ".join(f"{r:.2f}" for r in per_round))
     print(f"throughput ratio 2 workers / 1 worker: {ratio:.2f}  (target >= 1.6)")
 
 
