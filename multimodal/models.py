@@ -104,10 +104,13 @@ class MultimodalPolicy(TenantOwnedModel):
 
 
 def artifact_upload_to(instance: Artifact, filename: str) -> str:
-    """`<tenant>/multimodal/<random>/<artifact id>.<ext>`: tenant first (per-tenant storage
-    rules and clean-up), then 144 random bits so a path cannot be guessed from an id."""
+    """`<tenant>/multimodal/<yyyy>/<mm>/<dd>/<random>-<artifact id>.<ext>`: tenant first
+    (per-tenant storage rules and clean-up), a folder per day (retention by date, and no new
+    directory per file), then 144 random bits so a path cannot be guessed from an id."""
     ext = EXTENSIONS.get(instance.content_type, "bin")
-    return f"{instance.tenant_id}/multimodal/{secrets.token_urlsafe(18)}/{instance.pk}.{ext}"
+    day = instance.created_at.strftime("%Y/%m/%d")
+    return (f"{instance.tenant_id}/multimodal/{day}/"
+            f"{secrets.token_urlsafe(18)}-{instance.pk}.{ext}")
 
 
 class Artifact(TenantOwnedModel):

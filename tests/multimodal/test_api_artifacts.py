@@ -70,7 +70,9 @@ def test_upload_sniffs_the_real_content_type(client_a, tenant_a, media_root, mak
     # Tenant-prefixed, unguessable path under MEDIA_ROOT, through the storage API.
     parts = Path(artifact.file.name).parts
     assert parts[0] == tenant_a.slug and parts[1] == "multimodal"
-    assert len(parts[2]) >= 24 and parts[3].startswith(body["id"])
+    assert "/".join(parts[2:5]) == artifact.created_at.strftime("%Y/%m/%d")
+    unguessable, _, rest = parts[5].partition("-artifact-")
+    assert len(unguessable) >= 24 and f"artifact-{rest}".startswith(body["id"])
     assert (media_root / artifact.file.name).read_bytes() == data
 
     content = client_a.get(f"{URL}/{body['id']}/content", HTTP_ACCEPT="audio/wav")
