@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import bench_env, gunicorn, manage  # noqa: E402
@@ -53,6 +55,9 @@ def main() -> int:
         f"sqlite:///{workdir / 'fuzz.sqlite3'}",
         MEDIA_ROOT=str(workdir / "media"),
         AGENT33_TOKEN_CACHE_SECONDS="10",
+        # Configured as a production server must be: without an encryption key, storing a
+        # provider key is refused with 503 (a server fault), which the fuzzer rightly flags.
+        AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
     )
     env.pop("CELERY_BROKER_URL", None)
     manage(env, "migrate", "--noinput")
