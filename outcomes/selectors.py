@@ -115,6 +115,23 @@ def _events(
     return queryset
 
 
+def _latest(
+    tenant: Tenant,
+    metric_type: str,
+    domain: str | None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet:
+    """A metric's events newest first: the backward range read of the
+    (tenant, metric_type, domain, occurred_at) index that every trend is built on."""
+    return (
+        _events(tenant, domain=domain, since=since, until=until)
+        .filter(metric_type=metric_type)
+        .order_by("-occurred_at", "-id")
+    )
+
+
 def normalise_domain(domain: str | None) -> str | None:
     """'' and 'all' mean every domain (Stage 1 clients send domain=all)."""
     if domain is None:
@@ -135,9 +152,7 @@ def trend_get(
     """The latest `window` events of a metric (one query, index scan with LIMIT)."""
     domain = normalise_domain(domain)
     latest = list(
-        _events(tenant, domain=domain, since=since, until=until)
-        .filter(metric_type=metric_type)
-        .order_by("-occurred_at", "-id")
+        _latest(tenant, metric_type, domain, since=since, until=until)
         .values_list("occurred_at", "value")[:window]
     )
     latest.reverse()  # oldest first
@@ -161,12 +176,9 @@ def trend_stats_many(
         return {}
     parts, params = [], []
     for index, (metric_type, domain) in enumerate(keys):
-        latest = (
-            _events(tenant, domain=domain)
-            .filter(metric_type=metric_type)
-            .order_by("-occurred_at", "-id")
-            .values_list("occurred_at", "id", "value")[:window]
-        )
+        latest = _latest(tenant, metric_type, domain).values_list(
+            "occurred_at", "id", "value"
+        )[:window]
         sql, key_params = latest.query.sql_with_params()  # compiled by the scoped manager
         parts.append(f"SELECT {index:d} AS k, w.* FROM ({sql}) w")  # noqa: S608
         params.extend(key_params)
