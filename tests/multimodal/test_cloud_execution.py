@@ -6,7 +6,6 @@ request must fail clearly instead of falling back."""
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import time
@@ -24,7 +23,7 @@ from multimodal.providers import http as provider_http
 from multimodal.providers.audio import pcm16_to_wav
 from multimodal.resolution import provider_call_for
 from tests.factories.multimodal import MultimodalRequestFactory
-from tests.multimodal.conftest import b64
+from tests.multimodal.conftest import b64, openai_vision_parts
 
 pytestmark = pytest.mark.django_db
 
@@ -161,11 +160,8 @@ def test_openai_vision_answers_the_question_about_the_image(client_a, configure,
 
     def handler(req: Request) -> Response:
         body = req.get_json()
-        parts = body["messages"][0]["content"]
         seen["model"] = body["model"]
-        seen["prompt"] = next(p["text"] for p in parts if p["type"] == "text")
-        url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
-        seen["image"] = base64.b64decode(url.split(",", 1)[1])
+        seen["prompt"], _, seen["image"] = openai_vision_parts(body)
         reply = {"model": body["model"],
                  "choices": [{"message": {"role": "assistant", "content": "A red square."},
                               "finish_reason": "stop"}],

@@ -7,7 +7,6 @@ in `multimodal.providers.http` runs exactly as it would against the real APIs.
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import struct
@@ -34,6 +33,7 @@ from multimodal.providers.base import (
 from multimodal.providers.elevenlabs import ElevenLabsProvider
 from multimodal.providers.openai import OpenAICompatibleProvider, OpenAIProvider
 from multimodal.providers.registry import get_provider
+from tests.multimodal.conftest import openai_vision_parts
 
 KEY = "sk-test-SUPERSECRET-0123456789abcdef"
 IMAGE = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32  # only needs to round-trip through base64
@@ -170,13 +170,8 @@ def test_openai_vision(httpserver: HTTPServer) -> None:
 
     def handler(request: Request) -> Response:
         body = request.get_json()
-        parts = body["messages"][0]["content"]
         seen["model"] = body["model"]
-        seen["text"] = next(p["text"] for p in parts if p["type"] == "text")
-        url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
-        prefix, encoded = url.split(",", 1)
-        seen["prefix"] = prefix
-        seen["image"] = base64.b64decode(encoded)
+        seen["text"], seen["prefix"], seen["image"] = openai_vision_parts(body)
         reply = {
             "id": "chatcmpl-1",
             "model": "gpt-4o-mini-2024-07-18",
