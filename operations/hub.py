@@ -100,6 +100,10 @@ class ControlOutcome:
     state_after: str
     # The process after the change, when the source has it at hand (saves re-reading it).
     detail: ProcessDetail | None = None
+    # The process's control history including this control, when the source recorded the
+    # ControlAction itself (operations' own sources do, in the statement that saves the
+    # change: services.control_apply). None: process_control records it.
+    history: list[dict[str, Any]] | None = None
 
 
 @runtime_checkable

@@ -30,7 +30,7 @@ from .choices import (
 )
 from .hub import ControlOutcome, ProcessDetail, ProcessRow, iso, register_process_source
 from .models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
-from .services import lock_for_transition
+from .services import control_apply, lock_for_transition
 
 __all__ = [
     "BudgetSource",
@@ -153,19 +153,22 @@ class ModelProcessSource:
                 f"{action} needs {needed}.",
                 code="invalid_transition",
             )
-        fields = {
-            "status": rule.target,
-            "updated_at": timezone.now(),
-            **self.control_changes(obj, action, reason),
-        }
-        for name, value in fields.items():
-            setattr(obj, name, value)
-        obj.save(update_fields=list(fields))
+        changes = {"status": rule.target, **self.control_changes(obj, action, reason)}
+        history = control_apply(
+            obj,
+            changes,
+            process_type=self.type_name,
+            action=action,
+            reason=reason,
+            actor=actor,
+            state_before=current,
+        )
         return ControlOutcome(
             tenant_id=obj.tenant_id,
             state_before=current,
             state_after=rule.target,
             detail=self._detail(obj),
+            history=history,
         )
 
 

@@ -69,15 +69,23 @@ def test_services_fail_closed_without_scope_and_refuse_foreign_rows(tenant_a, te
 
 
 def test_process_control_records_in_the_same_transaction(tenant_a, monkeypatch):
-    """If the audit insert fails, the state change is rolled back with it."""
+    """If the control's statement fails after its UPDATE and audit INSERT (here: one more
+    write the database refuses), the state change and the audit row are rolled back with
+    it. On PostgreSQL the three are one statement; on SQLite, statements of one
+    transaction."""
+    from agent33 import sql
     from operations.models import ControlAction
 
     run = WorkflowRunFactory(tenant=tenant_a, status="running")
+    real_execute_together = sql.execute_together
 
-    def broken_create(*args, **kwargs):
-        raise IntegrityError("audit write failed")
+    def execute_then_fail(connection, writes, read=None):
+        table = connection.ops.quote_name(ControlAction._meta.db_table)
+        refused = (f"INSERT INTO {table} (tenant_id) VALUES (NULL)", [])  # NOT NULL
+        return real_execute_together(connection, [*writes, refused], read)
 
-    monkeypatch.setattr(ControlAction.objects, "create", broken_create)
+    monkeypatch.setattr(services, "execute_together", execute_then_fail)
     with tenant_scope(tenant_a), pytest.raises(IntegrityError):
         services.process_control(process_id=run.pk, action="pause", actor="test")
+    assert not ControlAction.all_tenants.filter(process_id=run.pk).exists()
     assert WorkflowRun.all_tenants.get(pk=run.pk).status == "running"
