@@ -19,8 +19,10 @@ __all__ = [
     "Statement",
     "converted_values",
     "execute_together",
+    "insert_statement",
     "instance_from_row",
     "select_columns",
+    "update_statement",
 ]
 
 Statement = tuple[str, Sequence[Any]]
@@ -52,6 +54,41 @@ def execute_together(
         for sql, params in writes:
             cursor.execute(sql, params)
         return rows
+
+
+def insert_statement(obj: models.Model, connection: BaseDatabaseWrapper) -> Statement:
+    """INSERT of a new instance's concrete fields (values prepared by each field, as `save()`
+    would; an auto primary key left unset is left to the database)."""
+    meta = obj._meta
+    quote = connection.ops.quote_name
+    fields = [
+        field for field in meta.concrete_fields
+        if not (field.primary_key and field.db_returning and obj.pk is None)
+    ]
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(field.column) for field in fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    return sql, [field.get_db_prep_save(getattr(obj, field.attname), connection)
+                 for field in fields]
+
+
+def update_statement(
+    obj: models.Model, field_names: Sequence[str], connection: BaseDatabaseWrapper
+) -> Statement:
+    """UPDATE of `field_names` of a saved instance, by primary key, to the instance's values
+    (prepared by each field, as `save(update_fields=...)` would)."""
+    meta = obj._meta
+    quote = connection.ops.quote_name
+    fields = _fields(type(obj), field_names)
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET "  # noqa: S608
+        f"{', '.join(f'{quote(field.column)} = %s' for field in fields)} "
+        f"WHERE {quote(meta.pk.column)} = %s"
+    )
+    params = [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
+    return sql, [*params, obj.pk]
 
 
 def select_columns(

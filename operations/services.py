@@ -20,7 +20,13 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from agent33.errors import InvalidInput, NotFound, StateConflict
-from agent33.sql import execute_together, instance_from_row, select_columns
+from agent33.sql import (
+    execute_together,
+    insert_statement,
+    instance_from_row,
+    select_columns,
+    update_statement,
+)
 from agent33.tenancy.managers import scope_condition_sql
 from agent33.tenancy.models import Tenant
 
@@ -38,7 +44,7 @@ from .choices import (
     Urgency,
     WorkflowRunStatus,
 )
-from .hub import iso, source_for_id
+from .hub import source_for_id
 from .models import (
     AutonomyBudget,
     ControlAction,
@@ -412,7 +418,7 @@ def process_control(
         raise NotFound(f"Process {process_id} not found.")
     with transaction.atomic():
         outcome = source.control(process_id, action=action, reason=reason, actor=actor)
-        if outcome.history is None:  # the source did not record the control itself
+        if outcome.history is None:  # the source did not record the control and its event
             ControlAction.objects.create(
                 tenant_id=outcome.tenant_id,
                 process_type=source.type_name,
@@ -423,7 +429,14 @@ def process_control(
                 state_before=outcome.state_before,
                 state_after=outcome.state_after,
             )
-        _control_outcome_record(source.type_name, action, outcome, process_id)
+            _control_event_record(
+                process_type=source.type_name,
+                action=action,
+                process_id=process_id,
+                tenant_id=outcome.tenant_id,
+                before=outcome.state_before,
+                after=outcome.state_after,
+            )
     return process_detail(process_id, known=outcome.detail, history=outcome.history)
 
 
@@ -438,81 +451,84 @@ def control_apply(
     state_before: str,
 ) -> list[dict[str, Any]]:
     """Save a control's `changes` to a process row locked by `lock_for_transition`, record its
-    ControlAction, and return the process's control history after it (oldest first).
+    ControlAction and outcome event, and return the process's control history after it
+    (oldest first).
 
     For a source whose process is a row of its own model (ModelProcessSource). The UPDATE,
-    the INSERT and the history read are one statement on PostgreSQL (agent33.sql): a control
-    is the hub's most latency-sensitive write. The audit row's time is the row's new
+    the audit INSERT, the event's INSERT and count upsert and the history read are one
+    statement on PostgreSQL (agent33.sql): a control is the hub's most latency-sensitive
+    write. The audit row's time is the row's new
     `updated_at`, taken after the lock, so a process's history is in the order its controls
     were applied.
     """
+    from outcomes.services import event_writes  # the apps' public seam
+
     from .selectors import HISTORY_LIMIT, control_history_statement, history_entries
 
     connection = connections[router.db_for_write(type(obj))]
-    quote = connection.ops.quote_name
-    meta = obj._meta
     now = timezone.now()
     changes = {**changes, "updated_at": now}
     for name, value in changes.items():
         setattr(obj, name, value)
-    fields = [meta.get_field(name) for name in changes]
-    update = (
-        f"UPDATE {quote(meta.db_table)} SET "  # noqa: S608
-        + ", ".join(f"{quote(field.column)} = %s" for field in fields)
-        + f" WHERE {quote(meta.pk.column)} = %s"
+    audit = ControlAction(
+        tenant_id=obj.tenant_id,
+        process_type=process_type,
+        process_id=obj.pk,
+        action=action,
+        reason=reason,
+        actor=actor,
+        state_before=state_before,
+        state_after=obj.status,
+        created_at=now,
     )
-    update_params = [field.get_db_prep_save(getattr(obj, field.attname), connection)
-                     for field in fields]
-    audit_fields = ("tenant_id", "process_type", "process_id", "action", "reason", "actor",
-                    "state_before", "state_after", "created_at")
-    audit = (
-        f"INSERT INTO {quote(ControlAction._meta.db_table)} "  # noqa: S608
-        f"({', '.join(quote(name) for name in audit_fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(audit_fields))})"
-    )
-    created_at = ControlAction._meta.get_field("created_at").get_db_prep_save(now, connection)
-    audit_params = [obj.tenant_id, process_type, obj.pk, action, reason, actor,
-                    state_before, obj.status, created_at]
+    writes = [update_statement(obj, list(changes), connection), insert_statement(audit, connection)]
+    try:
+        _, event_statements = event_writes(
+            **_control_event(
+                process_type=process_type,
+                action=action,
+                process_id=obj.pk,
+                tenant_id=obj.tenant_id,
+                before=state_before,
+                after=obj.status,
+            )
+        )
+        writes += event_statements
+    except ValidationError:  # raised before any write: the control stands, unrecorded
+        logger.exception("Could not record the outcome event of control %s", obj.pk)
     previous = execute_together(
         connection,
-        [(update, [*update_params, obj.pk]), (audit, audit_params)],
+        writes,
         read=control_history_statement(
             tenant_id=obj.tenant_id, process_id=obj.pk, limit=HISTORY_LIMIT - 1
         ),
     )
-    return [
-        *history_entries(previous),
-        {
-            "action": action,
-            "reason": reason,
-            "actor": actor,
-            "state_before": state_before,
-            "state_after": obj.status,
-            "created_at": iso(now),
-        },
-    ]
+    this_control = (action, reason, actor, state_before, obj.status, now)
+    return history_entries([this_control, *previous])
 
 
-def _control_outcome_record(process_type: str, action: str, outcome, process_id: str) -> None:
+def _control_event(
+    *, process_type: str, action: str, process_id: str, tenant_id: str, before: str, after: str
+) -> dict[str, Any]:
     """Every applied control is an outcome event too (domain `operations.control`), so
     operators' interventions show on the outcomes dashboard beside what they acted on. It
-    is written in the control's transaction: the audit row and the event commit together."""
+    is written in the control's transaction: the audit row and the event commit together.
+    These are the arguments of outcomes' event_record / event_writes (the apps' seam)."""
+    return {
+        "tenant": Tenant(pk=tenant_id),  # only its key is used: no need to load it
+        "domain": "operations.control",
+        "event_type": f"{process_type}.{action}",
+        "metric_type": "success_rate",
+        "value": 1.0,
+        "metadata": {"process_id": process_id, "state_before": before, "state_after": after},
+        "watch_declines": False,  # a record of an intervention, not a performance signal
+    }
+
+
+def _control_event_record(**control: str) -> None:
     from outcomes.services import event_record  # the apps' public seam
 
     try:
-        event_record(
-            tenant=Tenant(pk=outcome.tenant_id),  # only its key is used: no need to load it
-            domain="operations.control",
-            event_type=f"{process_type}.{action}",
-            metric_type="success_rate",
-            value=1.0,
-            metadata={
-                "process_id": process_id,
-                "state_before": outcome.state_before,
-                "state_after": outcome.state_after,
-            },
-            watch_declines=False,  # a record of an intervention, not a performance signal
-        )
+        event_record(**_control_event(**control))
     except ValidationError:  # raised before any write: the control stands, unrecorded
-        logger.exception("Could not record the outcome event of control %s", process_id)
-
+        logger.exception("Could not record the outcome event of control %s", control)

@@ -13,16 +13,18 @@ from celery import current_app
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from agent33.ids import new_id
+from agent33.sql import Statement, execute_together, insert_statement
 from agent33.tenancy.models import Tenant
 
 from .declines import declines_evaluate
 from .models import OutcomeCount, OutcomeEvent
 from .validation import CleanEvent, EventInvalid, clean_event, clean_events
 
-__all__ = ["event_record", "event_record_bulk", "outcome_counts_rebuild"]
+__all__ = ["event_record", "event_record_bulk", "event_writes", "outcome_counts_rebuild"]
 
 logger = logging.getLogger("agent33.outcomes")
 
@@ -50,6 +52,52 @@ def event_record(
     something performs (an operator's control, always a success): they show on the
     dashboard but do not trigger decline detection, which would only re-read a flat trend.
     """
+    event = _new_event(tenant, domain, event_type, metric_type, value, occurred_at, metadata)
+    # Joins a caller's transaction whole (no savepoint round trips): an event recorded with
+    # the fact it describes (a request's ending) commits or rolls back with it.
+    with transaction.atomic(savepoint=False):
+        execute_together(connection, _event_statements(event))
+        if watch_declines:
+            _notify_on_commit(tenant, {(event.metric_type, event.domain)})
+    event._state.adding = False  # stored, as if saved
+    return event
+
+
+def event_writes(
+    *,
+    tenant: Tenant,
+    domain: str,
+    event_type: str,
+    metric_type: str,
+    value: float,
+    occurred_at: datetime | str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    watch_declines: bool = True,
+) -> tuple[OutcomeEvent, list[Statement]]:
+    """event_record for a caller that writes the event in its own statement: validates
+    (ValidationError before anything is written) and returns the event and the statements
+    that store it and its count, for `agent33.sql.execute_together` in the caller's
+    transaction. A control uses it so that its state change, audit row and event are one
+    statement on PostgreSQL. Call it inside that transaction: the decline check is
+    registered to run when it commits."""
+    event = _new_event(tenant, domain, event_type, metric_type, value, occurred_at, metadata)
+    if connection.get_autocommit():
+        raise TransactionManagementError("event_writes must run inside the caller's transaction.")
+    if watch_declines:
+        _notify_on_commit(tenant, {(event.metric_type, event.domain)})
+    return event, _event_statements(event)
+
+
+def _new_event(
+    tenant: Tenant,
+    domain: str,
+    event_type: str,
+    metric_type: str,
+    value: float,
+    occurred_at: datetime | str | None,
+    metadata: Mapping[str, Any] | None,
+) -> OutcomeEvent:
+    """A validated, unsaved event; ValidationError naming the field otherwise."""
     try:
         clean = clean_event(
             {
@@ -64,8 +112,8 @@ def event_record(
     except EventInvalid as exc:
         raise ValidationError(exc.errors) from None
     now = timezone.now()
-    event = OutcomeEvent(
-        tenant=tenant,
+    return OutcomeEvent(
+        tenant_id=tenant.pk,
         domain=clean.domain,
         event_type=clean.event_type,
         metric_type=clean.metric_type,
@@ -74,14 +122,16 @@ def event_record(
         metadata=clean.metadata,
         created_at=now,
     )
-    # Joins a caller's transaction whole (no savepoint round trips): an event recorded with
-    # the fact it describes (a control, a request's ending) commits or rolls back with it.
-    with transaction.atomic(savepoint=False):
-        event.save(force_insert=True)
-        _counts_add(tenant.pk, Counter({(clean.metric_type, clean.domain, clean.event_type): 1}))
-        if watch_declines:
-            _notify_on_commit(tenant, {(clean.metric_type, clean.domain)})
-    return event
+
+
+def _event_statements(event: OutcomeEvent) -> list[Statement]:
+    """The event's INSERT and its count's upsert: one statement on PostgreSQL (agent33.sql),
+    as every control and every multimodal request records events on its latency path."""
+    count_key = (event.metric_type, event.domain, event.event_type)
+    return [
+        insert_statement(event, connection),
+        *_counts_statements(event.tenant_id, {count_key: 1}),
+    ]
 
 
 def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) -> int:
@@ -159,8 +209,14 @@ def _insert_events(tenant_id: str, cleaned: list[CleanEvent], now: datetime) -> 
 
 
 def _counts_add(tenant_id: str, counts: Mapping[CountKey, int]) -> None:
-    """Add to the per-key counts in one upsert per 500 keys. Keys go in sorted order so two
-    concurrent requests lock the same count rows in the same order (no deadlock)."""
+    with connection.cursor() as cursor:
+        for statement in _counts_statements(tenant_id, counts):
+            cursor.execute(*statement)
+
+
+def _counts_statements(tenant_id: str, counts: Mapping[CountKey, int]) -> list[Statement]:
+    """Upserts adding to the per-key counts, one per 500 keys. Keys go in sorted order so
+    two concurrent requests lock the same count rows in the same order (no deadlock)."""
     table = connection.ops.quote_name(OutcomeCount._meta.db_table)
     count_col = connection.ops.quote_name("count")
     items = sorted(counts.items())
@@ -170,14 +226,15 @@ def _counts_add(tenant_id: str, counts: Mapping[CountKey, int]) -> None:
         " ON CONFLICT (tenant_id, metric_type, domain, event_type) "
         f"DO UPDATE SET {count_col} = {table}.{count_col} + EXCLUDED.{count_col}"
     )
-    with connection.cursor() as cursor:
-        for start in range(0, len(items), _UPSERT_BATCH):
-            chunk = items[start : start + _UPSERT_BATCH]
-            params: list[Any] = []
-            for (metric_type, domain, event_type), count in chunk:
-                params += [tenant_id, metric_type, domain, event_type, count]
-            rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
-            cursor.execute(head + rows + tail, params)
+    statements = []
+    for start in range(0, len(items), _UPSERT_BATCH):
+        chunk = items[start : start + _UPSERT_BATCH]
+        params: list[Any] = []
+        for (metric_type, domain, event_type), count in chunk:
+            params += [tenant_id, metric_type, domain, event_type, count]
+        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+        statements.append((head + rows + tail, params))
+    return statements
 
 
 def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:

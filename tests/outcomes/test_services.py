@@ -97,6 +97,32 @@ def test_a_failure_after_the_insert_stores_nothing(tenant_a, monkeypatch):
     assert OutcomeEvent.all_tenants.count() == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_one_event_and_its_count_stand_or_fall_together(tenant_a, monkeypatch):
+    from django.db import connection
+
+    from outcomes.models import OutcomeCount
+
+    def refused_counts(tenant_id, counts):  # a count write the database refuses (NOT NULL)
+        table = connection.ops.quote_name(OutcomeCount._meta.db_table)
+        return [(f"INSERT INTO {table} (tenant_id) VALUES (NULL)", [])]
+
+    monkeypatch.setattr(services, "_counts_statements", refused_counts)
+    with pytest.raises(IntegrityError):
+        services.event_record(tenant=tenant_a, **event_body())
+    assert OutcomeEvent.all_tenants.count() == 0
+    monkeypatch.undo()
+    event = services.event_record(
+        tenant=tenant_a,
+        **event_body(metadata={"run": ["é", 1]}, occurred_at="2026-11-20T10:00:00.123456Z"),
+    )
+    stored = OutcomeEvent.all_tenants.get()
+    assert (stored.pk, stored.metadata, stored.occurred_at) == (
+        event.pk, event.metadata, event.occurred_at
+    )
+    assert OutcomeCount.all_tenants.get().count == 1
+
+
 @pytest.mark.django_db
 def test_after_commit_hook_gets_the_touched_trend_keys(
     tenant_a, monkeypatch, django_capture_on_commit_callbacks
