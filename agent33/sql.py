@@ -56,22 +56,31 @@ def execute_together(
         return rows
 
 
-def insert_statement(obj: models.Model, connection: BaseDatabaseWrapper) -> Statement:
-    """INSERT of a new instance's concrete fields (values prepared by each field, as `save()`
-    would; an auto primary key left unset is left to the database)."""
-    meta = obj._meta
+def insert_statement(
+    objs: models.Model | Sequence[models.Model], connection: BaseDatabaseWrapper
+) -> Statement:
+    """INSERT of new instances of one model (one row each), every concrete field's value
+    prepared by the field as `save()` would; an auto primary key left unset is left to the
+    database."""
+    rows = [objs] if isinstance(objs, models.Model) else list(objs)
+    meta = rows[0]._meta
     quote = connection.ops.quote_name
     fields = [
         field for field in meta.concrete_fields
-        if not (field.primary_key and field.db_returning and obj.pk is None)
+        if not (field.primary_key and field.db_returning and rows[0].pk is None)
     ]
+    placeholders = f"({', '.join(['%s'] * len(fields))})"
     sql = (
         f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608
         f"({', '.join(quote(field.column) for field in fields)}) "
-        f"VALUES ({', '.join(['%s'] * len(fields))})"
+        f"VALUES {', '.join([placeholders] * len(rows))}"
     )
-    return sql, [field.get_db_prep_save(getattr(obj, field.attname), connection)
-                 for field in fields]
+    params = [
+        field.get_db_prep_save(getattr(obj, field.attname), connection)
+        for obj in rows
+        for field in fields
+    ]
+    return sql, params
 
 
 def update_statement(

@@ -31,7 +31,8 @@ logger = logging.getLogger("agent33.outcomes")
 CountKey = tuple[str, str, str]  # (metric_type, domain, event_type)
 TrendKey = tuple[str, str]  # (metric_type, domain)
 
-_INSERT_BATCH = 2_000  # rows per INSERT where COPY is not available (SQLite)
+_INSERT_BATCH = 2_000  # rows per INSERT where COPY is not used (SQLite, a few events)
+_COPY_FROM = 100  # events per request from which PostgreSQL's COPY beats one INSERT
 _UPSERT_BATCH = 500  # counts rows per upsert statement (SQLite's variable limit)
 
 
@@ -148,11 +149,17 @@ def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) ->
         (e.metric_type, e.domain, e.event_type) for e in cleaned
     )
     with transaction.atomic(savepoint=False):  # as in event_record
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and len(cleaned) >= _COPY_FROM:
             _copy_events(tenant_id, cleaned, now)
+            execute_together(connection, _counts_statements(tenant_id, counts))
         else:
-            _insert_events(tenant_id, cleaned, now)
-        _counts_add(tenant_id, counts)
+            # A few events (a multimodal request's ending records two) go in with the
+            # counts as one statement on PostgreSQL; SQLite runs the same statements in turn.
+            execute_together(
+                connection,
+                [*_insert_statements(tenant_id, cleaned, now),
+                 *_counts_statements(tenant_id, counts)],
+            )
         _notify_on_commit(tenant, {(metric, domain) for metric, domain, _ in counts})
     return len(cleaned)
 
@@ -188,30 +195,27 @@ def _copy_events(tenant_id: str, cleaned: list[CleanEvent], now: datetime) -> No
             )
 
 
-def _insert_events(tenant_id: str, cleaned: list[CleanEvent], now: datetime) -> None:
-    OutcomeEvent.all_tenants.bulk_create(
-        (
-            OutcomeEvent(
-                id=pk,
-                tenant_id=tenant_id,
-                domain=event.domain,
-                event_type=event.event_type,
-                metric_type=event.metric_type,
-                value=event.value,
-                occurred_at=event.occurred_at or now,
-                metadata=event.metadata,
-                created_at=now,
-            )
-            for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True)
-        ),
-        batch_size=_INSERT_BATCH,
-    )
-
-
-def _counts_add(tenant_id: str, counts: Mapping[CountKey, int]) -> None:
-    with connection.cursor() as cursor:
-        for statement in _counts_statements(tenant_id, counts):
-            cursor.execute(*statement)
+def _insert_statements(
+    tenant_id: str, cleaned: list[CleanEvent], now: datetime
+) -> list[Statement]:
+    events = [
+        OutcomeEvent(
+            id=pk,
+            tenant_id=tenant_id,
+            domain=event.domain,
+            event_type=event.event_type,
+            metric_type=event.metric_type,
+            value=event.value,
+            occurred_at=event.occurred_at or now,
+            metadata=event.metadata,
+            created_at=now,
+        )
+        for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True)
+    ]
+    return [
+        insert_statement(events[start : start + _INSERT_BATCH], connection)
+        for start in range(0, len(events), _INSERT_BATCH)
+    ]
 
 
 def _counts_statements(tenant_id: str, counts: Mapping[CountKey, int]) -> list[Statement]:

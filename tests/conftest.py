@@ -103,6 +103,23 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
+def refused_outcome_counts(monkeypatch):
+    """Outcome events' count upserts replaced by a write the database refuses (NOT NULL):
+    a real failure inside the statement or transaction that records events, after the
+    event rows and whatever the caller wrote with them."""
+    from django.db import connection
+
+    from outcomes import services
+    from outcomes.models import OutcomeCount
+
+    def refused(tenant_id, counts):
+        table = connection.ops.quote_name(OutcomeCount._meta.db_table)
+        return [(f"INSERT INTO {table} (tenant_id) VALUES (NULL)", [])]
+
+    monkeypatch.setattr(services, "_counts_statements", refused)
+
+
+@pytest.fixture
 def tenant_a(db):
     return TenantFactory(slug="tenant-a", name="Tenant A")
 

@@ -211,22 +211,14 @@ def test_an_applied_control_records_an_outcome_event(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_control_and_its_outcome_event_commit_together(tenant_a, monkeypatch):
-    from django.db import IntegrityError, connection
+def test_a_control_and_its_outcome_event_commit_together(tenant_a, refused_outcome_counts):
+    from django.db import IntegrityError
 
     from agent33.tenancy.context import tenant_scope
     from operations.services import process_control
-    from outcomes import services as outcome_services
-    from outcomes.models import OutcomeCount, OutcomeEvent
-
-    def refused_counts(tenant_id, counts):
-        # The event's count upsert replaced by a write the database refuses (NOT NULL),
-        # after the control's own statement and in the event's statement.
-        table = connection.ops.quote_name(OutcomeCount._meta.db_table)
-        return [(f"INSERT INTO {table} (tenant_id) VALUES (NULL)", [])]
+    from outcomes.models import OutcomeEvent
 
     run = WorkflowRunFactory(tenant=tenant_a, status="running")
-    monkeypatch.setattr(outcome_services, "_counts_statements", refused_counts)
     with pytest.raises(IntegrityError), tenant_scope(tenant_a):
         process_control(process_id=run.pk, action="pause", actor="token:ops")
     run.refresh_from_db()

@@ -87,38 +87,28 @@ def test_bulk_error_names_index_for_python_callers(tenant_a):
 # A real top-level transaction, as an API call has: the write joins a caller's transaction
 # without a savepoint, so inside the test's own transaction it would doom that one instead.
 @pytest.mark.django_db(transaction=True)
-def test_a_failure_after_the_insert_stores_nothing(tenant_a, monkeypatch):
-    def broken_counts(*args, **kwargs):
-        raise IntegrityError("simulated failure after the events were written")
-
-    monkeypatch.setattr(services, "_counts_add", broken_counts)
+def test_a_failure_after_the_insert_stores_nothing(tenant_a, refused_outcome_counts):
     with pytest.raises(IntegrityError):
         services.event_record_bulk(tenant=tenant_a, events=[event_body()] * 50)
     assert OutcomeEvent.all_tenants.count() == 0
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_event_and_its_count_stand_or_fall_together(tenant_a, monkeypatch):
-    from django.db import connection
-
-    from outcomes.models import OutcomeCount
-
-    def refused_counts(tenant_id, counts):  # a count write the database refuses (NOT NULL)
-        table = connection.ops.quote_name(OutcomeCount._meta.db_table)
-        return [(f"INSERT INTO {table} (tenant_id) VALUES (NULL)", [])]
-
-    monkeypatch.setattr(services, "_counts_statements", refused_counts)
+def test_one_event_and_its_count_stand_or_fall_together(tenant_a, refused_outcome_counts):
     with pytest.raises(IntegrityError):
         services.event_record(tenant=tenant_a, **event_body())
     assert OutcomeEvent.all_tenants.count() == 0
-    monkeypatch.undo()
+
+
+@pytest.mark.django_db
+def test_event_record_stores_what_it_returns(tenant_a):
     event = services.event_record(
         tenant=tenant_a,
         **event_body(metadata={"run": ["é", 1]}, occurred_at="2026-11-20T10:00:00.123456Z"),
     )
     stored = OutcomeEvent.all_tenants.get()
-    assert (stored.pk, stored.metadata, stored.occurred_at) == (
-        event.pk, event.metadata, event.occurred_at
+    assert (stored.pk, stored.metadata, stored.occurred_at, stored.value) == (
+        event.pk, {"run": ["é", 1]}, datetime(2026, 11, 20, 10, 0, 0, 123456, tzinfo=UTC), 0.5
     )
     assert OutcomeCount.all_tenants.get().count == 1
 
