@@ -9,7 +9,7 @@ as model instances converted exactly as the ORM would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.db import models
@@ -22,6 +22,7 @@ __all__ = [
     "insert_statement",
     "instance_from_row",
     "select_columns",
+    "select_instance",
     "update_statement",
 ]
 
@@ -84,20 +85,22 @@ def insert_statement(
 
 
 def update_statement(
-    obj: models.Model, field_names: Sequence[str], connection: BaseDatabaseWrapper
+    model: type[models.Model],
+    values: Mapping[str, Any],
+    connection: BaseDatabaseWrapper,
+    where: str,
+    where_params: Sequence[Any],
 ) -> Statement:
-    """UPDATE of `field_names` of a saved instance, by primary key, to the instance's values
-    (prepared by each field, as `save(update_fields=...)` would)."""
-    meta = obj._meta
+    """UPDATE setting `values` (field name -> value, each prepared by its field as `save()`
+    would) on the rows matching the SQL condition `where`."""
     quote = connection.ops.quote_name
-    fields = _fields(type(obj), field_names)
+    fields = _fields(model, list(values))
     sql = (
-        f"UPDATE {quote(meta.db_table)} SET "  # noqa: S608
-        f"{', '.join(f'{quote(field.column)} = %s' for field in fields)} "
-        f"WHERE {quote(meta.pk.column)} = %s"
+        f"UPDATE {quote(model._meta.db_table)} SET "  # noqa: S608
+        f"{', '.join(f'{quote(field.column)} = %s' for field in fields)} WHERE {where}"
     )
-    params = [field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields]
-    return sql, [*params, obj.pk]
+    params = [field.get_db_prep_save(values[field.name], connection) for field in fields]
+    return sql, [*params, *where_params]
 
 
 def select_columns(
@@ -129,6 +132,40 @@ def converted_values(
             value = convert(value, column, connection)
         values.append(value)
     return values
+
+
+def select_instance[M: models.Model](
+    model: type[M],
+    connection: BaseDatabaseWrapper,
+    where: str,
+    params: Sequence[Any],
+    *,
+    annotations: Mapping[str, str] | None = None,
+    lock: bool = False,
+) -> M | None:
+    """The first row of `model`'s table matching the SQL condition `where` (its values in
+    `params`), as an instance, or None. `annotations` maps attribute names to SQL
+    expressions selected with it (set on the instance as they come, unconverted); `lock`
+    reads it FOR NO KEY UPDATE where the database has row locks. No tenant scope is added:
+    the caller's `where` must say which tenant's row it reads."""
+    quote = connection.ops.quote_name
+    extra = "".join(f", {expression}" for expression in (annotations or {}).values())
+    row_lock = lock and connection.features.has_select_for_no_key_update
+    suffix = " FOR NO KEY UPDATE" if row_lock else ""
+    sql = (
+        f"SELECT {select_columns(model, connection)}{extra} "  # noqa: S608
+        f"FROM {quote(model._meta.db_table)} WHERE {where}{suffix}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    width = len(model._meta.concrete_fields)
+    instance = instance_from_row(model, row[:width], connection)
+    for name, value in zip(annotations or {}, row[width:], strict=True):
+        setattr(instance, name, value)
+    return instance
 
 
 def instance_from_row[M: models.Model](

@@ -7,7 +7,10 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, OuterRef, QuerySet, Subquery
+
+from agent33.sql import select_instance
 
 from .choices import RequestState
 from .models import MultimodalRequest, MultimodalResult
@@ -39,12 +42,26 @@ def requests_with_result_id() -> QuerySet[MultimodalRequest]:
 
 def request_reloaded(request: MultimodalRequest) -> MultimodalRequest:
     """A fresh copy of a request the caller already holds (so no scope check), with its
-    result id, in one query."""
-    return (
-        MultimodalRequest.all_tenants.annotate(result_ref=_result_id_subquery())
-        .filter(tenant_id=request.tenant_id)
-        .get(pk=request.pk)
+    result id as `result_ref`, in one query. Hand-written (agent33.sql): every create,
+    execute and cancel answers with it, and the ORM's annotate-and-get cost ~2 ms of CPU."""
+    quote = connection.ops.quote_name
+    result = MultimodalResult._meta
+    requests = quote(MultimodalRequest._meta.db_table)
+    result_id = (
+        f"(SELECT {quote(result.pk.column)} FROM {quote(result.db_table)} "  # noqa: S608
+        f"WHERE {quote('tenant_id')} = {requests}.{quote('tenant_id')} "
+        f"AND {quote('request_id')} = {requests}.{quote('id')} LIMIT 1)"
     )
+    reloaded = select_instance(
+        MultimodalRequest,
+        connection,
+        f"{quote('id')} = %s AND {quote('tenant_id')} = %s",
+        [request.pk, request.tenant_id],
+        annotations={"result_ref": result_id},
+    )
+    if reloaded is None:
+        raise MultimodalRequest.DoesNotExist(f"Request {request.pk} no longer exists.")
+    return reloaded
 
 
 def request_result(request: MultimodalRequest) -> MultimodalResult | None:

@@ -28,6 +28,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agent33.errors import InvalidInput, NotFound, StateConflict
+from agent33.sql import insert_statement, select_instance, update_statement
 from agent33.tenancy.models import Tenant
 
 from .choices import (
@@ -83,8 +84,12 @@ def _reaper_grace_seconds() -> float:
 
 
 def policy_for(tenant: Tenant) -> MultimodalPolicy:
-    """The tenant's policy, or an unsaved one holding the defaults if none was set."""
-    policy = MultimodalPolicy.all_tenants.filter(tenant=tenant).first()
+    """The tenant's policy, or an unsaved one holding the defaults if none was set.
+    Hand-written (agent33.sql): every request reads it first."""
+    policy = select_instance(
+        MultimodalPolicy, connection, f"{connection.ops.quote_name('tenant_id')} = %s",
+        [tenant.pk],
+    )
     return policy if policy is not None else MultimodalPolicy(tenant=tenant)
 
 
@@ -450,30 +455,45 @@ def _end_request(
     result: dict[str, Any] | None = None,
     claim_token: str | None = None,
     extra: dict[str, Any] | None = None,
-    also: dict[str, Any] | None = None,
+    deadline_before: datetime | None = None,
 ) -> bool:
     """THE place where a request ends (completed, failed or cancelled): one conditional
-    UPDATE from the states allowed to reach `target` (plus `claim_token` / `also` filters),
-    the result row and `request_ended()`'s outcome events in the same transaction. Returns
-    False, changing nothing, when the request had already moved on."""
+    UPDATE from the states allowed to reach `target` (and, when given, only under
+    `claim_token` / with a deadline before `deadline_before`), the result row and
+    `request_ended()`'s outcome events in the same transaction. Returns False, changing
+    nothing, when the request had already moved on. Hand-written statements (agent33.sql):
+    every request ends here, on its latency path."""
     now = timezone.now()
-    filters: dict[str, Any] = {"state__in": sources_for(target)}
+    quote = connection.ops.quote_name
+    sources = sorted(sources_for(target))
+    conditions = [
+        f"{quote('id')} = %s",
+        f"{quote('tenant_id')} = %s",
+        f"{quote('state')} IN ({', '.join(['%s'] * len(sources))})",
+    ]
+    params: list[Any] = [request.pk, request.tenant_id, *sources]
     if claim_token is not None:
-        filters["claim_token"] = claim_token
-    filters.update(also or {})
+        conditions.append(f"{quote('claim_token')} = %s")
+        params.append(claim_token)
+    if deadline_before is not None:
+        conditions.append(f"{quote('deadline_at')} < %s")
+        params.append(connection.ops.adapt_datetimefield_value(deadline_before))
+    values = {"state": target, "error_message": error_message, "finished_at": now,
+              "updated_at": now, **(extra or {})}
     # No savepoint when nested: a caller that wraps this (request_run, to store the output
     # artifact in the same commit) rolls back as a whole.
     with transaction.atomic(savepoint=False):
-        changed = MultimodalRequest.all_tenants.filter(
-            pk=request.pk, tenant_id=request.tenant_id, **filters
-        ).update(state=target, error_message=error_message, finished_at=now, updated_at=now,
-                 **(extra or {}))
-        if not changed:
-            return False
-        if result is not None:
-            MultimodalResult.all_tenants.create(
-                tenant_id=request.tenant_id, request_id=request.pk, state=target, **result
-            )
+        with connection.cursor() as cursor:
+            cursor.execute(*update_statement(
+                MultimodalRequest, values, connection, " AND ".join(conditions), params
+            ))
+            if cursor.rowcount == 0:
+                return False
+            if result is not None:
+                stored = MultimodalResult(
+                    tenant_id=request.tenant_id, request_id=request.pk, state=target, **result
+                )
+                cursor.execute(*insert_statement(stored, connection))
         request_ended(request, target, latency_ms=(result or {}).get("latency_ms"),
                       finished_at=now)
     return True
@@ -708,7 +728,7 @@ def reap_timeouts(*, now: datetime | None = None, grace_seconds: float | None = 
             request,
             RequestState.FAILED,
             error_message=message,
-            also={"deadline_at__lt": cutoff},
+            deadline_before=cutoff,
             result=_result_fields(request, started=request.started_at, latency_ms=None,
                                   error=message),
         ):

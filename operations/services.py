@@ -23,8 +23,7 @@ from agent33.errors import InvalidInput, NotFound, StateConflict
 from agent33.sql import (
     execute_together,
     insert_statement,
-    instance_from_row,
-    select_columns,
+    select_instance,
     update_statement,
 )
 from agent33.tenancy.managers import scope_condition_sql
@@ -94,17 +93,16 @@ def lock_for_transition[M: models.Model](model: type[M], pk: str) -> M:
         raise TransactionManagementError("lock_for_transition must run inside a transaction.")
     quote = connection.ops.quote_name
     in_scope, scope_params = scope_condition_sql(quote("tenant_id"))
-    lock = " FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else ""
-    sql = (
-        f"SELECT {select_columns(model, connection)} FROM {quote(model._meta.db_table)} "  # noqa: S608
-        f"WHERE {quote(model._meta.pk.column)} = %s AND {in_scope}{lock}"
+    obj = select_instance(
+        model,
+        connection,
+        f"{quote(model._meta.pk.column)} = %s AND {in_scope}",
+        [pk, *scope_params],
+        lock=True,
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pk, *scope_params])
-        row = cursor.fetchone()
-    if row is None:
+    if obj is None:
         raise NotFound(f"{model._meta.verbose_name.capitalize()} {pk} not found.")
-    return instance_from_row(model, row, connection)
+    return obj
 
 
 def transition_conflict(
@@ -466,6 +464,7 @@ def control_apply(
     from .selectors import HISTORY_LIMIT, control_history_statement, history_entries
 
     connection = connections[router.db_for_write(type(obj))]
+    quote = connection.ops.quote_name
     now = timezone.now()
     changes = {**changes, "updated_at": now}
     for name, value in changes.items():
@@ -481,7 +480,12 @@ def control_apply(
         state_after=obj.status,
         created_at=now,
     )
-    writes = [update_statement(obj, list(changes), connection), insert_statement(audit, connection)]
+    writes = [
+        update_statement(
+            type(obj), changes, connection, f"{quote(obj._meta.pk.column)} = %s", [obj.pk]
+        ),
+        insert_statement(audit, connection),
+    ]
     try:
         _, event_statements = event_writes(
             **_control_event(
