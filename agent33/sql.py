@@ -19,6 +19,7 @@ __all__ = [
     "Statement",
     "converted_values",
     "execute_together",
+    "insert_instance",
     "insert_statement",
     "instance_from_row",
     "select_columns",
@@ -82,6 +83,16 @@ def insert_statement(
         for field in fields
     ]
     return sql, params
+
+
+def insert_instance[M: models.Model](obj: M, connection: BaseDatabaseWrapper) -> M:
+    """Store a new instance with `insert_statement` and mark it saved. Only for models
+    whose primary key is set before saving (the prefixed ids): nothing is read back."""
+    with connection.cursor() as cursor:
+        cursor.execute(*insert_statement(obj, connection))
+    obj._state.adding = False
+    obj._state.db = connection.alias
+    return obj
 
 
 def update_statement(

@@ -28,7 +28,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agent33.errors import InvalidInput, NotFound, StateConflict
-from agent33.sql import insert_statement, select_instance, update_statement
+from agent33.sql import insert_instance, insert_statement, select_instance, update_statement
 from agent33.tenancy.models import Tenant
 
 from .choices import (
@@ -190,7 +190,7 @@ def _artifact_store(*, tenant_id: str, actor: str, content: bytes | File, origin
     # The storage API (not the filesystem) so an S3-compatible backend is only a setting.
     artifact.file.save(f"{artifact.pk}.{artifact.extension}", body, save=False)
     try:
-        artifact.save(force_insert=True)
+        insert_instance(artifact, connection)  # hand-written: on every request's path
     except Exception:
         artifact.file.delete(save=False)
         raise
@@ -341,7 +341,7 @@ def request_create(
         # With execute_now the row is born claimed (pending → processing within this one
         # transaction), so no other caller can ever see it pending.
         claim = _claim_fields(requested_timeout_seconds) if execute_now else {}
-        request = MultimodalRequest.all_tenants.create(
+        request = MultimodalRequest(
             tenant=tenant,
             modality=modality,
             provider=provider_name,
@@ -352,6 +352,7 @@ def request_create(
             created_by=actor,
             **claim,
         )
+        insert_instance(request, connection)  # hand-written: on every request's path
         if execute_now:
             _enqueue_on_commit(request, claim["claim_token"])
     # Eager mode: the task ran on commit, so this read sees the finished request.

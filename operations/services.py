@@ -304,10 +304,7 @@ def intake_open_for_decline(
     callers one inserts and the other finds that row.
     """
     decline_key = f"{metric_type}:{domain}"
-    open_intakes = ImprovementIntake.objects.filter(
-        tenant=tenant, decline_key=decline_key
-    ).exclude(status__in=INTAKE_DECLINE_CLOSED)
-    existing = open_intakes.first()
+    existing = _open_decline_intake(tenant, decline_key)
     if existing is not None:
         return existing, False
     now = timezone.now()
@@ -325,11 +322,28 @@ def intake_open_for_decline(
                 updated_at=now,
             )
     except IntegrityError:
-        existing = open_intakes.first()
+        existing = _open_decline_intake(tenant, decline_key)
         if existing is None:  # the other row closed in between: nothing left to dedupe with
             raise
         return existing, False
     return intake, True
+
+
+def _open_decline_intake(tenant: Tenant, decline_key: str) -> ImprovementIntake | None:
+    """The tenant's open intake for a decline, if any (the partial unique constraint admits
+    at most one), in the caller's tenant scope. Hand-written (agent33.sql): a declining
+    trend asks after every event that touches it."""
+    connection = connections[router.db_for_read(ImprovementIntake)]
+    quote = connection.ops.quote_name
+    in_scope, scope_params = scope_condition_sql(quote("tenant_id"))
+    closed = sorted(str(status) for status in INTAKE_DECLINE_CLOSED)
+    return select_instance(
+        ImprovementIntake,
+        connection,
+        f"{quote('tenant_id')} = %s AND {in_scope} AND {quote('decline_key')} = %s "
+        f"AND {quote('status')} NOT IN ({', '.join(['%s'] * len(closed))})",
+        [tenant.pk, *scope_params, decline_key, *closed],
+    )
 
 
 # --- workflow runs ----------------------------------------------------------------------
