@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from django.utils import timezone
 
 from agent33.errors import InvalidInput, NotFound, StateConflict
 from agent33.sql import (
+    Statement,
     execute_together,
     insert_statement,
     select_instance,
@@ -431,7 +433,7 @@ def process_control(
     with transaction.atomic():
         outcome = source.control(process_id, action=action, reason=reason, actor=actor)
         if outcome.history is None:  # the source did not record the control and its event
-            ControlAction.objects.create(
+            applied = AppliedControl(
                 tenant_id=outcome.tenant_id,
                 process_type=source.type_name,
                 process_id=process_id,
@@ -440,15 +442,12 @@ def process_control(
                 actor=actor,
                 state_before=outcome.state_before,
                 state_after=outcome.state_after,
+                at=timezone.now(),
             )
-            _control_event_record(
-                process_type=source.type_name,
-                action=action,
-                process_id=process_id,
-                tenant_id=outcome.tenant_id,
-                before=outcome.state_before,
-                after=outcome.state_after,
-            )
+            applied.audit_row().save(force_insert=True)
+            event = applied.event_writes()
+            if event is not None:
+                execute_together(connections[router.db_for_write(ControlAction)], event)
     return process_detail(process_id, known=outcome.detail, history=outcome.history)
 
 
@@ -469,12 +468,9 @@ def control_apply(
     For a source whose process is a row of its own model (ModelProcessSource). The UPDATE,
     the audit INSERT, the event's INSERT and count upsert and the history read are one
     statement on PostgreSQL (agent33.sql): a control is the hub's most latency-sensitive
-    write. The audit row's time is the row's new
-    `updated_at`, taken after the lock, so a process's history is in the order its controls
-    were applied.
+    write. The audit row's time is the row's new `updated_at`, taken after the lock, so a
+    process's history is in the order its controls were applied.
     """
-    from outcomes.services import event_writes  # the apps' public seam
-
     from .selectors import HISTORY_LIMIT, control_history_statement, history_entries
 
     connection = connections[router.db_for_write(type(obj))]
@@ -483,7 +479,7 @@ def control_apply(
     changes = {**changes, "updated_at": now}
     for name, value in changes.items():
         setattr(obj, name, value)
-    audit = ControlAction(
+    applied = AppliedControl(
         tenant_id=obj.tenant_id,
         process_type=process_type,
         process_id=obj.pk,
@@ -492,28 +488,15 @@ def control_apply(
         actor=actor,
         state_before=state_before,
         state_after=obj.status,
-        created_at=now,
+        at=now,
     )
     writes = [
         update_statement(
             type(obj), changes, connection, f"{quote(obj._meta.pk.column)} = %s", [obj.pk]
         ),
-        insert_statement(audit, connection),
+        insert_statement(applied.audit_row(), connection),
+        *(applied.event_writes() or []),
     ]
-    try:
-        _, event_statements = event_writes(
-            **_control_event(
-                process_type=process_type,
-                action=action,
-                process_id=obj.pk,
-                tenant_id=obj.tenant_id,
-                before=state_before,
-                after=obj.status,
-            )
-        )
-        writes += event_statements
-    except ValidationError:  # raised before any write: the control stands, unrecorded
-        logger.exception("Could not record the outcome event of control %s", obj.pk)
     previous = execute_together(
         connection,
         writes,
@@ -525,28 +508,55 @@ def control_apply(
     return history_entries([this_control, *previous])
 
 
-def _control_event(
-    *, process_type: str, action: str, process_id: str, tenant_id: str, before: str, after: str
-) -> dict[str, Any]:
-    """Every applied control is an outcome event too (domain `operations.control`), so
-    operators' interventions show on the outcomes dashboard beside what they acted on. It
-    is written in the control's transaction: the audit row and the event commit together.
-    These are the arguments of outcomes' event_record / event_writes (the apps' seam)."""
-    return {
-        "tenant": Tenant(pk=tenant_id),  # only its key is used: no need to load it
-        "domain": "operations.control",
-        "event_type": f"{process_type}.{action}",
-        "metric_type": "success_rate",
-        "value": 1.0,
-        "metadata": {"process_id": process_id, "state_before": before, "state_after": after},
-        "watch_declines": False,  # a record of an intervention, not a performance signal
-    }
+@dataclass(frozen=True)
+class AppliedControl:
+    """A control that has just moved a process: what its audit row and outcome event say."""
 
+    tenant_id: str
+    process_type: str
+    process_id: str
+    action: str
+    reason: str
+    actor: str
+    state_before: str
+    state_after: str
+    at: datetime
 
-def _control_event_record(**control: str) -> None:
-    from outcomes.services import event_record  # the apps' public seam
+    def audit_row(self) -> ControlAction:
+        return ControlAction(
+            tenant_id=self.tenant_id,
+            process_type=self.process_type,
+            process_id=self.process_id,
+            action=self.action,
+            reason=self.reason,
+            actor=self.actor,
+            state_before=self.state_before,
+            state_after=self.state_after,
+            created_at=self.at,
+        )
 
-    try:
-        event_record(**_control_event(**control))
-    except ValidationError:  # raised before any write: the control stands, unrecorded
-        logger.exception("Could not record the outcome event of control %s", control)
+    def event_writes(self) -> list[Statement] | None:
+        """Every applied control is an outcome event too (domain `operations.control`), so
+        operators' interventions show on the outcomes dashboard beside what they acted on,
+        written with the audit row (outcomes' event_writes, the apps' seam). None, logged,
+        if the event is refused: the control stands, unrecorded."""
+        from outcomes.services import event_writes
+
+        try:
+            _, statements = event_writes(
+                tenant=Tenant(pk=self.tenant_id),  # only its key is used: no need to load it
+                domain="operations.control",
+                event_type=f"{self.process_type}.{self.action}",
+                metric_type="success_rate",
+                value=1.0,
+                metadata={
+                    "process_id": self.process_id,
+                    "state_before": self.state_before,
+                    "state_after": self.state_after,
+                },
+                watch_declines=False,  # a record of an intervention, not a performance signal
+            )
+        except ValidationError:  # raised before anything is written
+            logger.exception("Could not record the outcome event of control %s", self)
+            return None
+        return statements
