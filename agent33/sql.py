@@ -43,7 +43,7 @@ def execute_together(
     """
     writes = list(writes)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and writes:
             ctes = ", ".join(f"w{index} AS ({sql})" for index, (sql, _) in enumerate(writes))
             params = [value for _, write_params in writes for value in write_params]
             read_sql, read_params = read or ("SELECT 1 WHERE FALSE", ())

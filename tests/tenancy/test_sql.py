@@ -134,3 +134,15 @@ def test_select_instance_with_annotations(tenant_a):
     )
     assert found.pk == run.pk and found.doubled == 42
     assert select_instance(WorkflowRun, connection, f"{quote('id')} = %s", ["nope"]) is None
+
+
+def test_execute_together_with_only_a_read(tenant_a):
+    run = WorkflowRunFactory(tenant=tenant_a, status="running")
+    quote = connection.ops.quote_name
+    read = (
+        f"SELECT {quote('status')} FROM {quote(WorkflowRun._meta.db_table)} "
+        f"WHERE {quote('id')} = %s",
+        [run.pk],
+    )
+    assert execute_together(connection, [], read) == [("running",)]
+    assert execute_together(connection, []) == []
