@@ -240,6 +240,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "multimodal.tasks.reap_timeouts",
         "schedule": 30.0,
     },
+    "expire-autonomy-budgets": {
+        "task": "operations.tasks.expire_budgets",
+        "schedule": 30.0,
+    },
 }
 
 # How long a worker process trusts a token it looked up (revocation reaches other workers

@@ -40,6 +40,7 @@ from .choices import (
     TRACE_TRANSITIONS,
     WORKFLOW_TERMINAL,
     WORKFLOW_TRANSITIONS,
+    BudgetStatus,
     ResearchType,
     TraceStatus,
     Urgency,
@@ -59,6 +60,7 @@ __all__ = [
     "MAX_REASON_CHARS",
     "budget_create",
     "budget_transition",
+    "budgets_expire",
     "control_apply",
     "intake_create",
     "intake_open_for_decline",
@@ -252,9 +254,58 @@ def budget_create(
 
 
 def budget_transition(*, budget: AutonomyBudget, status: str) -> AutonomyBudget:
+    expires_at = budget.expires_at
+    if status == BudgetStatus.ACTIVE and expires_at and expires_at <= timezone.now():
+        raise StateConflict(
+            f"Cannot activate budget {budget.pk}: it expired at {expires_at.isoformat()}.",
+            code="budget_expired",
+        )
     return _transition(
         AutonomyBudget, budget.pk, target=status, table=BUDGET_TRANSITIONS, label="budget"
     )
+
+
+def budgets_expire(*, now: datetime | None = None, batch_size: int = 500) -> list[str]:
+    """Move active and suspended budgets whose `expires_at` has passed to `expired`, in every
+    tenant; return their ids. Celery beat runs it every 30 s, `manage.py expire_budgets` on
+    demand. One conditional `UPDATE … RETURNING` per batch: a budget completed or cancelled
+    in the meantime is left as it is, and two sweeps never expire the same budget twice."""
+    now = now or timezone.now()
+    connection = connections[router.db_for_write(AutonomyBudget)]
+    quote = connection.ops.quote_name
+    # The states the transition table lets expire: active and suspended.
+    live = sorted(
+        str(status) for status, targets in BUDGET_TRANSITIONS.items()
+        if BudgetStatus.EXPIRED in targets
+    )
+    due = (
+        f"{quote('status')} IN ({', '.join(['%s'] * len(live))}) "
+        f"AND {quote('expires_at')} <= %s"
+    )
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    expired: list[str] = []
+    while True:
+        table = quote(AutonomyBudget._meta.db_table)
+        batch = (
+            f"{quote('id')} IN (SELECT {quote('id')} FROM {table} WHERE {due} "  # noqa: S608
+            f"ORDER BY {quote('expires_at')} LIMIT %s) AND {due}"
+        )
+        sql, params = update_statement(
+            AutonomyBudget,
+            {"status": BudgetStatus.EXPIRED, "updated_at": now},
+            connection,
+            batch,
+            [*live, stamp, batch_size, *live, stamp],
+        )
+        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+            cursor.execute(f"{sql} RETURNING {quote('id')}", params)
+            ids = [row[0] for row in cursor.fetchall()]
+        expired += ids
+        if len(ids) < batch_size:
+            break
+    if expired:
+        logger.info("expired %d autonomy budgets past expires_at", len(expired))
+    return expired
 
 
 # --- improvement intakes ----------------------------------------------------------------
