@@ -283,20 +283,21 @@ def budgets_expire(*, now: datetime | None = None, batch_size: int = 500) -> lis
         f"AND {quote('expires_at')} <= %s"
     )
     stamp = connection.ops.adapt_datetimefield_value(now)
+    table = quote(AutonomyBudget._meta.db_table)
+    # The subquery picks a batch; the outer condition re-checks each row as it is updated.
+    batch = (
+        f"{quote('id')} IN (SELECT {quote('id')} FROM {table} WHERE {due} "  # noqa: S608
+        f"ORDER BY {quote('expires_at')} LIMIT %s) AND {due}"
+    )
+    sql, params = update_statement(
+        AutonomyBudget,
+        {"status": BudgetStatus.EXPIRED, "updated_at": now},
+        connection,
+        batch,
+        [*live, stamp, batch_size, *live, stamp],
+    )
     expired: list[str] = []
     while True:
-        table = quote(AutonomyBudget._meta.db_table)
-        batch = (
-            f"{quote('id')} IN (SELECT {quote('id')} FROM {table} WHERE {due} "  # noqa: S608
-            f"ORDER BY {quote('expires_at')} LIMIT %s) AND {due}"
-        )
-        sql, params = update_statement(
-            AutonomyBudget,
-            {"status": BudgetStatus.EXPIRED, "updated_at": now},
-            connection,
-            batch,
-            [*live, stamp, batch_size, *live, stamp],
-        )
         with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
             cursor.execute(f"{sql} RETURNING {quote('id')}", params)
             ids = [row[0] for row in cursor.fetchall()]
