@@ -116,23 +116,6 @@ def _events(
     return queryset
 
 
-def _latest(
-    tenant: Tenant,
-    metric_type: str,
-    domain: str | None,
-    *,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> QuerySet:
-    """A metric's events newest first: the backward range read of the
-    (tenant, metric_type, domain, occurred_at) index that every trend is built on."""
-    return (
-        _events(tenant, domain=domain, since=since, until=until)
-        .filter(metric_type=metric_type)
-        .order_by("-occurred_at", "-id")
-    )
-
-
 def normalise_domain(domain: str | None) -> str | None:
     """'' and 'all' mean every domain (Stage 1 clients send domain=all)."""
     if domain is None:
@@ -153,7 +136,9 @@ def trend_get(
     """The latest `window` events of a metric (one query, index scan with LIMIT)."""
     domain = normalise_domain(domain)
     latest = list(
-        _latest(tenant, metric_type, domain, since=since, until=until)
+        _events(tenant, domain=domain, since=since, until=until)
+        .filter(metric_type=metric_type)
+        .order_by("-occurred_at", "-id")
         .values_list("occurred_at", "value")[:window]
     )
     latest.reverse()  # oldest first
@@ -179,7 +164,7 @@ def trend_stats_many(
     quote = connection.ops.quote_name
     # Hand-written (decline detection runs it after every request's ending, and compiling
     # two querysets cost ~2 ms of CPU, most of the read): per key the same filter, order and
-    # LIMIT as `_latest`, in the caller's tenant scope like the default manager.
+    # LIMIT as `trend_get`, in the caller's tenant scope like the default manager.
     in_scope, scope_params = scope_condition_sql(quote("tenant_id"))
     table = quote(OutcomeEvent._meta.db_table)
     parts, params = [], []
