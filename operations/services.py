@@ -298,7 +298,7 @@ def budgets_expire(*, now: datetime | None = None, batch_size: int = 500) -> lis
     )
     expired: list[str] = []
     while True:
-        with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # one statement: atomic on its own
             cursor.execute(f"{sql} RETURNING {quote('id')}", params)
             ids = [row[0] for row in cursor.fetchall()]
         expired += ids
