@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agent33.api.views import WhoAmIView, healthz, readyz
 
+handler400 = "agent33.api.views.json_bad_request"
 handler404 = "agent33.api.views.json_not_found"
 handler500 = "agent33.api.views.json_server_error"
 

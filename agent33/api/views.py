@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import connection
 from django.http import JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -11,7 +12,14 @@ from agent33.auth.permissions import AUTHENTICATED
 
 from .exceptions import json_error
 
-__all__ = ["WhoAmIView", "healthz", "json_not_found", "json_server_error", "readyz"]
+__all__ = [
+    "WhoAmIView",
+    "healthz",
+    "json_bad_request",
+    "json_not_found",
+    "json_server_error",
+    "readyz",
+]
 
 
 def healthz(request):
@@ -60,6 +68,21 @@ class WhoAmIView(APIView):
 
 def _is_api(request) -> bool:
     return request.path.startswith("/v1/") or request.path in ("/healthz", "/readyz")
+
+
+def json_bad_request(request, exception=None):
+    """Django's own 400s (a body its parser refuses when middleware reads it first, a
+    suspicious header) in the API's error format rather than Django's HTML page."""
+    if _is_api(request):
+        if isinstance(exception, MultiPartParserError):  # same wording as DRF's parser
+            return json_error(400, f"Multipart form parse error - {exception}", "parse_error")
+        return json_error(
+            400, "Bad request: the request's headers or body could not be accepted.",
+            "bad_request",
+        )
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
 
 
 def json_not_found(request, exception=None):

@@ -18,6 +18,16 @@ def test_unknown_api_route_is_json_404(client):
     assert_error(client.get("/v1/nothing-here"), 404, "not_found")
 
 
+def test_django_refusing_a_request_is_a_json_400_on_the_api(client):
+    """Django's own 400s (here: a Host not allowed) use the API's error format there, and
+    keep Django's page elsewhere."""
+    assert_error(client.get("/v1/auth/whoami", HTTP_HOST="not-allowed.example"), 400,
+                 "bad_request")
+    page = client.get("/admin/", HTTP_HOST="not-allowed.example")
+    assert page.status_code == 400
+    assert page["Content-Type"].startswith("text/html")
+
+
 def test_wrong_method_is_json_405(client_a):
     assert_error(client_a.delete("/v1/auth/whoami"), 405, "method_not_allowed")
 

@@ -112,3 +112,32 @@ def test_twenty_concurrent_identical_requests_have_one_side_effect(require_postg
     assert len(CREATED) == 1
     assert statuses.count(201) >= 1
     assert set(statuses) <= {201, 409}
+
+
+def test_a_malformed_multipart_body_is_a_json_400_naming_it(api_client_for, tenant_a):
+    """Found by `make fuzz` (seed 2104155600): the middleware reads a multipart body to
+    fingerprint it, and Django's own parser refused this one with its HTML 400 page."""
+    from tests.factories.operations import AutonomyBudgetFactory
+
+    client = api_client_for(tenant_a, scopes=["workflows:write"])
+    budget = AutonomyBudgetFactory(tenant=tenant_a, status="draft")
+    boundary = "d13a8ecb3b1ce8a974503394e44eabf0"
+    # A part with no blank line after it: all of it is read as headers, over the parser's
+    # 1 KB limit for them.
+    body = f"--{boundary}\r\n[{'True, None, ' * 120}]--{boundary}--\r\n".encode()
+    response = client.generic(
+        "POST",
+        f"/v1/operations/budgets/{budget.pk}/transition",
+        body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+        HTTP_IDEMPOTENCY_KEY="fuzz-1",
+    )
+    assert response.status_code == 400
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "detail": "Multipart form parse error - Request max total header size exceeded.",
+        "code": "parse_error",
+    }
+    assert not IdempotencyRecord.objects.exists()
+    budget.refresh_from_db()
+    assert budget.status == "draft"
