@@ -10,7 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import quote, unquote
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
@@ -202,7 +202,8 @@ class StaffMovesAdmin(ProcessAdmin):
         context = {
             **(extra_context or {}),
             "staff_moves": self.staff_moves(obj) if can_move else [],
-            "move_url": "move/",
+            "move_url": reverse(f"admin:{self._url_prefix()}_move", args=[quote(obj.pk)])
+            if obj is not None else "",
         }
         return super().change_view(request, object_id, form_url, context)
 

@@ -8,6 +8,7 @@ class OperationsConfig(AppConfig):
     def ready(self) -> None:
         # The hub lists whatever sources are registered; other apps (multimodal) register
         # theirs from their own ready(), so operations never imports them.
-        from .sources import register_builtin_sources
+        from .sources import register_builtin_attention_items, register_builtin_sources
 
         register_builtin_sources()
+        register_builtin_attention_items()

@@ -167,3 +167,29 @@ def test_bulk_approve_and_reject_touch_only_budgets_waiting_for_approval(staff, 
     other = AutonomyBudgetFactory(tenant=tenant_a, status="pending_approval")
     client.post(BUDGETS, {"action": "move_reject", "_selected_action": [other.pk]})
     assert AutonomyBudget.all_tenants.get(pk=other.pk).status == "rejected"
+
+
+def test_the_hub_lists_what_needs_attention_in_the_staff_members_tenants(staff, tenant_a,
+                                                                         tenant_b):
+    client = staff()
+    intake = ImprovementIntakeFactory(tenant=tenant_a)
+    ImprovementIntakeFactory(tenant=tenant_a, status="triaged")
+    AutonomyBudgetFactory(tenant=tenant_a, status="pending_approval")
+    ImprovementIntakeFactory(tenant=tenant_b)  # not granted: not counted
+    AutonomyBudgetFactory(tenant=tenant_b, status="pending_approval")
+
+    def attention():
+        panel = client.get("/admin/operations/hub/", {"format": "json", "panels": "1"})
+        return panel.json()["panels"]["attention"]
+
+    html = attention()
+    assert 'id="attention-improvementintake-submitted" data-count="1"' in html
+    assert 'id="attention-autonomybudget-pending_approval" data-count="1"' in html
+    assert f'href="{INTAKES}?status__exact=submitted"' in html
+    assert f'href="{BUDGETS}?status__exact=pending_approval"' in html
+
+    client.post(f"{INTAKES}{intake.pk}/move/", {"target": "triaged"})
+    assert 'id="attention-improvementintake-submitted" data-count="0"' in attention()
+    # The page itself renders the panel above the table on first load.
+    page = client.get("/admin/operations/hub/").content.decode()
+    assert page.index('id="attention-panel"') < page.index('id="hub-table"')
