@@ -23,7 +23,7 @@ __all__ = [
     "valid_request_id",
 ]
 
-# DESIGN §7.5: a caller's id is kept when it is 1–128 characters of [A-Za-z0-9._-]; anything
+# DESIGN §7.5: a caller's id is kept when it is 1-128 characters of [A-Za-z0-9._-]; anything
 # else (empty, too long, spaces, quotes, newlines a log line could be split with) is replaced.
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
