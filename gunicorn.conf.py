@@ -1,9 +1,19 @@
 """gunicorn reads this file from the working directory by default (`-c` names another).
 
-With PROMETHEUS_MULTIPROC_DIR set, metrics are kept in one file per worker process in that
-directory (agent33.observability.metrics): the master empties it before the first worker
-starts, and marks each worker that exits as dead.
+- Logging: gunicorn's own lines use the service's format (JSON or text, see
+  agent33.observability.logs); requests are logged by the service itself.
+- Metrics: with PROMETHEUS_MULTIPROC_DIR set, every worker process keeps its series in a file
+  in that directory (agent33.observability.metrics): the master empties it before the first
+  worker starts, and marks each worker that exits as dead.
 """
+
+import os
+
+from agent33.observability.logs import log_format_from_env, logging_config
+
+logconfig_dict = logging_config(
+    log_format=log_format_from_env(), level=os.environ.get("LOG_LEVEL", "INFO"), quiet={}
+)
 
 
 def on_starting(server):

@@ -6,7 +6,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from agent33.observability.logs import logging_config
+from agent33.observability.logs import log_format_from_env, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -270,7 +270,7 @@ AGENT33_METRICS_MERGE_DIRS = env_list("AGENT33_METRICS_MERGE_DIRS")
 # Logs: one JSON object per line in production, readable text in development (DEBUG=1).
 # Every line carries the request id, tenant, token prefix, method and path of its request
 # (agent33.observability.logs).
-AGENT33_LOG_FORMAT = os.environ.get("AGENT33_LOG_FORMAT", "text" if DEBUG else "json")
+AGENT33_LOG_FORMAT = log_format_from_env()
 if AGENT33_LOG_FORMAT not in ("json", "text"):
     raise ImproperlyConfigured(
         f"AGENT33_LOG_FORMAT must be 'json' or 'text', not {AGENT33_LOG_FORMAT!r}."

@@ -10,11 +10,19 @@ reaches the console handler passes `RequestContextFilter`, which adds `request_i
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from . import context
 
-__all__ = ["CONTEXT_FIELDS", "JSON_FIELDS", "RequestContextFilter", "logging_config"]
+__all__ = [
+    "CONTEXT_FIELDS",
+    "JSON_FIELDS",
+    "RequestContextFilter",
+    "log_format_from_env",
+    "logging_config",
+]
 
 CONTEXT_FIELDS = ("request_id", "tenant", "token_prefix", "method", "path")
 # Every JSON line has these keys (null when they do not apply), so a log store can index
@@ -50,6 +58,13 @@ class RequestContextFilter(logging.Filter):
         return True
 
 
+def log_format_from_env(environ: Mapping[str, str] = os.environ) -> str:
+    """AGENT33_LOG_FORMAT, else json when DEBUG=0 and text when DEBUG=1 (its default). Read
+    by the settings and by gunicorn.conf.py, whose own lines must match the service's."""
+    debug = environ.get("DEBUG", "1").strip().lower() in {"", "1", "true", "yes", "on"}
+    return environ.get("AGENT33_LOG_FORMAT") or ("text" if debug else "json")
+
+
 def logging_config(*, log_format: str, level: str, quiet: dict[str, str]) -> dict[str, Any]:
     """`log_format` is "json" or "text"; `quiet` maps logger names to their levels."""
     formatters = {
@@ -83,6 +98,9 @@ def logging_config(*, log_format: str, level: str, quiet: dict[str, str]) -> dic
             # DEBUG); here every line goes through the one console handler.
             "django": {"handlers": [], "level": level, "propagate": True},
             "django.server": {"handlers": [], "level": level, "propagate": True},
+            # gunicorn's own lines (workers starting, timeouts) the same way; its access log
+            # is left off, the service logs its own access lines.
+            "gunicorn.error": {"handlers": [], "level": level, "propagate": True},
             **{name: {"level": lvl} for name, lvl in quiet.items()},
         },
     }
