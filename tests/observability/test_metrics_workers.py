@@ -1,11 +1,13 @@
 """GET /metrics from a real gunicorn with two workers on PostgreSQL: whichever worker answers
-the scrape, it counts the requests both served, keeps a killed worker's counts, and its
-domain series are the database's rows."""
+the scrape, it counts the requests both served, keeps a killed worker's counts, merges a
+Celery worker's series, and its domain series are the database's rows."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -41,7 +43,18 @@ def test_two_workers_one_answer(require_postgres, tenant_a, tmp_path):
     token = token_issue(tenant=tenant_a, scopes=["admin"]).plaintext
     headers = {"Authorization": f"Bearer {token}"}
 
-    with gunicorn_server(workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)) as url:
+    # A Celery worker's process on the same host records provider retries in its own dir.
+    worker_dir = tmp_path / "worker-metrics"
+    worker_dir.mkdir()
+    subprocess.run(
+        [sys.executable, "-c", "from multimodal.providers.metrics import provider_retries; "
+         "provider_retries.labels('openai', '503').inc(3)"],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(worker_dir)},
+        cwd=Path(__file__).resolve().parents[2], check=True,
+    )
+
+    with gunicorn_server(workers=2, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                         AGENT33_METRICS_MERGE_DIRS=str(worker_dir)) as url:
         assert not (metrics_dir / "counter_999999.db").exists()  # emptied at start
         sent = 0
         # A new connection per request, so the kernel spreads them over both workers.
@@ -65,6 +78,8 @@ def test_two_workers_one_answer(require_postgres, tenant_a, tmp_path):
                                     headers={"Authorization": f"Bearer {operator}"}).text)
         assert value(scraped, "agent33_processes", type="trace", status="running") == 2
         assert value(scraped, "agent33_processes", type="trace", status="completed") == 1
+        assert value(scraped, "agent33_provider_retries_total", provider="openai",
+                     reason="503") == 3
 
         # A worker killed outright: gunicorn replaces it, and what it counted still counts.
         victim = int(sorted(_worker_pids(metrics_dir))[0])
