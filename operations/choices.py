@@ -1,34 +1,47 @@
 """Status enums and transition tables for every process record (DESIGN §5.1).
 
-Each machine is a TextChoices (lowercase values), an ALLOWED_TRANSITIONS table (from → the
-states it may move to), a TERMINAL set, and an ACTIVE tuple (the states the hub lists when no
-`status` is asked for). Models put a CheckConstraint on the column from `values`.
+Each process type has ONE `StateMachine`: its TextChoices (lowercase values), its transition
+table (from → the states it may move to), its final states, and the operator controls, each a
+named move to one target status from some of the states the table allows. Every path that
+changes a process (its own endpoint, a hub control, an admin action, a sweep) checks the same
+machine, and `allowed_actions` is read from it. Models put a CheckConstraint on the column
+from `values`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from django.db import models
 
 __all__ = [
     "BUDGET_ACTIVE",
+    "BUDGET_MACHINE",
     "BUDGET_TERMINAL",
     "BUDGET_TRANSITIONS",
     "CONTROL_ACTIONS",
     "INTAKE_ACTIVE",
     "INTAKE_DECLINE_CLOSED",
+    "INTAKE_MACHINE",
     "INTAKE_TERMINAL",
     "INTAKE_TRANSITIONS",
     "TRACE_ACTIVE",
+    "TRACE_MACHINE",
     "TRACE_TERMINAL",
     "TRACE_TRANSITIONS",
     "WORKFLOW_ACTIVE",
+    "WORKFLOW_MACHINE",
     "WORKFLOW_TERMINAL",
     "WORKFLOW_TRANSITIONS",
     "BudgetStatus",
     "ControlActionChoice",
+    "ControlRule",
+    "HistoryAction",
     "IntakeStatus",
     "ProcessType",
     "ResearchType",
+    "StateMachine",
     "TraceCompletionStatus",
     "TraceStatus",
     "Urgency",
@@ -59,6 +72,66 @@ class ControlActionChoice(models.TextChoices):
 
 
 CONTROL_ACTIONS: tuple[str, ...] = tuple(ControlActionChoice.values)
+
+
+class HistoryAction(models.TextChoices):
+    """What a person did to a process, as its history records it: an operator control, or a
+    staff member's move to a status the table allows (the admin's buttons and bulk actions;
+    the history's before → after says which)."""
+
+    PAUSE = ControlActionChoice.PAUSE.value, ControlActionChoice.PAUSE.label
+    RESUME = ControlActionChoice.RESUME.value, ControlActionChoice.RESUME.label
+    CANCEL = ControlActionChoice.CANCEL.value, ControlActionChoice.CANCEL.label
+    MOVE = "move", "Staff move"
+
+
+@dataclass(frozen=True)
+class ControlRule:
+    """An operator control: a move to `target` from `sources`, each of which the machine's
+    table must allow to reach `target` (StateMachine refuses a rule that would not)."""
+
+    target: str
+    sources: frozenset[str]
+
+
+@dataclass(frozen=True)
+class StateMachine:
+    """One process type's states, moves and controls: the only rule set for that type."""
+
+    label: str  # for messages: "workflow run"
+    states: tuple[str, ...]
+    transitions: Mapping[str, frozenset[str]]
+    terminal: frozenset[str]
+    controls: Mapping[str, ControlRule] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.transitions) ^ set(self.states)
+        if unknown:
+            raise ValueError(f"{self.label}: transition table and states differ on {unknown}")
+        for action, rule in self.controls.items():
+            if action not in CONTROL_ACTIONS:
+                raise ValueError(f"{self.label}: unknown control {action!r}")
+            forbidden = {s for s in rule.sources if not self.allows(s, rule.target)}
+            if forbidden:
+                raise ValueError(
+                    f"{self.label}: control {action!r} would move {sorted(forbidden)} to "
+                    f"{rule.target!r}, which the transition table forbids"
+                )
+
+    @property
+    def active(self) -> tuple[str, ...]:
+        """The states that are not final (the hub lists these when no status is asked for)."""
+        return tuple(state for state in self.states if state not in self.terminal)
+
+    def allows(self, current: str, target: str) -> bool:
+        return target in self.transitions.get(current, ())
+
+    def sources_of(self, target: str) -> tuple[str, ...]:
+        """The states from which `target` may be reached (a conditional UPDATE's filter)."""
+        return tuple(state for state in self.states if self.allows(state, target))
+
+    def allowed_actions(self, current: str) -> tuple[str, ...]:
+        return tuple(action for action, rule in self.controls.items() if current in rule.sources)
 
 
 # --- Traces -----------------------------------------------------------------------------
@@ -215,3 +288,59 @@ WORKFLOW_TERMINAL: frozenset[str] = frozenset(
     {WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELLED}
 )
 WORKFLOW_ACTIVE = _active(WorkflowRunStatus, WORKFLOW_TERMINAL)
+
+
+# --- the machines: one per process type -------------------------------------------------
+
+_PAUSE, _RESUME, _CANCEL = (ControlActionChoice.PAUSE.value, ControlActionChoice.RESUME.value,
+                            ControlActionChoice.CANCEL.value)
+
+TRACE_MACHINE = StateMachine(
+    label="trace",
+    states=tuple(TraceStatus.values),
+    transitions=TRACE_TRANSITIONS,
+    terminal=TRACE_TERMINAL,
+    controls={
+        _CANCEL: ControlRule(TraceStatus.CANCELLED, frozenset({TraceStatus.RUNNING})),
+    },
+)
+
+BUDGET_MACHINE = StateMachine(
+    label="autonomy budget",
+    states=tuple(BudgetStatus.values),
+    transitions=BUDGET_TRANSITIONS,
+    terminal=BUDGET_TERMINAL,
+    controls={
+        _PAUSE: ControlRule(BudgetStatus.SUSPENDED, frozenset({BudgetStatus.ACTIVE})),
+        # Resume undoes a pause only: activating a draft or approving a pending budget are
+        # the owner's and the approver's decisions, not an operator's.
+        _RESUME: ControlRule(BudgetStatus.ACTIVE, frozenset({BudgetStatus.SUSPENDED})),
+        _CANCEL: ControlRule(
+            BudgetStatus.EXPIRED, frozenset({BudgetStatus.ACTIVE, BudgetStatus.SUSPENDED})
+        ),
+    },
+)
+
+# Intakes move by triage decisions (their transition endpoint, the admin), not by controls.
+INTAKE_MACHINE = StateMachine(
+    label="improvement intake",
+    states=tuple(IntakeStatus.values),
+    transitions=INTAKE_TRANSITIONS,
+    terminal=INTAKE_TERMINAL,
+)
+
+WORKFLOW_MACHINE = StateMachine(
+    label="workflow run",
+    states=tuple(WorkflowRunStatus.values),
+    transitions=WORKFLOW_TRANSITIONS,
+    terminal=WORKFLOW_TERMINAL,
+    controls={
+        _PAUSE: ControlRule(WorkflowRunStatus.PAUSED, frozenset({WorkflowRunStatus.RUNNING})),
+        # Resume undoes a pause only: starting a queued run is the runtime's move.
+        _RESUME: ControlRule(WorkflowRunStatus.RUNNING, frozenset({WorkflowRunStatus.PAUSED})),
+        _CANCEL: ControlRule(
+            WorkflowRunStatus.CANCELLED,
+            frozenset({WorkflowRunStatus.QUEUED, WorkflowRunStatus.RUNNING}),
+        ),
+    },
+)

@@ -23,7 +23,7 @@ from .choices import (
     TRACE_ACTIVE,
     WORKFLOW_ACTIVE,
     BudgetStatus,
-    ControlActionChoice,
+    HistoryAction,
     IntakeStatus,
     ResearchType,
     TraceStatus,
@@ -232,7 +232,10 @@ class WorkflowRun(TenantOwnedModel):
 
 
 class ControlAction(TenantOwnedModel):
-    """Audit record of one successful operator control (pause / resume / cancel).
+    """A process's history: one state change a person made, an operator's control (pause /
+    resume / cancel, from the API, the hub page or an admin list) or a staff member's move
+    (the intake and budget pages' buttons and bulk actions), with who, when, the reason or
+    note, and the state before and after.
 
     Written in the same transaction as the state change it records, so the history and the
     process can never disagree. The process is referenced by type and id, not by foreign key,
@@ -241,7 +244,7 @@ class ControlAction(TenantOwnedModel):
 
     process_type = models.CharField(max_length=40)
     process_id = models.CharField(max_length=64)
-    action = models.CharField(max_length=20, choices=ControlActionChoice.choices)
+    action = models.CharField(max_length=20, choices=HistoryAction.choices)
     reason = models.TextField(blank=True, default="")
     actor = models.CharField(max_length=300)
     state_before = models.CharField(max_length=40)
@@ -258,11 +261,11 @@ class ControlAction(TenantOwnedModel):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(action__in=list(ControlActionChoice.values)), name="ctrl_action_valid"
+                condition=Q(action__in=list(HistoryAction.values)), name="ctrl_action_valid"
             ),
         ]
         permissions = [
-            ("control_process", "Can pause, resume and cancel processes from the admin"),
+            ("control_process", "Can change process states from the admin (controls, moves)"),
         ]
 
     def __str__(self) -> str:
