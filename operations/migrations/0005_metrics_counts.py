@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('operations', '0003_control_history_index'),
+        ('operations', '0004_history_records_staff_moves'),
         ('tenancy', '0002_idempotency_record'),
     ]
 
