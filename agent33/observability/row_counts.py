@@ -4,8 +4,8 @@
 `GET /metrics` reports how many processes are in each state. Counting them when asked reads
 every row: 66 ms for 100,000 processes on PostgreSQL against 2 ms for kept counts, growing
 with history (bench/metrics_scrape.py). Instead, each app declares a `RowCounter` (which
-table, which columns form the key, which counts table holds the numbers) and triggers in the database
-keep the counts table right on every INSERT, UPDATE and DELETE of the counted table,
+table, which columns form the key, which counts table holds the numbers) and triggers in the
+database keep the counts table right on every INSERT, UPDATE and DELETE of the counted table,
 whichever code path wrote the row: the ORM, a conditional `update()`, a hand-written
 statement, a sweep, COPY, the admin or psql. No service has to remember to count.
 
