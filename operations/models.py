@@ -34,7 +34,9 @@ from .choices import (
 __all__ = [
     "AutonomyBudget",
     "ControlAction",
+    "ControlCount",
     "ImprovementIntake",
+    "ProcessCount",
     "Trace",
     "TraceStep",
     "WorkflowRun",
@@ -177,6 +179,9 @@ class ImprovementIntake(TenantOwnedModel):
         ordering = ["-started_at", "-id"]
         indexes = [
             *_process_indexes("intake", INTAKE_ACTIVE),
+            # /metrics counts the intakes declines opened: only those rows are in it.
+            models.Index(fields=["tenant"], name="intake_tenant_decline",
+                         condition=~Q(decline_key="")),
         ]
         constraints = [
             _status_check("intake", IntakeStatus),
@@ -265,3 +270,41 @@ class ControlAction(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.action} {self.process_id}"
+
+
+class ProcessCount(TenantOwnedModel):
+    """How many of a tenant's processes of one type are in one status: kept by database
+    triggers as rows change (agent33.observability.row_counts), read by /metrics."""
+
+    process_type = models.CharField(max_length=40)
+    status = models.CharField(max_length=40)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "process_type", "status"], name="proccount_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.process_type}/{self.status}: {self.count}"
+
+
+class ControlCount(TenantOwnedModel):
+    """How many controls of each action a tenant's processes of one type received; kept by
+    database triggers on ControlAction, read by /metrics."""
+
+    process_type = models.CharField(max_length=40)
+    action = models.CharField(max_length=20)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "process_type", "action"], name="ctrlcount_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.process_type}/{self.action}: {self.count}"

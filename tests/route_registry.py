@@ -49,7 +49,15 @@ from tests.factories.operations import (
 )
 from tests.factories.outcomes import OutcomeEventFactory
 
-__all__ = ["PROCESS_CASES", "PUBLIC_ROUTES", "REGISTRY", "Built", "Probe", "missing_like"]
+__all__ = [
+    "OPERATOR_ROUTES",
+    "PROCESS_CASES",
+    "PUBLIC_ROUTES",
+    "REGISTRY",
+    "Built",
+    "Probe",
+    "missing_like",
+]
 
 # Routes anyone may call without a token; every other route must declare a scope. Keys are
 # route keys as above (outside /v1/ too: the test enumerates every non-admin route).
@@ -58,6 +66,13 @@ PUBLIC_ROUTES: dict[str, str] = {
     "readyz": "readiness probe (database reachable)",
     "v1/schema/": "the OpenAPI schema",
     "v1/docs/": "Swagger UI for the schema",
+}
+
+# Routes that read every tenant's data at once: only an all-tenants (operator) token with the
+# route's scope gets in; anonymous callers get 401 and a tenant's token 403 whatever its
+# scopes, `admin` included (tests/test_route_isolation.py checks all three). Keys as above.
+OPERATOR_ROUTES: dict[str, str] = {
+    "metrics": "Prometheus metrics of the whole service (metrics:read)",
 }
 
 
