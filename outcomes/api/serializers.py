@@ -169,7 +169,7 @@ class CtrfTestSerializer(serializers.Serializer):
 
 class CtrfEnvironmentSerializer(serializers.Serializer):
     commit = serializers.CharField(required=False, help_text="Kept in metadata as `commit`.")
-    branchName = serializers.CharField(  # noqa: N815 (CTRF's own field name)
+    branchName = serializers.CharField(  # CTRF spells it so
         required=False, help_text="Kept in metadata as `branch`."
     )
 
@@ -182,10 +182,10 @@ class CtrfResultsSerializer(serializers.Serializer):
 
 
 class CtrfReportSerializer(serializers.Serializer):
-    reportFormat = serializers.ChoiceField(  # noqa: N815
+    reportFormat = serializers.ChoiceField(
         choices=["CTRF"], required=False
     )
-    specVersion = serializers.CharField(required=False)  # noqa: N815
+    specVersion = serializers.CharField(required=False)
     results = CtrfResultsSerializer()
 
 
