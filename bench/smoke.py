@@ -125,27 +125,27 @@ def run_bench(bench: Bench, timeout: float, log_path: Path) -> Outcome:
                             args=(bench.function, bench.kwargs, str(log_path), sender))
     child.start()
     sender.close()
+    finished = receiver.poll(timeout)
     try:
-        if receiver.poll(timeout):
-            try:
-                return receiver.recv()
-            except EOFError:
-                child.join(10)
-                return Outcome("error", message=f"the bench process died (exit status "
-                                                f"{child.exitcode}); see {log_path}")
-        return Outcome("failed", message=f"did not finish within {timeout:.0f} s; "
-                                         f"see {log_path}")
+        if not finished:
+            return Outcome("failed", message=f"did not finish within {timeout:.0f} s; "
+                                             f"see {log_path}")
+        try:
+            return receiver.recv()
+        except EOFError:
+            child.join(10)
+            return Outcome("error", message=f"the bench process died (exit status "
+                                            f"{child.exitcode}); see {log_path}")
     finally:
-        child.join(30)
-        if child.is_alive() or child.exitcode is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(child.pid, sig)
-                except ProcessLookupError:
-                    break
-                child.join(10)
-                if not child.is_alive():
-                    break
+        child.join(30 if finished else 0)
+        # Whatever is left of its process group (a timed-out bench, servers a crashed one
+        # did not stop) ends here.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(child.pid, sig)
+            except ProcessLookupError:
+                break
+            child.join(5)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -207,6 +207,14 @@ def run_golden(harness: Harness, names: list[str]) -> None:
                 harness.record(name, "golden", lambda _, p=problem: Outcome("error", message=p))
 
 
+def _shown(path: Path) -> Path:
+    """A path as a person would type it from the checkout."""
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
+
+
 def selected(only: list[str]) -> tuple[list[str], list[Bench]]:
     from bench.golden import TASKS
 
@@ -237,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     harness = Harness(budget=args.budget)
     harness.total = len(golden_names) + len(benches)
     print(f"bench-smoke: {harness.total} tests, budget {args.budget:.0f} s, logs in "
-          f"{LOGS.relative_to(ROOT)}/", flush=True)
+          f"{_shown(LOGS)}/", flush=True)
     start_ms = int(time.time() * 1000)
     run_golden(harness, golden_names)
     for bench in benches:
@@ -262,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench-smoke: {len(results)} tests in {(stop_ms - start_ms) / 1000:.0f} s; "
           f"{met} met every target, {len(results) - met - skipped - errors} missed, "
           f"{skipped} skipped, {errors} broke the harness")
-    try:
-        shown = args.report.resolve().relative_to(ROOT)
-    except ValueError:
-        shown = args.report
+    shown = _shown(args.report)
     print(f"CTRF report: {shown}  (record it: manage.py ingest_ctrf {shown} --tenant SLUG)")
     for problem in harness.broken:
         print(f"harness broken: {problem}")
