@@ -450,3 +450,30 @@ def test_openapi_schema_documents_the_route_and_its_errors(client):
         error = operation["responses"][code]["content"]["application/json"]["schema"]
         assert error == {"$ref": "#/components/schemas/Error"}
     assert {p["name"] for p in operation["parameters"]} >= {"domain", "Idempotency-Key"}
+
+
+def test_the_demo_has_nightly_benchmark_reports_with_one_benchmark_failing(
+    tenant_a, django_capture_on_commit_callbacks
+):
+    from agent33.tenancy.context import tenant_scope
+    from outcomes import demo
+
+    domain = "benchmarks.agent33-bench"
+
+    def seed() -> None:
+        with tenant_scope(tenant_a), django_capture_on_commit_callbacks(execute=True):
+            demo.seed_demo(tenant=tenant_a)
+
+    seed()
+    stored = OutcomeEvent.all_tenants.filter(tenant=tenant_a, domain=domain)
+    assert stored.count() == demo.NIGHTS * len(demo.BENCHMARKS) * 2
+    failures = stored.filter(metric_type="success_rate", value=0)
+    assert set(failures.values_list("event_type", flat=True)) == {"bench.scale_workers"}
+    assert failures.count() == demo.NIGHTS - demo.FAILING_FROM_NIGHT
+    assert {e.metadata["branch"] for e in stored} == {"main"}
+    intakes = ImprovementIntake.all_tenants.filter(tenant=tenant_a, title__endswith=domain)
+    assert [i.title for i in intakes] == [f"success_rate declining in {domain}"]
+
+    seed()  # idempotent
+    assert stored.count() == demo.NIGHTS * len(demo.BENCHMARKS) * 2
+    assert intakes.count() == 1
