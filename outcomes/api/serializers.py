@@ -9,6 +9,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from ..choices import METRIC_TYPES, MetricType, TrendDirection
+from ..ctrf import MAX_NAME_CHARS
 from ..models import MAX_LABEL_LENGTH, OutcomeEvent
 from ..validation import MAX_BULK_EVENTS
 
@@ -130,6 +131,8 @@ class DashboardSerializer(serializers.Serializer):
     summary = SummarySerializer()
 
 
+LAST_MILLISECOND = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
 # --- CTRF reports (POST /v1/outcomes/ctrf): the shape the schema documents; outcomes.ctrf
 # validates it and names the JSON path of any problem.
 
@@ -149,14 +152,18 @@ class CtrfSummarySerializer(serializers.Serializer):
     pending = serializers.IntegerField(min_value=0)
     other = serializers.IntegerField(min_value=0)
     start = serializers.IntegerField(
-        min_value=0, help_text="Milliseconds since the Unix epoch; every event's occurred_at."
+        min_value=0, max_value=LAST_MILLISECOND,
+        help_text="Milliseconds since the Unix epoch; every event's occurred_at.",
     )
     stop = serializers.IntegerField(min_value=0)
 
 
 class CtrfTestSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="The events' event_type (longer than 200 "
-                                 "characters: cut, with a hash of the whole name).")
+    name = serializers.CharField(
+        max_length=MAX_NAME_CHARS,
+        help_text="The events' event_type (longer than 200 characters: cut, with a hash of "
+        "the whole name).",
+    )
     status = serializers.ChoiceField(
         choices=["passed", "failed", "skipped", "pending", "other"],
         help_text="passed → success_rate 1, failed → 0; the others record nothing.",

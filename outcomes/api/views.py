@@ -248,8 +248,8 @@ class CtrfIngestView(APIView):
         "whose `errors` key names the JSON path of the problem (`results.tests[3].status`).",
         parameters=[
             OpenApiParameter(
-                "domain", str, description="The events' domain (default: "
-                "`benchmarks.<results.tool.name>`)."
+                "domain", {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH},
+                description="The events' domain (default: `benchmarks.<results.tool.name>`).",
             ),
         ],
         request=CtrfReportSerializer,
