@@ -3,6 +3,7 @@ and the figures each benchmark returns (`make bench-smoke` reports them)."""
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import socket
@@ -44,8 +45,11 @@ class Figure:
 
     @property
     def met(self) -> bool | None:
+        """None without a target; a value that is not a finite number meets none."""
         if self.target is None:
             return None
+        if not math.isfinite(self.value):
+            return False
         comparison, _, bound = self.target.partition(" ")
         return bool(_COMPARISONS[comparison](self.value, float(bound)))
 

@@ -141,7 +141,7 @@ def results_of_every_kind() -> list[ctrf.TestResult]:
                          Figure("control ratio", 4.8, "ratio", "<= 3.0"),
                          Figure("control p50", 3.1, "ms")], "missed: control ratio"),
         ctrf.TestResult("bench.auth_overhead", "bench", "failed", 31_000, 31_100,
-                        [Figure("ratio", math.inf, "ratio", "<= 1.2")], "missed: ratio"),
+                        [Figure("ratio", math.inf, "ratio", ">= 1.2")], "missed: ratio"),
         ctrf.TestResult("golden.ocr", "golden", "failed", 31_100, 31_200, [],
                         "TypeError: a bug", error=True),
         ctrf.TestResult("bench.scale_workers", "bench", "skipped", 31_200, 31_200, [],
@@ -163,7 +163,10 @@ def test_the_report_is_a_valid_ctrf_document_with_figures_in_extra():
     assert hub["duration"] == 29_750
     assert tests["golden.trend_maths"]["extra"] == {
         "metric": "series right", "value": 7, "unit": "series", "target": "== 7"}
-    assert tests["bench.auth_overhead"]["extra"]["value"] is None  # infinity is not JSON
+    # Infinity is not JSON, and a figure that is not a finite number meets no target.
+    assert tests["bench.auth_overhead"]["extra"]["value"] is None
+    assert Figure("ratio", math.inf, "ratio", ">= 1.2").met is False
+    assert Figure("ratio", math.nan, "ratio", "<= 1.2").met is False
     assert tests["golden.ocr"]["rawStatus"] == "error" and "extra" not in tests["golden.ocr"]
     assert document["results"]["summary"] == {
         "tests": 5, "passed": 1, "failed": 3, "skipped": 1, "pending": 0, "other": 0,
