@@ -70,11 +70,10 @@ def add_error_responses(result, generator, request, public):
                     }
                 )
             for code in codes:
-                operation["responses"].setdefault(
-                    code,
-                    {
-                        "description": _MEANINGS[code],
-                        "content": {"application/json": {"schema": reference}},
-                    },
-                )
+                operation["responses"].setdefault(code, {"description": _MEANINGS[code]})
+            for code, response in operation["responses"].items():
+                # A view that documents an error with its own description only (for its
+                # wording) still answers in the one format.
+                if code.startswith("4") and "content" not in response:
+                    response["content"] = {"application/json": {"schema": reference}}
     return result
