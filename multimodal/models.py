@@ -217,8 +217,9 @@ class MultimodalRequest(TenantOwnedModel):
 
     @property
     def result(self) -> MultimodalResult | None:
-        """The result, if any (at most one exists: see MultimodalResult's constraint)."""
-        return MultimodalResult.all_tenants.filter(tenant_id=self.tenant_id, request=self).first()
+        """The result, if any (at most one exists: see MultimodalResult's constraint), read in
+        the current tenant scope."""
+        return MultimodalResult.objects.filter(tenant_id=self.tenant_id, request=self).first()
 
 
 class MultimodalResult(TenantOwnedModel):

@@ -17,6 +17,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
+from agent33.tenancy.context import tenant_scope
 from multimodal import encryption, provider_keys
 from multimodal.models import ProviderCredential
 from tests.api_matrix import Endpoint, Resource, run_api_matrix
@@ -43,8 +44,9 @@ def stored(tenant, provider: str) -> ProviderCredential:
 
 
 def make_credential(tenant, provider: str = "openai", key: str = KEY, **fields):
-    return provider_keys.credential_set(tenant=tenant, actor="test", provider=provider,
-                                        api_key=key, **fields)
+    with tenant_scope(tenant):  # as the tenant admin's API call runs
+        return provider_keys.credential_set(tenant=tenant, actor="test", provider=provider,
+                                            api_key=key, **fields)
 
 
 # --- CRUD, scopes, tenants --------------------------------------------------------------
