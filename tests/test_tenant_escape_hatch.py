@@ -30,6 +30,14 @@ ALLOWED: dict[tuple[str, str], str] = {
         "operator command re-encrypting every tenant's stored provider keys",
     ("outcomes.services", "outcome_counts_rebuild"):
         "maintenance: recomputes the summary counts of one or every tenant from the events",
+    ("operations.services", "budgets_expire"):
+        "the expiry sweep moves every tenant's budgets past expires_at (beat, every 30 s)",
+    ("operations.metrics", "collect"):
+        "GET /metrics reports the whole service (operator token): counts of every tenant",
+    ("multimodal.metrics", "collect"):
+        "GET /metrics reports the whole service (operator token): counts of every tenant",
+    ("outcomes.metrics", "collect"):
+        "GET /metrics reports the whole service (operator token): counts of every tenant",
     ("scripts.fuzz", "<module>"):
         "the fuzz harness lists both fuzz tenants' object ids for the fuzzer",
 }
