@@ -92,6 +92,7 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
         "state",
         ("provider", admin.AllValuesFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
+        ("finished_at", admin.DateFieldListFilter),
         StaffTenantFilter,
     )
     search_fields = ("id", "input_text", "requested_by", "error_message", "provider")

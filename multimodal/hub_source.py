@@ -12,16 +12,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from agent33.errors import NotFound, StateConflict
-from operations.hub import ControlOutcome, ProcessDetail, ProcessRow, iso
+from operations.hub import AttentionItem, ControlOutcome, ProcessDetail, ProcessRow, iso
 
-from .choices import REQUEST_MACHINE
+from .choices import REQUEST_MACHINE, RequestState
 from .models import MultimodalRequest
 from .services import request_cancel
 
-__all__ = ["MultimodalRequestSource", "render_stats_panel"]
+__all__ = ["MultimodalRequestSource", "recently_failed_item", "render_stats_panel"]
 
 _ROW_FIELDS = ("id", "tenant_id", "state", "created_at", "modality", "provider",
                "requested_timeout_seconds")
@@ -127,3 +129,24 @@ def render_stats_panel(request) -> str:
     return render_to_string(
         "multimodal/hub_panel.html", {"stats": request_stats(since=since), "since": since}
     )
+
+
+def recently_failed_item() -> AttentionItem:
+    """The hub's "Needs attention" count of requests that failed in the last hour, linked to
+    the admin list of exactly those."""
+
+    def cutoff():
+        return timezone.now() - timedelta(hours=1)
+
+    def count() -> int:
+        return MultimodalRequest.objects.filter(
+            state=RequestState.FAILED, finished_at__gte=cutoff()
+        ).count()
+
+    def list_url() -> str:
+        query = {"state__exact": RequestState.FAILED.value,
+                 "finished_at__gte": cutoff().isoformat(timespec="seconds")}
+        return reverse("admin:multimodal_multimodalrequest_changelist") + "?" + urlencode(query)
+
+    return AttentionItem(key="multimodalrequest-failed", label="Requests failed in the last hour",
+                         count=count, list_url=list_url)

@@ -202,6 +202,12 @@ class MultimodalRequest(TenantOwnedModel):
             # The reaper's scan: processing rows by deadline.
             models.Index(fields=["tenant", "state", "deadline_at"], name="mmreq_tenant_deadline"),
             models.Index(fields=["tenant", "input_artifact"], name="mmreq_tenant_input"),
+            # The hub's "Needs attention": requests that failed recently (failed rows only).
+            models.Index(
+                fields=["tenant", "finished_at"],
+                condition=Q(state="failed"),
+                name="mmreq_tenant_failed",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -180,3 +180,26 @@ def test_every_multimodal_admin_page_renders(root, tenant_a, django_assert_max_n
         assert root.get(page).status_code == 200, page
     with django_assert_max_num_queries(20):  # no query per row
         assert root.get(CHANGELIST).status_code == 200
+
+
+def test_the_hubs_needs_attention_counts_requests_failed_in_the_last_hour(alice, tenant_a,
+                                                                          tenant_b):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    recent = MultimodalRequestFactory(tenant=tenant_a, state="failed", finished_at=now)
+    MultimodalRequestFactory(tenant=tenant_a, state="failed",
+                             finished_at=now - timedelta(hours=2))  # too old
+    MultimodalRequestFactory(tenant=tenant_a, state="completed", finished_at=now)
+    MultimodalRequestFactory(tenant=tenant_b, state="failed", finished_at=now)  # not granted
+
+    panels = alice.get("/admin/operations/hub/", {"format": "json", "panels": "1"}).json()
+    html = panels["panels"]["attention"]
+    assert 'id="attention-multimodalrequest-failed" data-count="1"' in html
+    href = html.split('id="attention-multimodalrequest-failed"')[1].split('href="')[1]
+    href = href.split('"')[0].replace("&amp;", "&")
+    listed = alice.get(href)
+    assert listed.status_code == 200
+    assert [r.pk for r in listed.context["cl"].result_list] == [recent.pk]
