@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from agent33.errors import InvalidInput, NotFound, StateConflict
 from agent33.sql import (
-    Statement,
     execute_together,
     insert_statement,
     select_instance,
@@ -484,7 +482,7 @@ def process_control(
         raise NotFound(f"Process {process_id} not found.")
     with transaction.atomic():
         outcome = source.control(process_id, action=action, reason=reason, actor=actor)
-        if outcome.history is None:  # the source did not record the control and its event
+        if outcome.history is None:  # the source did not record the control
             applied = AppliedControl(
                 tenant_id=outcome.tenant_id,
                 process_type=source.type_name,
@@ -497,9 +495,6 @@ def process_control(
                 at=timezone.now(),
             )
             applied.audit_row().save(force_insert=True)
-            event = applied.event_writes()
-            if event is not None:
-                execute_together(connections[router.db_for_write(ControlAction)], event)
     return process_detail(process_id, known=outcome.detail, history=outcome.history)
 
 
@@ -514,11 +509,11 @@ def control_apply(
     state_before: str,
 ) -> list[dict[str, Any]]:
     """Save a control's `changes` to a process row locked by `lock_for_transition`, record its
-    ControlAction and outcome event, and return the process's control history after it
+    ControlAction, and return the process's control history after it
     (oldest first).
 
     For a source whose process is a row of its own model (ModelProcessSource). The UPDATE,
-    the audit INSERT, the event's INSERT and count upsert and the history read are one
+    the audit INSERT and the history read are one
     statement on PostgreSQL (agent33.sql): a control is the hub's most latency-sensitive
     write. The audit row's time is the row's new `updated_at`, taken after the lock, so a
     process's history is in the order its controls were applied.
@@ -547,7 +542,6 @@ def control_apply(
             type(obj), changes, connection, f"{quote(obj._meta.pk.column)} = %s", [obj.pk]
         ),
         insert_statement(applied.audit_row(), connection),
-        *(applied.event_writes() or []),
     ]
     previous = execute_together(
         connection,
@@ -562,7 +556,7 @@ def control_apply(
 
 @dataclass(frozen=True)
 class AppliedControl:
-    """A control that has just moved a process: what its audit row and outcome event say."""
+    """A control that has just moved a process: what its audit row says."""
 
     tenant_id: str
     process_type: str
@@ -586,29 +580,3 @@ class AppliedControl:
             state_after=self.state_after,
             created_at=self.at,
         )
-
-    def event_writes(self) -> list[Statement] | None:
-        """Every applied control is an outcome event too (domain `operations.control`), so
-        operators' interventions show on the outcomes dashboard beside what they acted on,
-        written with the audit row (outcomes' event_writes, the apps' seam). None, logged,
-        if the event is refused: the control stands, unrecorded."""
-        from outcomes.services import event_writes
-
-        try:
-            _, statements = event_writes(
-                tenant=Tenant(pk=self.tenant_id),  # only its key is used: no need to load it
-                domain="operations.control",
-                event_type=f"{self.process_type}.{self.action}",
-                metric_type="success_rate",
-                value=1.0,
-                metadata={
-                    "process_id": self.process_id,
-                    "state_before": self.state_before,
-                    "state_after": self.state_after,
-                },
-                watch_declines=False,  # a record of an intervention, not a performance signal
-            )
-        except ValidationError:  # raised before anything is written
-            logger.exception("Could not record the outcome event of control %s", self)
-            return None
-        return statements

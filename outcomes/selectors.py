@@ -11,10 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from django.db import connections
 from django.db.models import Count, QuerySet
 
-from agent33.tenancy.managers import scope_condition_sql
 from agent33.tenancy.models import Tenant
 
 from .choices import METRIC_TYPES
@@ -124,6 +122,24 @@ def normalise_domain(domain: str | None) -> str | None:
     return None if domain in ("", ALL_DOMAINS) else domain
 
 
+def _latest_values(
+    tenant: Tenant,
+    metric_type: str,
+    domain: str | None,
+    window: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet:
+    """(occurred_at, value) of a metric's latest `window` events, newest first: a backward
+    scan of the (tenant, metric[, domain], occurred_at, id) index with a LIMIT."""
+    return (
+        _events(tenant, domain=domain, since=since, until=until)
+        .filter(metric_type=metric_type)
+        .order_by("-occurred_at", "-id")
+        .values_list("occurred_at", "value")[:window]
+    )
+
+
 def trend_get(
     *,
     tenant: Tenant,
@@ -135,12 +151,7 @@ def trend_get(
 ) -> Trend:
     """The latest `window` events of a metric (one query, index scan with LIMIT)."""
     domain = normalise_domain(domain)
-    latest = list(
-        _events(tenant, domain=domain, since=since, until=until)
-        .filter(metric_type=metric_type)
-        .order_by("-occurred_at", "-id")
-        .values_list("occurred_at", "value")[:window]
-    )
+    latest = list(_latest_values(tenant, metric_type, domain, window, since, until))
     latest.reverse()  # oldest first
     return Trend(
         metric_type=metric_type,
@@ -154,45 +165,14 @@ def trend_get(
 def trend_stats_many(
     *, tenant: Tenant, keys: Sequence[tuple[str, str]], window: int = DEFAULT_WINDOW
 ) -> dict[tuple[str, str], TrendStats]:
-    """The trend statistics of several (metric_type, domain) keys in one round trip: each
-    key's latest `window` values is the same index range read as `trend_get`'s (a test
-    compares the two), and the reads are glued with UNION ALL (decline detection after an
-    ending that recorded a success and a latency reads both trends at once)."""
-    if not keys:
-        return {}
-    connection = connections[OutcomeEvent.objects.db]
-    quote = connection.ops.quote_name
-    # Hand-written (decline detection runs it after every request's ending, and compiling
-    # two querysets cost ~2 ms of CPU, most of the read): per key the same filter, order and
-    # LIMIT as `trend_get`, in the caller's tenant scope like the default manager.
-    in_scope, scope_params = scope_condition_sql(quote("tenant_id"))
-    table = quote(OutcomeEvent._meta.db_table)
-    parts, params = [], []
-    for index, (metric_type, domain) in enumerate(keys):
-        domain_filter = f" AND {quote('domain')} = %s" if domain else ""
-        parts.append(
-            f"SELECT * FROM (SELECT {index:d} AS k, {quote('occurred_at')}, {quote('id')}, "  # noqa: S608
-            f"{quote('value')} FROM {table} WHERE {quote('tenant_id')} = %s AND {in_scope} "
-            f"AND {quote('metric_type')} = %s{domain_filter} "
-            f"ORDER BY {quote('occurred_at')} DESC, {quote('id')} DESC LIMIT %s) w{index:d}"
-        )
-        params += [tenant.pk, *scope_params, metric_type, *([domain] if domain else []), window]
-    with connection.cursor() as cursor:
-        # Per key, oldest first. Only the key and the value come back: converting each
-        # row's timestamp (SQLite returns text) is work nobody needs here.
-        union = " UNION ALL ".join(parts)
-        cursor.execute(
-            f"SELECT u.k, u.value FROM ({union}) u ORDER BY u.k, u.occurred_at, u.id",  # noqa: S608
-            params,
-        )
-        rows = cursor.fetchall()
-    values: list[list[float]] = [[] for _ in keys]
-    for index, value in rows:
-        values[index].append(value)
-    return {
-        (metric_type, domain): compute_trend(values[index], metric_type=metric_type)
-        for index, (metric_type, domain) in enumerate(keys)
-    }
+    """The trend statistics of several (metric_type, domain) keys (decline detection's read):
+    per key the same query as `trend_get`, one query per key."""
+    stats = {}
+    for metric_type, domain in keys:
+        latest = [value for _, value in _latest_values(tenant, metric_type, domain, window)]
+        latest.reverse()  # oldest first
+        stats[(metric_type, domain)] = compute_trend(latest, metric_type=metric_type)
+    return stats
 
 
 def recent_events_list(

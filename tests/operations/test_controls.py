@@ -190,41 +190,32 @@ def test_process_detail_query_count(executor, tenant_a, django_assert_max_num_qu
         executor.get(f"/v1/operations/processes/{trace.pk}")
 
 
-def test_an_applied_control_records_an_outcome_event(
-    executor, tenant_a, django_capture_on_commit_callbacks
+def test_controls_record_no_outcome_event_and_leave_a_decline_visible(
+    executor, tenant_a, api_client_for, django_capture_on_commit_callbacks
 ):
+    """DESIGN §7.1: an operator cancelling failing work is not a performance signal. Four
+    hub cancels after a falling success rate leave the all-domains trend declining."""
     from outcomes.models import OutcomeEvent
 
-    run = WorkflowRunFactory(tenant=tenant_a, status="running")
+    outcomes = api_client_for(tenant_a, scopes=["outcomes:read", "outcomes:write"])
+    for value in (1, 1, 1, 1, 0, 0, 0, 0):
+        response = outcomes.post("/v1/outcomes/events", {
+            "domain": "checkout", "event_type": "task", "metric_type": "success_rate",
+            "value": value,
+        }, format="json")
+        assert response.status_code == 201
+    assert outcomes.get("/v1/outcomes/trends/success_rate").json()["direction"] == "declining"
+
+    traces = [TraceFactory(tenant=tenant_a) for _ in range(4)]
     with django_capture_on_commit_callbacks(execute=True):
-        assert control(executor, run.pk, "pause").status_code == 200
-    [event] = OutcomeEvent.all_tenants.filter(tenant=tenant_a)
-    assert event.domain == "operations.control"
-    assert event.event_type == "workflow.pause"
-    assert event.metric_type == "success_rate" and event.value == 1.0
-    assert event.metadata == {
-        "process_id": run.pk, "state_before": "running", "state_after": "paused"
-    }
-    with django_capture_on_commit_callbacks(execute=True):
-        assert control(executor, run.pk, "pause").status_code == 409
-    assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_control_and_its_outcome_event_commit_together(tenant_a, refused_outcome_counts):
-    from django.db import IntegrityError
-
-    from agent33.tenancy.context import tenant_scope
-    from operations.services import process_control
-    from outcomes.models import OutcomeEvent
-
-    run = WorkflowRunFactory(tenant=tenant_a, status="running")
-    with pytest.raises(IntegrityError), tenant_scope(tenant_a):
-        process_control(process_id=run.pk, action="pause", actor="token:ops")
-    run.refresh_from_db()
-    assert run.status == "running"
-    assert not ControlAction.all_tenants.filter(process_id=run.pk).exists()
-    assert not OutcomeEvent.all_tenants.exists()
+        for trace in traces:
+            assert control(executor, trace.pk, "cancel").status_code == 200
+    assert ControlAction.all_tenants.filter(tenant=tenant_a).count() == 4
+    assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == 8
+    trend = outcomes.get("/v1/outcomes/trends/success_rate").json()
+    assert (trend["direction"], trend["sample_size"]) == ("declining", 8)
+    summary = outcomes.get("/v1/outcomes/dashboard").json()["summary"]
+    assert summary["domains"] == ["checkout"]
 
 
 def test_detail_shows_the_latest_fifty_controls_oldest_first(executor, tenant_a):
