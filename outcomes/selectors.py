@@ -11,24 +11,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from django.db.models import Count, QuerySet
+from django.db.models import Case, Count, F, IntegerField, Max, QuerySet, Sum, Value, When, Window
 
 from agent33.tenancy.models import Tenant
 
-from .choices import METRIC_TYPES
-from .models import OutcomeCount, OutcomeEvent
+from .choices import METRIC_TYPES, TrendDirection
+from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
 from .trends import TrendStats, compute_trend
 
 __all__ = [
     "ALL_DOMAINS",
+    "DEFAULT_DOMAINS_LIMIT",
     "DEFAULT_RECENT_LIMIT",
     "DEFAULT_WINDOW",
+    "MAX_DOMAINS_LIMIT",
     "MAX_RECENT_LIMIT",
     "MAX_WINDOW",
     "Dashboard",
+    "DomainRow",
+    "DomainTrend",
     "Summary",
     "Trend",
     "dashboard_get",
+    "domain_rows_list",
     "domains_list",
     "recent_events_list",
     "summary_get",
@@ -41,6 +46,8 @@ DEFAULT_WINDOW = 20
 MAX_WINDOW = 1000
 DEFAULT_RECENT_LIMIT = 10
 MAX_RECENT_LIMIT = 100
+DEFAULT_DOMAINS_LIMIT = 50
+MAX_DOMAINS_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,32 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class DomainTrend:
+    direction: str
+    change_pct: float
+    sample_size: int
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    """One domain's trends, as decline detection last evaluated them (its window)."""
+
+    domain: str
+    trends: dict[str, DomainTrend]  # metric_type -> trend, only the metrics it has
+
+    @property
+    def declining(self) -> bool:
+        return any(t.direction == TrendDirection.DECLINING for t in self.trends.values())
+
+
+@dataclass(frozen=True)
 class Dashboard:
     trends: list[Trend]
     recent_events: list[OutcomeEvent]
     summary: Summary
+    domains: list[DomainRow] = field(default_factory=list)
+    # Open intakes that declines opened, by (metric_type, domain).
+    intakes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     filters: dict = field(default_factory=dict)
 
 
@@ -243,6 +272,46 @@ def domains_list(*, tenant: Tenant) -> list[str]:
     )
 
 
+def domain_rows_list(
+    *, tenant: Tenant, domain: str | None = None, limit: int = DEFAULT_DOMAINS_LIMIT
+) -> list[DomainRow]:
+    """Up to `limit` domains with their trends from the trend snapshots: domains with a
+    declining metric first, then by event count (most first), then by name.
+
+    One query over the tenant's snapshots (a few rows per domain, never its events): window
+    aggregates rank each domain, and a domain has at most one row per metric, so the first
+    `limit` domains are within the first `limit x metrics` rows.
+    """
+    declining = Case(
+        When(direction=TrendDirection.DECLINING, then=Value(1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+    per_domain = {"partition_by": [F("domain")]}
+    snapshots = OutcomeTrendSnapshot.objects.filter(tenant=tenant)
+    domain = normalise_domain(domain)
+    if domain:
+        snapshots = snapshots.filter(domain=domain)
+    rows = (
+        snapshots.annotate(
+            domain_declining=Window(Max(declining), **per_domain),
+            domain_events=Window(Sum("event_count"), **per_domain),
+        )
+        .order_by("-domain_declining", "-domain_events", "domain", "metric_type")
+        .values_list("domain", "metric_type", "direction", "change_pct", "sample_size")
+    )[: limit * len(METRIC_TYPES)]
+    trends_by_domain: dict[str, dict[str, DomainTrend]] = {}
+    for name, metric_type, direction, change_pct, sample_size in rows:
+        trends_by_domain.setdefault(name, {})[metric_type] = DomainTrend(
+            direction, change_pct, sample_size
+        )
+    order = {metric: index for index, metric in enumerate(METRIC_TYPES)}
+    return [
+        DomainRow(name, dict(sorted(trends.items(), key=lambda item: order[item[0]])))
+        for name, trends in list(trends_by_domain.items())[:limit]
+    ]
+
+
 def dashboard_get(
     *,
     tenant: Tenant,
@@ -252,9 +321,11 @@ def dashboard_get(
     metric_types: Sequence[str] = METRIC_TYPES,
     since: datetime | None = None,
     until: datetime | None = None,
+    domains_limit: int = DEFAULT_DOMAINS_LIMIT,
 ) -> Dashboard:
-    """One trend per metric, the recent events, the summary and the intakes declines opened:
-    len(metric_types) + 3 queries, whatever the amount of data."""
+    """One trend per metric, the recent events, the summary, the per-domain table and the
+    intakes declines opened: len(metric_types) + 4 queries, whatever the amount of data.
+    The per-domain table is decline detection's view (its window, all dates)."""
     from operations.selectors import decline_intakes_open  # the apps' public seam
 
     intakes = decline_intakes_open(tenant_id=tenant.pk)
@@ -287,5 +358,7 @@ def dashboard_get(
             tenant=tenant, domain=domain, limit=recent_limit, since=since, until=until
         ),
         summary=summary_get(tenant=tenant, domain=domain, since=since, until=until),
+        domains=domain_rows_list(tenant=tenant, domain=domain, limit=domains_limit),
+        intakes=intakes,
         filters={"domain": normalise_domain(domain) or ALL_DOMAINS, "window": window},
     )
