@@ -20,6 +20,7 @@ from agent33.tenancy.admin_base import (
     apply_service_to_each,
 )
 
+from .controls import process_control
 from .models import (
     AutonomyBudget,
     ControlAction,
@@ -29,7 +30,6 @@ from .models import (
     WorkflowRun,
 )
 from .selectors import control_history
-from .services import process_control
 from .staff_views import CONTROL_PERMISSION, VIEW_PERMISSION, hub_page
 
 admin.site.register_page(

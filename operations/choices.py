@@ -294,7 +294,7 @@ TRACE_MACHINE = StateMachine(
 )
 
 BUDGET_MACHINE = StateMachine(
-    label="budget",
+    label="autonomy budget",
     states=tuple(BudgetStatus.values),
     transitions=BUDGET_TRANSITIONS,
     terminal=BUDGET_TERMINAL,
@@ -311,7 +311,7 @@ BUDGET_MACHINE = StateMachine(
 
 # Intakes move by triage decisions (their transition endpoint, the admin), not by controls.
 INTAKE_MACHINE = StateMachine(
-    label="intake",
+    label="improvement intake",
     states=tuple(IntakeStatus.values),
     transitions=INTAKE_TRANSITIONS,
     terminal=INTAKE_TERMINAL,

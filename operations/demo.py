@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from agent33.tenancy.models import Tenant
 
-from . import services
+from . import controls, services
 from .models import ImprovementIntake
 
 DEMO_SOURCE = "demo"
@@ -73,7 +73,7 @@ def seed_demo(*, tenant: Tenant) -> None:
     # An operator paused one run through the hub: it shows with its control history.
     paused = services.workflow_run_create(tenant=tenant, workflow_name="crawl-partner-sites",
                                           status="running", started_at=now - timedelta(hours=1))
-    services.process_control(process_id=paused.pk, action="pause", actor="staff:demo-admin",
+    controls.process_control(process_id=paused.pk, action="pause", actor="staff:demo-admin",
                              reason="Partner asked us to slow down until Monday")
 
 

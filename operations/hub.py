@@ -18,12 +18,14 @@ Contract for implementers (see `ModelProcessSource` in operations/sources.py for
   first. The hub merges every source's rows, so its query count is one per source.
 - `get(process_id)` returns a ProcessDetail, or None when absent or another tenant's (404).
 - `control(process_id, action=, reason=, actor=)` runs inside the hub's transaction (so the
-  ControlAction record commits with it; do not use `atomic(durable=True)` inside), makes the
-  state change race-safe (conditional update or `select_for_update`), and returns a
-  ControlOutcome (with the process's detail after the change, if it has it at hand). Raise
-  `agent33.errors.NotFound` when absent, `StateConflict` when the type does not support the
-  action or the current state forbids it (detail says why).
-- `allowed_actions(status)` lists the controls that would succeed from that status.
+  ControlAction record commits with it; do not use `atomic(durable=True)` inside), applies
+  the action through the same service as the type's own API (one rule set), race-safe
+  (conditional update or `select_for_update`), and returns a ControlOutcome (with the
+  process's detail after the change, if it has it at hand). Raise `agent33.errors.NotFound`
+  when absent, `StateConflict` when the type does not support the action or the current
+  state forbids it (detail says why).
+- Each ProcessRow carries `allowed_actions`: the controls that would change that process
+  now, read from the type's state machine and the rules the control's service applies.
 """
 
 from __future__ import annotations
@@ -100,10 +102,6 @@ class ControlOutcome:
     state_after: str
     # The process after the change, when the source has it at hand (saves re-reading it).
     detail: ProcessDetail | None = None
-    # The process's control history including this control, when the source recorded the
-    # ControlAction itself (operations' own sources do, in the statement that saves the
-    # change: services.control_apply). None: process_control records it.
-    history: list[dict[str, Any]] | None = None
 
 
 @runtime_checkable
@@ -124,8 +122,6 @@ class ProcessSource(Protocol):
     def control(
         self, process_id: str, *, action: str, reason: str, actor: str
     ) -> ControlOutcome: ...
-
-    def allowed_actions(self, status: str) -> tuple[str, ...]: ...
 
 
 _lock = threading.Lock()

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from agent33.errors import InvalidInput, NotFound
-from agent33.sql import Statement, converted_values, select_columns
 from agent33.tenancy.context import current_scope
 
 from .hub import (
@@ -31,8 +29,7 @@ __all__ = [
     "HISTORY_LIMIT",
     "HubQuery",
     "control_history",
-    "control_history_statement",
-    "history_entries",
+    "decline_intakes_open",
     "hub_snapshot",
     "parse_hub_query",
     "process_detail",
@@ -149,52 +146,22 @@ HISTORY_LIMIT = 50
 _HISTORY_FIELDS = ("action", "reason", "actor", "state_before", "state_after", "created_at")
 
 
-def control_history_statement(*, tenant_id: str, process_id: str, limit: int) -> Statement:
-    """The latest `limit` controls of a process, newest first, as hand-written SQL: a control
-    runs it in the same statement as its writes (see services.control_apply)."""
-    quote = connection.ops.quote_name
-    # The tenant filter comes from the process itself, so operator reads use the
-    # (tenant, process_id, created_at, id) index too: one index range, however often a
-    # long-lived process has been paused and resumed.
-    sql = (
-        f"SELECT {select_columns(ControlAction, connection, _HISTORY_FIELDS)} "  # noqa: S608
-        f"FROM {quote(ControlAction._meta.db_table)} "
-        f"WHERE {quote('tenant_id')} = %s AND {quote('process_id')} = %s "
-        f"ORDER BY {quote('created_at')} DESC, {quote('id')} DESC LIMIT %s"
-    )
-    return sql, [tenant_id, process_id, limit]
-
-
-def history_entries(rows_newest_first: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-    """Rows of control_history_statement as the API's `control_history`, oldest first."""
-    entries = []
-    for row in reversed(rows_newest_first):
-        values = converted_values(ControlAction, row, connection, _HISTORY_FIELDS)
-        entry = dict(zip(_HISTORY_FIELDS, values, strict=True))
-        entry["created_at"] = iso(entry["created_at"])
-        entries.append(entry)
-    return entries
-
-
 def control_history(*, tenant_id: str, process_id: str) -> list[dict[str, Any]]:
-    """The latest HISTORY_LIMIT controls, oldest first."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            *control_history_statement(
-                tenant_id=tenant_id, process_id=process_id, limit=HISTORY_LIMIT
-            )
-        )
-        return history_entries(cursor.fetchall())
+    """The latest HISTORY_LIMIT controls of a process, oldest first. The tenant filter comes
+    from the process itself, so operator reads use the (tenant, process_id, created_at, id)
+    index too: one index range, however often a long-lived process was paused and resumed."""
+    latest = list(
+        ControlAction.objects.filter(tenant_id=tenant_id, process_id=process_id)
+        .order_by("-created_at", "-id")
+        .values(*_HISTORY_FIELDS)[:HISTORY_LIMIT]
+    )
+    for entry in latest:
+        entry["created_at"] = iso(entry["created_at"])
+    return latest[::-1]
 
 
-def process_detail(
-    process_id: str,
-    *,
-    known: ProcessDetail | None = None,
-    history: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """GET /processes/{id}'s body. `known`, `history`: the process and its control history
-    as the caller already has them."""
+def process_detail(process_id: str, *, known: ProcessDetail | None = None) -> dict[str, Any]:
+    """GET /processes/{id}'s body. `known`: the process as the caller already has it."""
     detail = known
     if detail is None:
         source = source_for_id(process_id)
@@ -204,11 +171,7 @@ def process_detail(
     return {
         **detail.row.as_dict(),
         **detail.extra,
-        "control_history": (
-            history
-            if history is not None
-            else control_history(tenant_id=detail.tenant_id, process_id=process_id)
-        ),
+        "control_history": control_history(tenant_id=detail.tenant_id, process_id=process_id),
     }
 
 

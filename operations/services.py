@@ -1,10 +1,12 @@
-"""Every write to operations records.
+"""Every write to operations records, and THE service that moves a process's status.
 
-State changes are one database step: the row is locked with `select_for_update` (PostgreSQL;
-SQLite's IMMEDIATE transactions serialise writers the same way), the transition is checked
-against the table in choices.py, and the row is saved, all in one transaction. Two requests
-racing on the same row therefore run one after the other, and the second sees the first's
-result: it either applies to the new state or gets a 409, never silently overwrites.
+`transition_apply()` is the one place an operations record changes status: the record
+endpoints (`/transition`, `/complete`), hub controls (operations/controls.py), admin actions
+and the expiry sweep all check the type's one `StateMachine` (choices.py) and its guards
+here. The row is locked (`SELECT … FOR NO KEY UPDATE` on PostgreSQL; SQLite's IMMEDIATE
+transactions serialise writers the same way), the move is checked and the row saved in one
+transaction, so two callers racing on a row run one after the other and the second either
+applies to the new state or gets a 409, never silently overwrites.
 """
 
 from __future__ import annotations
@@ -15,59 +17,45 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connections, models, router, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from agent33.errors import InvalidInput, NotFound, StateConflict
-from agent33.sql import (
-    execute_together,
-    insert_statement,
-    select_instance,
-    update_statement,
-)
-from agent33.tenancy.managers import scope_condition_sql
 from agent33.tenancy.models import Tenant
 
 from .choices import (
-    BUDGET_TRANSITIONS,
-    CONTROL_ACTIONS,
+    BUDGET_MACHINE,
     INTAKE_DECLINE_CLOSED,
-    INTAKE_TRANSITIONS,
+    INTAKE_MACHINE,
+    TRACE_MACHINE,
     TRACE_TERMINAL,
-    TRACE_TRANSITIONS,
+    WORKFLOW_MACHINE,
     WORKFLOW_TERMINAL,
-    WORKFLOW_TRANSITIONS,
     BudgetStatus,
     ResearchType,
+    StateMachine,
     TraceStatus,
     Urgency,
     WorkflowRunStatus,
 )
-from .hub import source_for_id
-from .models import (
-    AutonomyBudget,
-    ControlAction,
-    ImprovementIntake,
-    Trace,
-    TraceStep,
-    WorkflowRun,
-)
+from .models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
 
 __all__ = [
-    "MAX_REASON_CHARS",
+    "Transitioned",
     "budget_create",
     "budget_transition",
     "budgets_expire",
-    "control_apply",
     "intake_create",
     "intake_open_for_decline",
     "intake_transition",
     "lock_for_transition",
-    "process_control",
+    "machine_for",
+    "move_refusal",
     "trace_add_step",
     "trace_complete",
     "trace_create",
+    "transition_apply",
     "transition_conflict",
     "workflow_run_create",
     "workflow_run_transition",
@@ -75,33 +63,29 @@ __all__ = [
 
 logger = logging.getLogger("agent33.operations")
 
-MAX_REASON_CHARS = 2000
+_MACHINES: dict[type[models.Model], StateMachine] = {
+    Trace: TRACE_MACHINE,
+    AutonomyBudget: BUDGET_MACHINE,
+    ImprovementIntake: INTAKE_MACHINE,
+    WorkflowRun: WORKFLOW_MACHINE,
+}
 
 
-# --- shared transition machinery --------------------------------------------------------
+def machine_for(model: type[models.Model]) -> StateMachine:
+    return _MACHINES[model]
+
+
+# --- the transition service -------------------------------------------------------------
 
 
 def lock_for_transition[M: models.Model](model: type[M], pk: str) -> M:
     """Fetch and lock a row of the current tenant scope; NotFound when absent or foreign.
 
-    Must run inside a transaction. On PostgreSQL the row is read `FOR NO KEY UPDATE`, which
-    does not block inserts of rows referencing this one (trace steps), only other writers of
-    the row itself; SQLite's IMMEDIATE transactions already serialise writers. Hand-written
-    (agent33.sql) because every control and transition pays for it: the ORM's
-    `select_for_update().filter().first()` cost about 2 ms of CPU here for a 0.2 ms query.
-    """
-    connection = connections[router.db_for_write(model)]
-    if connection.get_autocommit():
+    Must run inside a transaction. `no_key=True`: the lock does not block inserts of rows
+    that reference this one (trace steps), only other writers of the row itself."""
+    if transaction.get_autocommit(using=model.objects.db):
         raise TransactionManagementError("lock_for_transition must run inside a transaction.")
-    quote = connection.ops.quote_name
-    in_scope, scope_params = scope_condition_sql(quote("tenant_id"))
-    obj = select_instance(
-        model,
-        connection,
-        f"{quote(model._meta.pk.column)} = %s AND {in_scope}",
-        [pk, *scope_params],
-        lock=True,
-    )
+    obj = model.objects.select_for_update(of=("self",), no_key=True).filter(pk=pk).first()
     if obj is None:
         raise NotFound(f"{model._meta.verbose_name.capitalize()} {pk} not found.")
     return obj
@@ -121,27 +105,94 @@ def transition_conflict(
     )
 
 
-def _transition[M: models.Model](
+@dataclass(frozen=True)
+class Transitioned[M: models.Model]:
+    """A process after a move, and the status it had before."""
+
+    obj: M
+    state_before: str
+
+
+def transition_apply[M: models.Model](
     model: type[M],
     pk: str,
     *,
     target: str,
-    table: Mapping[str, Iterable[str]],
-    label: str,
     changes: Mapping[str, Any] | None = None,
-) -> M:
+    move: str = "",
+    only_from: Iterable[str] | None = None,
+) -> Transitioned[M]:
+    """Move the process `pk` (current tenant scope) to `target`, or raise.
+
+    Checks, on the locked row: the machine's table, then the type's guards (a budget past
+    `expires_at` never becomes active: 409 `budget_expired`). `only_from` narrows the states
+    a named move (`move`, e.g. the "resume" control) starts from, within what the table
+    allows. `changes` are further fields to save with the status; the fields a status brings
+    with it (a trace's `completed_at`, a finished run's `duration_ms`) are set here.
+    Joins the caller's transaction (a hub control records its audit row in the same one).
+    """
+    machine = machine_for(model)
     with transaction.atomic():
         obj = lock_for_transition(model, pk)
         current = obj.status
-        if target not in table.get(current, ()):
-            raise transition_conflict(
-                label=label, pk=pk, current=current, requested=target, table=table
+        # A named move's sources lie within the table's (StateMachine checks), so when it
+        # is refused, it is refused in its own words.
+        if only_from is not None and current not in only_from:
+            needed = " or ".join(f"'{state}'" for state in sorted(only_from))
+            raise StateConflict(
+                f"Cannot {move} {machine.label} {pk}: it is '{current}', and {move} needs "
+                f"{needed}.",
+                code="invalid_transition",
             )
-        fields = {"status": target, "updated_at": timezone.now(), **(changes or {})}
+        if not machine.allows(current, target):
+            raise transition_conflict(
+                label=machine.label, pk=pk, current=current, requested=target,
+                table=machine.transitions,
+            )
+        now = timezone.now()
+        refusal = move_refusal(model, vars(obj), target, now)
+        if refusal is not None:
+            raise refusal
+        fields = {
+            "status": target,
+            "updated_at": now,
+            **_fields_entering(obj, target, now),
+            **(changes or {}),
+        }
         for name, value in fields.items():
             setattr(obj, name, value)
         obj.save(update_fields=list(fields))
-    return obj
+    return Transitioned(obj=obj, state_before=current)
+
+
+def move_refusal(
+    model: type[models.Model], values: Mapping[str, Any], target: str, now: datetime
+) -> StateConflict | None:
+    """The rules beyond the table that hold on every path, for a row's `values` (field
+    name -> value): why moving it to `target` is refused, or None. The hub's
+    `allowed_actions` asks the same question, so it never offers a move this refuses."""
+    expires_at = values.get("expires_at")
+    if (
+        model is AutonomyBudget
+        and target == BudgetStatus.ACTIVE
+        and expires_at is not None
+        and expires_at <= now
+    ):
+        return StateConflict(
+            f"Cannot activate budget {values['id']}: it expired at {expires_at.isoformat()}.",
+            code="budget_expired",
+        )
+    return None
+
+
+def _fields_entering(obj: models.Model, target: str, now: datetime) -> dict[str, Any]:
+    """What a status brings with it, whichever path moves the process there."""
+    if isinstance(obj, Trace) and target in TRACE_TERMINAL:
+        return {"completed_at": now}
+    if isinstance(obj, WorkflowRun) and target in WORKFLOW_TERMINAL and obj.duration_ms is None:
+        # The runtime may not time its runs; a finished run still gets a duration.
+        return {"duration_ms": max(0, int((now - obj.started_at).total_seconds() * 1000))}
+    return {}
 
 
 # --- traces -----------------------------------------------------------------------------
@@ -212,18 +263,12 @@ def trace_complete(
             f"A trace completes with one of: {', '.join(sorted(TRACE_TERMINAL))}.",
             field="status",
         )
-    return _transition(
+    return transition_apply(
         Trace,
         trace.pk,
         target=status,
-        table=TRACE_TRANSITIONS,
-        label="trace",
-        changes={
-            "failure_code": failure_code,
-            "failure_message": failure_message,
-            "completed_at": timezone.now(),
-        },
-    )
+        changes={"failure_code": failure_code, "failure_message": failure_message},
+    ).obj
 
 
 # --- autonomy budgets -------------------------------------------------------------------
@@ -252,53 +297,31 @@ def budget_create(
 
 
 def budget_transition(*, budget: AutonomyBudget, status: str) -> AutonomyBudget:
-    expires_at = budget.expires_at
-    if status == BudgetStatus.ACTIVE and expires_at and expires_at <= timezone.now():
-        raise StateConflict(
-            f"Cannot activate budget {budget.pk}: it expired at {expires_at.isoformat()}.",
-            code="budget_expired",
-        )
-    return _transition(
-        AutonomyBudget, budget.pk, target=status, table=BUDGET_TRANSITIONS, label="budget"
-    )
+    return transition_apply(AutonomyBudget, budget.pk, target=status).obj
 
 
 def budgets_expire(*, now: datetime | None = None, batch_size: int = 500) -> list[str]:
-    """Move active and suspended budgets whose `expires_at` has passed to `expired`, in every
-    tenant; return their ids. Celery beat runs it every 30 s, `manage.py expire_budgets` on
-    demand. One conditional `UPDATE … RETURNING` per batch: a budget completed or cancelled
-    in the meantime is left as it is, and two sweeps never expire the same budget twice."""
+    """Move budgets whose `expires_at` has passed to `expired`, in every tenant (the states
+    the machine lets expire: active and suspended); return their ids. Celery beat runs it
+    every 30 s, `manage.py expire_budgets` on demand.
+
+    Per batch, one transaction: the due rows are locked with SKIP LOCKED (a budget that a
+    request is moving right now is left for the next sweep instead of waited for), then
+    updated with the same status condition, so a budget completed in the meantime stays
+    completed and none expires twice."""
     now = now or timezone.now()
-    connection = connections[router.db_for_write(AutonomyBudget)]
-    quote = connection.ops.quote_name
-    # The states the transition table lets expire: active and suspended.
-    live = sorted(
-        str(status) for status, targets in BUDGET_TRANSITIONS.items()
-        if BudgetStatus.EXPIRED in targets
-    )
-    due = (
-        f"{quote('status')} IN ({', '.join(['%s'] * len(live))}) "
-        f"AND {quote('expires_at')} <= %s"
-    )
-    stamp = connection.ops.adapt_datetimefield_value(now)
-    table = quote(AutonomyBudget._meta.db_table)
-    # The subquery picks a batch; the outer condition re-checks each row as it is updated.
-    batch = (
-        f"{quote('id')} IN (SELECT {quote('id')} FROM {table} WHERE {due} "  # noqa: S608
-        f"ORDER BY {quote('expires_at')} LIMIT %s) AND {due}"
-    )
-    sql, params = update_statement(
-        AutonomyBudget,
-        {"status": BudgetStatus.EXPIRED, "updated_at": now},
-        connection,
-        batch,
-        [*live, stamp, batch_size, *live, stamp],
-    )
+    live = BUDGET_MACHINE.sources_of(BudgetStatus.EXPIRED)
+    due = AutonomyBudget.all_tenants.filter(status__in=live, expires_at__lte=now)
     expired: list[str] = []
     while True:
-        with connection.cursor() as cursor:  # one statement: atomic on its own
-            cursor.execute(f"{sql} RETURNING {quote('id')}", params)
-            ids = [row[0] for row in cursor.fetchall()]
+        with transaction.atomic():
+            ids = list(
+                due.select_for_update(skip_locked=True)
+                .order_by("expires_at")
+                .values_list("pk", flat=True)[:batch_size]
+            )
+            if ids:
+                due.filter(pk__in=ids).update(status=BudgetStatus.EXPIRED, updated_at=now)
         expired += ids
         if len(ids) < batch_size:
             break
@@ -333,9 +356,7 @@ def intake_create(
 
 
 def intake_transition(*, intake: ImprovementIntake, status: str) -> ImprovementIntake:
-    return _transition(
-        ImprovementIntake, intake.pk, target=status, table=INTAKE_TRANSITIONS, label="intake"
-    )
+    return transition_apply(ImprovementIntake, intake.pk, target=status).obj
 
 
 def intake_open_for_decline(
@@ -383,18 +404,11 @@ def intake_open_for_decline(
 
 def _open_decline_intake(tenant: Tenant, decline_key: str) -> ImprovementIntake | None:
     """The tenant's open intake for a decline, if any (the partial unique constraint admits
-    at most one), in the caller's tenant scope. Hand-written (agent33.sql): a declining
-    trend asks after every event that touches it."""
-    connection = connections[router.db_for_read(ImprovementIntake)]
-    quote = connection.ops.quote_name
-    in_scope, scope_params = scope_condition_sql(quote("tenant_id"))
-    closed = sorted(str(status) for status in INTAKE_DECLINE_CLOSED)
-    return select_instance(
-        ImprovementIntake,
-        connection,
-        f"{quote('tenant_id')} = %s AND {in_scope} AND {quote('decline_key')} = %s "
-        f"AND {quote('status')} NOT IN ({', '.join(['%s'] * len(closed))})",
-        [tenant.pk, *scope_params, decline_key, *closed],
+    at most one)."""
+    return (
+        ImprovementIntake.objects.filter(tenant=tenant, decline_key=decline_key)
+        .exclude(status__in=INTAKE_DECLINE_CLOSED)
+        .first()
     )
 
 
@@ -440,143 +454,4 @@ def workflow_run_transition(
         changes["error"] = error
     if duration_ms is not None:
         changes["duration_ms"] = duration_ms
-    elif status in WORKFLOW_TERMINAL and run.duration_ms is None:
-        # The runtime may not time its runs; a finished run still gets a duration.
-        elapsed = timezone.now() - run.started_at
-        changes["duration_ms"] = max(0, int(elapsed.total_seconds() * 1000))
-    return _transition(
-        WorkflowRun,
-        run.pk,
-        target=status,
-        table=WORKFLOW_TRANSITIONS,
-        label="workflow run",
-        changes=changes,
-    )
-
-
-# --- operator controls ------------------------------------------------------------------
-
-
-def process_control(
-    *, process_id: str, action: str, reason: str = "", actor: str
-) -> dict[str, Any]:
-    """Pause / resume / cancel any registered process, recording a ControlAction.
-
-    The state change and its audit record commit together. Returns the process detail after
-    the action (same shape as GET /v1/operations/processes/{id}).
-    """
-    from .selectors import process_detail  # selectors import this module's siblings only
-
-    if action not in CONTROL_ACTIONS:
-        raise InvalidInput(
-            f"Unknown action '{action}'; use one of: {', '.join(CONTROL_ACTIONS)}.",
-            field="action",
-        )
-    reason = (reason or "").strip()
-    if len(reason) > MAX_REASON_CHARS:
-        raise InvalidInput(
-            f"Reason is longer than {MAX_REASON_CHARS} characters.", field="reason"
-        )
-    source = source_for_id(process_id)
-    if source is None:
-        raise NotFound(f"Process {process_id} not found.")
-    with transaction.atomic():
-        outcome = source.control(process_id, action=action, reason=reason, actor=actor)
-        if outcome.history is None:  # the source did not record the control
-            applied = AppliedControl(
-                tenant_id=outcome.tenant_id,
-                process_type=source.type_name,
-                process_id=process_id,
-                action=action,
-                reason=reason,
-                actor=actor,
-                state_before=outcome.state_before,
-                state_after=outcome.state_after,
-                at=timezone.now(),
-            )
-            applied.audit_row().save(force_insert=True)
-    return process_detail(process_id, known=outcome.detail, history=outcome.history)
-
-
-def control_apply(
-    obj: models.Model,
-    changes: Mapping[str, Any],
-    *,
-    process_type: str,
-    action: str,
-    reason: str,
-    actor: str,
-    state_before: str,
-) -> list[dict[str, Any]]:
-    """Save a control's `changes` to a process row locked by `lock_for_transition`, record its
-    ControlAction, and return the process's control history after it
-    (oldest first).
-
-    For a source whose process is a row of its own model (ModelProcessSource). The UPDATE,
-    the audit INSERT and the history read are one
-    statement on PostgreSQL (agent33.sql): a control is the hub's most latency-sensitive
-    write. The audit row's time is the row's new `updated_at`, taken after the lock, so a
-    process's history is in the order its controls were applied.
-    """
-    from .selectors import HISTORY_LIMIT, control_history_statement, history_entries
-
-    connection = connections[router.db_for_write(type(obj))]
-    quote = connection.ops.quote_name
-    now = timezone.now()
-    changes = {**changes, "updated_at": now}
-    for name, value in changes.items():
-        setattr(obj, name, value)
-    applied = AppliedControl(
-        tenant_id=obj.tenant_id,
-        process_type=process_type,
-        process_id=obj.pk,
-        action=action,
-        reason=reason,
-        actor=actor,
-        state_before=state_before,
-        state_after=obj.status,
-        at=now,
-    )
-    writes = [
-        update_statement(
-            type(obj), changes, connection, f"{quote(obj._meta.pk.column)} = %s", [obj.pk]
-        ),
-        insert_statement(applied.audit_row(), connection),
-    ]
-    previous = execute_together(
-        connection,
-        writes,
-        read=control_history_statement(
-            tenant_id=obj.tenant_id, process_id=obj.pk, limit=HISTORY_LIMIT - 1
-        ),
-    )
-    this_control = (action, reason, actor, state_before, obj.status, now)
-    return history_entries([this_control, *previous])
-
-
-@dataclass(frozen=True)
-class AppliedControl:
-    """A control that has just moved a process: what its audit row says."""
-
-    tenant_id: str
-    process_type: str
-    process_id: str
-    action: str
-    reason: str
-    actor: str
-    state_before: str
-    state_after: str
-    at: datetime
-
-    def audit_row(self) -> ControlAction:
-        return ControlAction(
-            tenant_id=self.tenant_id,
-            process_type=self.process_type,
-            process_id=self.process_id,
-            action=self.action,
-            reason=self.reason,
-            actor=self.actor,
-            state_before=self.state_before,
-            state_after=self.state_after,
-            created_at=self.at,
-        )
+    return transition_apply(WorkflowRun, run.pk, target=status, changes=changes).obj

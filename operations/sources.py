@@ -1,40 +1,35 @@
 """The hub's process sources for operations' own records (see operations/hub.py).
 
-`ModelProcessSource` is the reusable part: one `values()` query per hub read, a locked
-one-step control, allowed actions from a control table. Other apps may subclass it for their
-own models or implement the ProcessSource protocol from scratch.
+`ModelProcessSource` is the reusable part: one `values()` query per hub read, and controls
+and allowed actions read from the type's one StateMachine (choices.py), applied through the
+same transition service as the record endpoints (`services.transition_apply`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from django.db import models
 from django.utils import timezone
 
-from agent33.errors import StateConflict
+from agent33.errors import NotFound, StateConflict
 
 from .choices import (
-    BUDGET_ACTIVE,
-    INTAKE_ACTIVE,
-    TRACE_ACTIVE,
-    WORKFLOW_ACTIVE,
-    BudgetStatus,
-    IntakeStatus,
+    BUDGET_MACHINE,
+    INTAKE_MACHINE,
+    TRACE_MACHINE,
+    WORKFLOW_MACHINE,
     ProcessType,
-    TraceStatus,
-    WorkflowRunStatus,
+    StateMachine,
 )
 from .hub import ControlOutcome, ProcessDetail, ProcessRow, iso, register_process_source
 from .models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
-from .services import control_apply, lock_for_transition
+from .services import move_refusal, transition_apply
 
 __all__ = [
     "BudgetSource",
-    "ControlRule",
     "IntakeSource",
     "ModelProcessSource",
     "TraceSource",
@@ -43,39 +38,37 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class ControlRule:
-    """A control moves a process from any of `sources` to `target`."""
-
-    sources: frozenset[str]
-    target: str
-
-
 class ModelProcessSource:
     model: ClassVar[type[models.Model]]
+    machine: ClassVar[StateMachine]
     type_name: str
     include_key: str
     id_prefix: str
-    statuses: tuple[str, ...]
-    active_statuses: tuple[str, ...]
-    label: str  # for messages: "workflow run"
-    controls: ClassVar[Mapping[str, ControlRule]] = {}
     # Columns read for a hub row (besides id, tenant_id, status, started_at).
     row_fields: ClassVar[tuple[str, ...]] = ()
 
     @property
+    def statuses(self) -> tuple[str, ...]:
+        return self.machine.states
+
+    @property
+    def active_statuses(self) -> tuple[str, ...]:
+        return self.machine.active
+
+    @property
     def actions(self) -> tuple[str, ...]:
-        return tuple(self.controls)
+        return tuple(self.machine.controls)
 
-    def __init__(self) -> None:
-        # Looked up for every hub row, so computed once per status.
-        self._allowed_by_status = {
-            str(status): tuple(a for a, rule in self.controls.items() if status in rule.sources)
-            for status in self.statuses
-        }
-
-    def allowed_actions(self, status: str) -> tuple[str, ...]:
-        return self._allowed_by_status.get(status, ())
+    def allowed_actions(self, values: Mapping[str, Any]) -> tuple[str, ...]:
+        """The controls that would succeed on a row with these values: the machine's, less
+        those a rule beyond the table refuses (an expired budget cannot resume)."""
+        now = timezone.now()
+        return tuple(
+            action
+            for action in self.machine.allowed_actions(values["status"])
+            if move_refusal(self.model, values, self.machine.controls[action].target, now)
+            is None
+        )
 
     # --- reading ------------------------------------------------------------------------
 
@@ -93,7 +86,7 @@ class ModelProcessSource:
             started_at=values["started_at"],
             name=self.name_of(values),
             metadata={"tenant_id": values["tenant_id"], **self.metadata_of(values)},
-            allowed_actions=self.allowed_actions(values["status"]),
+            allowed_actions=self.allowed_actions(values),
         )
 
     def _columns(self) -> tuple[str, ...]:
@@ -127,62 +120,45 @@ class ModelProcessSource:
 
     # --- controlling --------------------------------------------------------------------
 
-    def control_changes(self, obj: models.Model, action: str, reason: str) -> dict[str, Any]:
+    def control_changes(self, action: str, reason: str) -> dict[str, Any]:
         """Fields besides status that a control sets (a cancelled trace's failure code)."""
         return {}
 
     def control(
         self, process_id: str, *, action: str, reason: str, actor: str
     ) -> ControlOutcome:
-        # Runs inside process_control's transaction (select_for_update refuses to run
-        # outside one); no savepoint of its own, as a failure here aborts the whole control.
-        obj = lock_for_transition(self.model, process_id)
-        rule = self.controls.get(action)
+        rule = self.machine.controls.get(action)
         if rule is None:
-            supported = ", ".join(self.controls) or "none"
+            if not self.model.objects.filter(pk=process_id).exists():  # another tenant's
+                raise NotFound(f"Process {process_id} not found.")
+            supported = ", ".join(self.machine.controls) or "none"
             raise StateConflict(
-                f"A {self.label} does not support '{action}' (supported controls: "
+                f"'{action}' is not a control of {self.machine.label}s (supported controls: "
                 f"{supported}).",
                 code="unsupported_action",
             )
-        current = obj.status
-        if current not in rule.sources:
-            needed = " or ".join(f"'{s}'" for s in sorted(rule.sources))
-            raise StateConflict(
-                f"Cannot {action} {self.label} {process_id}: it is '{current}', and "
-                f"{action} needs {needed}.",
-                code="invalid_transition",
-            )
-        changes = {"status": rule.target, **self.control_changes(obj, action, reason)}
-        history = control_apply(
-            obj,
-            changes,
-            process_type=self.type_name,
-            action=action,
-            reason=reason,
-            actor=actor,
-            state_before=current,
+        moved = transition_apply(
+            self.model,
+            process_id,
+            target=rule.target,
+            changes=self.control_changes(action, reason),
+            move=action,
+            only_from=rule.sources,
         )
         return ControlOutcome(
-            tenant_id=obj.tenant_id,
-            state_before=current,
-            state_after=rule.target,
-            detail=self._detail(obj),
-            history=history,
+            tenant_id=moved.obj.tenant_id,
+            state_before=moved.state_before,
+            state_after=moved.obj.status,
+            detail=self._detail(moved.obj),
         )
 
 
 class TraceSource(ModelProcessSource):
     model = Trace
+    machine = TRACE_MACHINE
     type_name = ProcessType.TRACE.value
     include_key = "traces"
     id_prefix = "trace-"
-    statuses = tuple(TraceStatus.values)
-    active_statuses = TRACE_ACTIVE
-    label = "trace"
-    controls = {
-        "cancel": ControlRule(frozenset({TraceStatus.RUNNING}), TraceStatus.CANCELLED),
-    }
     row_fields = ("task_id", "agent_id", "session_id", "run_id")
 
     def name_of(self, values):
@@ -206,10 +182,9 @@ class TraceSource(ModelProcessSource):
             ],
         }
 
-    def control_changes(self, obj, action, reason):
+    def control_changes(self, action, reason):
         # Same failure code as the Stage 1 hub used for operator cancellations.
         return {
-            "completed_at": timezone.now(),
             "failure_code": "F-CAN",
             "failure_message": reason or "Cancelled via the operations hub.",
         }
@@ -217,19 +192,10 @@ class TraceSource(ModelProcessSource):
 
 class BudgetSource(ModelProcessSource):
     model = AutonomyBudget
+    machine = BUDGET_MACHINE
     type_name = ProcessType.AUTONOMY_BUDGET.value
     include_key = "budgets"
     id_prefix = "budget-"
-    statuses = tuple(BudgetStatus.values)
-    active_statuses = BUDGET_ACTIVE
-    label = "autonomy budget"
-    controls = {
-        "pause": ControlRule(frozenset({BudgetStatus.ACTIVE}), BudgetStatus.SUSPENDED),
-        "resume": ControlRule(frozenset({BudgetStatus.SUSPENDED}), BudgetStatus.ACTIVE),
-        "cancel": ControlRule(
-            frozenset({BudgetStatus.ACTIVE, BudgetStatus.SUSPENDED}), BudgetStatus.EXPIRED
-        ),
-    }
     row_fields = ("task_id", "agent_id", "approved_by", "expires_at")
 
     def name_of(self, values):
@@ -248,13 +214,10 @@ class BudgetSource(ModelProcessSource):
 
 class IntakeSource(ModelProcessSource):
     model = ImprovementIntake
+    machine = INTAKE_MACHINE
     type_name = ProcessType.IMPROVEMENT_INTAKE.value
     include_key = "improvements"
     id_prefix = "intake-"
-    statuses = tuple(IntakeStatus.values)
-    active_statuses = INTAKE_ACTIVE
-    label = "improvement intake"
-    controls = {}  # intakes move by triage decisions (the transition endpoint), not controls
     row_fields = ("title", "research_type", "urgency", "source")
 
     def name_of(self, values):
@@ -269,20 +232,10 @@ class IntakeSource(ModelProcessSource):
 
 class WorkflowRunSource(ModelProcessSource):
     model = WorkflowRun
+    machine = WORKFLOW_MACHINE
     type_name = ProcessType.WORKFLOW.value
     include_key = "workflows"
     id_prefix = "wfrun-"
-    statuses = tuple(WorkflowRunStatus.values)
-    active_statuses = WORKFLOW_ACTIVE
-    label = "workflow run"
-    controls = {
-        "pause": ControlRule(frozenset({WorkflowRunStatus.RUNNING}), WorkflowRunStatus.PAUSED),
-        "resume": ControlRule(frozenset({WorkflowRunStatus.PAUSED}), WorkflowRunStatus.RUNNING),
-        "cancel": ControlRule(
-            frozenset({WorkflowRunStatus.QUEUED, WorkflowRunStatus.RUNNING}),
-            WorkflowRunStatus.CANCELLED,
-        ),
-    }
     row_fields = ("workflow_name", "trigger_type", "duration_ms", "error", "job_id")
 
     def name_of(self, values):
@@ -290,12 +243,6 @@ class WorkflowRunSource(ModelProcessSource):
 
     def metadata_of(self, values):
         return {k: values[k] for k in ("trigger_type", "duration_ms", "error", "job_id")}
-
-    def control_changes(self, obj, action, reason):
-        if action == "cancel" and obj.duration_ms is None:
-            elapsed = timezone.now() - obj.started_at
-            return {"duration_ms": max(0, int(elapsed.total_seconds() * 1000))}
-        return {}
 
 
 def register_builtin_sources() -> None:

@@ -21,7 +21,7 @@ from agent33.api.exceptions import error_body
 from agent33.api.viewsets import actor_of
 from agent33.errors import DomainError
 
-from . import selectors, services
+from . import controls, selectors
 from .choices import CONTROL_ACTIONS
 from .hub import hub_panels, registered_sources
 
@@ -78,7 +78,7 @@ def _control(request: HttpRequest) -> JsonResponse:
         if not isinstance(value, str):
             return JsonResponse(error_body(f"{name} must be a string.", "invalid"), status=400)
     try:
-        process = services.process_control(
+        process = controls.process_control(
             process_id=fields["process_id"],
             action=fields["action"],
             reason=fields["reason"],

@@ -22,7 +22,7 @@ from agent33.api.pagination import LinkHeaderCursorPagination
 from agent33.api.viewsets import TenantScopedViewSet, actor_of, tenant_of
 from agent33.auth.scopes import WORKFLOWS_EXECUTE, WORKFLOWS_READ, WORKFLOWS_WRITE
 
-from .. import selectors, services
+from .. import controls, selectors, services
 from ..filtersets import (
     AutonomyBudgetFilterSet,
     ImprovementIntakeFilterSet,
@@ -273,7 +273,7 @@ class ProcessControlView(APIView):
     def post(self, request, process_id: str):
         data = s.ControlRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        detail = services.process_control(
+        detail = controls.process_control(
             process_id=process_id,
             action=data.validated_data["action"],
             reason=data.validated_data["reason"],

@@ -190,32 +190,51 @@ def test_process_detail_query_count(executor, tenant_a, django_assert_max_num_qu
         executor.get(f"/v1/operations/processes/{trace.pk}")
 
 
-def test_controls_record_no_outcome_event_and_leave_a_decline_visible(
-    executor, tenant_a, api_client_for, django_capture_on_commit_callbacks
+def test_controls_record_no_outcome_events_and_leave_trends_alone(
+    executor, api_client_for, tenant_a, django_capture_on_commit_callbacks
 ):
-    """DESIGN §7.1: an operator cancelling failing work is not a performance signal. Four
-    hub cancels after a falling success rate leave the all-domains trend declining."""
+    """An operator cancelling failing work must not hide the decline they react to."""
     from outcomes.models import OutcomeEvent
 
     outcomes = api_client_for(tenant_a, scopes=["outcomes:read", "outcomes:write"])
-    for value in (1, 1, 1, 1, 0, 0, 0, 0):
-        response = outcomes.post("/v1/outcomes/events", {
-            "domain": "checkout", "event_type": "task", "metric_type": "success_rate",
-            "value": value,
-        }, format="json")
-        assert response.status_code == 201
+    values = [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    with django_capture_on_commit_callbacks(execute=True):
+        for n, value in enumerate(values):
+            response = outcomes.post("/v1/outcomes/events", {
+                "domain": "agent.tasks", "event_type": "task", "metric_type": "success_rate",
+                "value": value, "occurred_at": f"2026-11-01T10:00:0{n}Z",
+            }, format="json")
+            assert response.status_code == 201
     assert outcomes.get("/v1/outcomes/trends/success_rate").json()["direction"] == "declining"
 
-    traces = [TraceFactory(tenant=tenant_a) for _ in range(4)]
+    runs = [WorkflowRunFactory(tenant=tenant_a, status="running") for _ in range(4)]
     with django_capture_on_commit_callbacks(execute=True):
-        for trace in traces:
-            assert control(executor, trace.pk, "cancel").status_code == 200
-    assert ControlAction.all_tenants.filter(tenant=tenant_a).count() == 4
-    assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == 8
-    trend = outcomes.get("/v1/outcomes/trends/success_rate").json()
-    assert (trend["direction"], trend["sample_size"]) == ("declining", 8)
-    summary = outcomes.get("/v1/outcomes/dashboard").json()["summary"]
-    assert summary["domains"] == ["checkout"]
+        for run in runs:
+            assert control(executor, run.pk, "cancel").status_code == 200
+
+    assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == len(values)
+    assert outcomes.get("/v1/outcomes/trends/success_rate").json()["direction"] == "declining"
+    assert ControlAction.all_tenants.filter(tenant=tenant_a, action="cancel").count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_control_and_its_audit_row_commit_together(tenant_a, monkeypatch):
+    """The audit row is written after the state change, in its transaction: when the
+    database refuses it (here: no timestamp, NOT NULL), the state change rolls back too."""
+    from types import SimpleNamespace
+
+    from django.db import IntegrityError
+
+    from agent33.tenancy.context import tenant_scope
+    from operations import controls
+
+    monkeypatch.setattr(controls, "timezone", SimpleNamespace(now=lambda: None))
+    run = WorkflowRunFactory(tenant=tenant_a, status="running")
+    with pytest.raises(IntegrityError), tenant_scope(tenant_a):
+        controls.process_control(process_id=run.pk, action="pause", actor="token:ops")
+    run.refresh_from_db()
+    assert run.status == "running"
+    assert not ControlAction.all_tenants.filter(process_id=run.pk).exists()
 
 
 def test_detail_shows_the_latest_fifty_controls_oldest_first(executor, tenant_a):

@@ -74,7 +74,7 @@ def test_conflicting_controls_serialise(require_postgres, api_client_for, tenant
     state = start
     for record in records:
         assert record.state_before == state
-        rule = source.controls[record.action]
+        rule = source.machine.controls[record.action]
         assert state in rule.sources
         state = rule.target
         assert record.state_after == state

@@ -6,7 +6,6 @@ import pytest
 
 from operations import choices
 from operations.models import AutonomyBudget, ImprovementIntake, Trace, WorkflowRun
-from operations.sources import BudgetSource, TraceSource, WorkflowRunSource
 from tests.factories.operations import (
     AutonomyBudgetFactory,
     ImprovementIntakeFactory,
@@ -124,18 +123,15 @@ def test_transitions_of_another_tenant_are_404(api_client_for, tenant_a, tenant_
     assert WorkflowRun.all_tenants.get(pk=run.pk).status == "queued"
 
 
-@pytest.mark.parametrize(
-    ("source", "table"),
-    [
-        (TraceSource(), choices.TRACE_TRANSITIONS),
-        (BudgetSource(), choices.BUDGET_TRANSITIONS),
-        (WorkflowRunSource(), choices.WORKFLOW_TRANSITIONS),
-    ],
-)
-def test_every_control_is_an_allowed_transition(source, table):
-    for rule in source.controls.values():
-        for origin in rule.sources:
-            assert rule.target in table[origin]
+def test_a_control_the_table_forbids_cannot_be_declared():
+    with pytest.raises(ValueError, match="transition table forbids"):
+        choices.StateMachine(
+            label="budget",
+            states=tuple(choices.BudgetStatus.values),
+            transitions=choices.BUDGET_TRANSITIONS,
+            terminal=choices.BUDGET_TERMINAL,
+            controls={"resume": choices.ControlRule("active", frozenset({"expired"}))},
+        )
 
 
 def test_status_columns_have_check_constraints():
