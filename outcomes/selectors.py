@@ -1,8 +1,10 @@
-"""Reads behind the API and the staff dashboard: trends, recent events, summaries.
+"""Reads behind the API and the staff dashboard: trends, recent events, summaries and the
+per-domain table.
 
 Every query is bounded by an index that leads with the tenant: a trend is "the latest N by
-occurred_at" (ORDER BY occurred_at DESC, id DESC LIMIT N, a backward index scan), and the
-summary reads the per-key counts, so none of them grows with the tenant's history.
+occurred_at" (ORDER BY occurred_at DESC, id DESC LIMIT N, a backward index scan), the summary
+reads the per-key counts and the per-domain table the trend snapshots, so none of them grows
+with the tenant's history.
 """
 
 from __future__ import annotations

@@ -210,8 +210,10 @@ def trend_snapshots_save(*, tenant: Tenant, trends: Mapping[TrendKey, TrendStats
             .annotate(total=Sum("count"))
             .values_list("metric_type", "domain", "total")
         }
-        OutcomeTrendSnapshot.objects.bulk_create(
-            [
+        snapshots = []
+        for metric_type, domain in chunk:
+            stats = trends[(metric_type, domain)]
+            snapshots.append(
                 OutcomeTrendSnapshot(
                     tenant_id=tenant.pk,
                     metric_type=metric_type,
@@ -224,9 +226,9 @@ def trend_snapshots_save(*, tenant: Tenant, trends: Mapping[TrendKey, TrendStats
                     event_count=event_counts.get((metric_type, domain), 0),
                     evaluated_at=now,
                 )
-                for metric_type, domain in chunk
-                for stats in (trends[(metric_type, domain)],)
-            ],
+            )
+        OutcomeTrendSnapshot.objects.bulk_create(
+            snapshots,
             update_conflicts=True,
             unique_fields=["tenant", "domain", "metric_type"],
             update_fields=[
