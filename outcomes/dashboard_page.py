@@ -16,7 +16,7 @@ from agent33.tenancy.staff import staff_tenants
 
 from . import selectors
 from .charts import format_number, line_chart
-from .choices import METRIC_TYPES, MetricType
+from .choices import METRIC_TYPES, MetricType, TrendDirection
 
 __all__ = ["DashboardFilterForm", "dashboard_page"]
 
@@ -89,7 +89,7 @@ def _domain_rows(dashboard: selectors.Dashboard, tenant, labels: dict) -> list[d
                 "arrow": ARROWS[trend.direction],
                 "change": f"{trend.change_pct:+.1f}%",
                 "sample_size": trend.sample_size,
-                "intake": intake if trend.direction == "declining" else None,
+                "intake": intake if trend.direction == TrendDirection.DECLINING else None,
             })
         rows.append({
             "domain": row.domain,
