@@ -10,13 +10,13 @@ COPY agent33 agent33
 COPY operations operations
 COPY multimodal multimodal
 COPY outcomes outcomes
-COPY manage.py ./
-RUN pip install . && useradd --create-home --uid 1000 agent33 && mkdir -p /data/media \
-    && chown -R agent33 /data
+COPY manage.py gunicorn.conf.py ./
+RUN pip install . && useradd --create-home --uid 1000 agent33 && mkdir -p /data/media /metrics \
+    && chown -R agent33 /data /metrics
 # collectstatic needs settings but no database or real secret.
 RUN DEBUG=0 SECRET_KEY=build-only python manage.py collectstatic --noinput
 
 USER agent33
 EXPOSE 8000
-CMD ["gunicorn", "agent33.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
-     "--access-logfile", "-"]
+# The service logs one access line per request itself (gunicorn.conf.py, JSON by default).
+CMD ["gunicorn", "agent33.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

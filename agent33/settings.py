@@ -6,6 +6,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from agent33.observability.logs import log_format_from_env, logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -53,6 +55,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "agent33.observability.middleware.RequestContextMiddleware",
+    "agent33.observability.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "agent33.api.middleware.BodySizeLimitMiddleware",
@@ -259,20 +263,29 @@ OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 ELEVENLABS_API_KEY = os.environ.get("ELEVENLABS_API_KEY", "")
 ELEVENLABS_BASE_URL = os.environ.get("ELEVENLABS_BASE_URL", "")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.request": {"level": "ERROR"},
+# Other processes' PROMETHEUS_MULTIPROC_DIRs whose series GET /metrics merges with this
+# service's own (e.g. the Celery workers' on the same host or a shared volume).
+AGENT33_METRICS_MERGE_DIRS = env_list("AGENT33_METRICS_MERGE_DIRS")
+
+# Logs: one JSON object per line in production, readable text in development (DEBUG=1).
+# Every line carries the request id, tenant, token prefix, method and path of its request
+# (agent33.observability.logs).
+AGENT33_LOG_FORMAT = log_format_from_env()
+if AGENT33_LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(
+        f"AGENT33_LOG_FORMAT must be 'json' or 'text', not {AGENT33_LOG_FORMAT!r}."
+    )
+LOGGING = logging_config(
+    log_format=AGENT33_LOG_FORMAT,
+    level=os.environ.get("LOG_LEVEL", "INFO"),
+    quiet={
+        "django.request": "ERROR",
         # Eager tasks: kombu's notice that the in-memory transport has no hostname, and a
         # line per task run, are noise in a local run.
         **(
-            {"kombu.connection": {"level": "ERROR"}, "celery.app.trace": {"level": "WARNING"}}
+            {"kombu.connection": "ERROR", "celery.app.trace": "WARNING"}
             if CELERY_TASK_ALWAYS_EAGER
             else {}
         ),
     },
-}
+)

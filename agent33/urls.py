@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agent33.api.views import WhoAmIView, healthz, readyz
+from agent33.observability.views import MetricsView
 
 handler400 = "agent33.api.views.json_bad_request"
 handler404 = "agent33.api.views.json_not_found"
@@ -30,6 +31,7 @@ v1 = [
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("v1/", include(v1)),
     path("admin/", admin.site.urls),
 ]

@@ -12,7 +12,8 @@ In one process, with eager execution (the embedded default), each round times:
 Rounds alternate the two so both see the same machine conditions. Prints p50/p95 of each,
 the difference of the percentiles and the percentiles of the per-round difference
 (target: overhead p95 < 30 ms), plus the CPU time this process spent, which a busy machine
-inflates far less than wall-clock time.
+inflates far less than wall-clock time. `run()` returns the figures (`make bench-smoke`
+calls it with fewer rounds).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import fresh_postgres_database, percentile  # noqa: E402
+from bench.common import Figure, fresh_postgres_database, missed, percentile  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 WARMUP = 20
@@ -35,9 +36,9 @@ TEXT = "The quick brown fox jumps over the lazy dog."
 TARGET_MS = 30.0
 
 
-def configure() -> str:
+def configure(postgres: bool) -> str:
     scratch = Path(tempfile.mkdtemp(prefix="agent33-bench-mm-"))
-    if os.environ.get("BENCH_DATABASE") == "postgres":
+    if postgres:
         database_url = fresh_postgres_database("agent33_bench_multimodal")
     else:
         database_url = f"sqlite:///{scratch}/bench.sqlite3"
@@ -58,8 +59,10 @@ def ms(samples: list[float], pct: float) -> float:
     return percentile(samples, pct) * 1000
 
 
-def main() -> None:
-    database_url = configure()
+def run(*, rounds: int = ROUNDS, postgres: bool = False) -> list[Figure]:
+    """The measurement; returns its figures (`make bench-smoke` runs fewer rounds). Sets up
+    Django in this process, so run it once per process."""
+    database_url = configure(postgres)
     importlib.import_module("agent33.wsgi")  # set up as a server process is
     from django.conf import settings
     from django.core.management import call_command
@@ -105,7 +108,7 @@ def main() -> None:
     direct_samples: list[float] = []
     api_samples: list[float] = []
     paired: list[float] = []
-    for index in range(ROUNDS):
+    for index in range(rounds):
         # Alternate which goes first so neither always runs on a warmer cache.
         if index % 2:
             d, a = direct(), api()
@@ -116,7 +119,7 @@ def main() -> None:
         paired.append(a - d)
 
     database = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-    print(f"TTS request overhead ({ROUNDS} rounds, {database}, eager, text {len(TEXT)} chars)")
+    print(f"TTS request overhead ({rounds} rounds, {database}, eager, text {len(TEXT)} chars)")
     print(f"  espeak direct : p50 {ms(direct_samples, 50):7.2f} ms   "
           f"p95 {ms(direct_samples, 95):7.2f} ms")
     print(f"  through API   : p50 {ms(api_samples, 50):7.2f} ms   "
@@ -133,7 +136,20 @@ def main() -> None:
     print(f"  machine load  : {load:.2f} (1-min average; {os.cpu_count()} CPUs)")
     verdict = "OK" if max(p95_gap, ms(paired, 95)) < TARGET_MS else "OVER TARGET"
     print(f"  target p95 overhead < {TARGET_MS:.0f} ms: {verdict}")
+    return [
+        Figure("API minus direct espeak, p95 (difference of percentiles)", p95_gap, "ms",
+               f"< {TARGET_MS:g}"),
+        Figure("API minus direct espeak, p95 of the per-round difference", ms(paired, 95), "ms",
+               f"< {TARGET_MS:g}"),
+        Figure("TTS request through the API, p50", ms(api_samples, 50), "ms"),
+        Figure("espeak direct, p50", ms(direct_samples, 50), "ms"),
+    ]
+
+
+def main() -> int:
+    figures = run(postgres=os.environ.get("BENCH_DATABASE") == "postgres")
+    return 1 if missed(figures) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

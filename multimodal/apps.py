@@ -8,8 +8,11 @@ class MultimodalConfig(AppConfig):
     name = "multimodal"
 
     def ready(self) -> None:
+        from agent33.observability.metrics import register_collector
+        from agent33.observability.row_counts import register_row_counter
         from operations.hub import register_hub_panel, register_process_source
 
+        from . import metrics
         from .hub_source import MultimodalRequestSource, render_stats_panel
         from .providers import load_builtin_providers
 
@@ -18,6 +21,8 @@ class MultimodalConfig(AppConfig):
         # these; operations itself never imports this app.
         register_process_source(MultimodalRequestSource())
         register_hub_panel("multimodal", render_stats_panel)
+        register_row_counter(metrics.ROW_COUNTER)
+        register_collector("multimodal", metrics.collect)
         # Extra engines (a deployment's own, or a test-only one in worker processes) are
         # modules that register a provider when imported.
         for module in getattr(settings, "MULTIMODAL_PROVIDER_MODULES", ()):

@@ -27,6 +27,7 @@ __all__ = [
     "MultimodalRequest",
     "MultimodalResult",
     "ProviderCredential",
+    "RequestCount",
     "artifact_upload_to",
     "validate_base_url",
     "validate_modalities",
@@ -264,6 +265,27 @@ class MultimodalResult(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.pk
+
+
+class RequestCount(TenantOwnedModel):
+    """How many of a tenant's requests are in each (modality, provider, state): kept by
+    database triggers as requests change (agent33.observability.row_counts), read by
+    /metrics."""
+
+    modality = models.CharField(max_length=32)
+    provider = models.CharField(max_length=64)
+    state = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "modality", "provider", "state"], name="mmcount_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.modality}/{self.provider}/{self.state}: {self.count}"
 
 
 class CloudProvider(models.TextChoices):

@@ -1,17 +1,26 @@
-"""Admin for process records (read-only facts + control actions), the control history, and
-the Operations Hub page. Every list is tenant-limited by the admin bases."""
+"""Admin for process records (read-only facts + controls and staff moves), their history, and
+the Operations Hub page. Every list is tenant-limited by the admin bases.
+
+Staff act where they look: an intake's or a budget's page has one button per status its table
+lets it move to now (with an optional note), and the lists have the same moves as bulk
+actions, all through `controls.process_move` (the one transition service, audited)."""
 
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
-from django.urls import reverse
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from agent33.admin_site import AdminPage
 from agent33.api.viewsets import actor_of
+from agent33.errors import DomainError
 from agent33.tenancy.admin_base import (
     ReadOnlyAdminMixin,
     StaffTenantFilter,
@@ -20,7 +29,8 @@ from agent33.tenancy.admin_base import (
     apply_service_to_each,
 )
 
-from .controls import process_control
+from .choices import BudgetStatus, IntakeStatus
+from .controls import process_control, process_move
 from .models import (
     AutonomyBudget,
     ControlAction,
@@ -30,6 +40,7 @@ from .models import (
     WorkflowRun,
 )
 from .selectors import control_history
+from .services import machine_for, move_refusal
 from .staff_views import CONTROL_PERMISSION, VIEW_PERMISSION, hub_page
 
 admin.site.register_page(
@@ -47,7 +58,7 @@ admin.site.register_page(
 class ControlReasonForm(ActionForm):
     reason = forms.CharField(
         required=False, max_length=2000, label="Reason",
-        widget=forms.TextInput(attrs={"placeholder": "Reason (for controls)", "size": 30}),
+        widget=forms.TextInput(attrs={"placeholder": "Reason or note", "size": 30}),
     )
 
 
@@ -76,6 +87,49 @@ def control_cancel(modeladmin, request, queryset):
     _run_control(modeladmin, request, queryset, "cancel")
 
 
+# What each staff move's button says, by the status it moves to (which moves exist comes
+# from the type's transition table; these are only their words).
+MOVE_LABELS: dict[str, str] = {
+    IntakeStatus.TRIAGED: "Triage",
+    IntakeStatus.ANALYZING: "Start analysis",
+    IntakeStatus.ACCEPTED: "Accept",
+    IntakeStatus.DEFERRED: "Defer",
+    IntakeStatus.REJECTED: "Reject",
+    IntakeStatus.TRACKED: "Track",
+    BudgetStatus.PENDING_APPROVAL: "Submit for approval",
+    BudgetStatus.ACTIVE: "Activate",
+    BudgetStatus.SUSPENDED: "Suspend",
+    BudgetStatus.COMPLETED: "Complete",
+    BudgetStatus.EXPIRED: "Expire",
+}
+
+
+def move_label(current: str, target: str) -> str:
+    if target == BudgetStatus.ACTIVE and current == BudgetStatus.PENDING_APPROVAL:
+        return "Approve"
+    if target == BudgetStatus.ACTIVE and current == BudgetStatus.SUSPENDED:
+        return "Resume"
+    return MOVE_LABELS.get(target, target)
+
+
+def _move_action(target: str, description: str, *, only_from=None, move: str = ""):
+    """A bulk action moving every selected process to `target` through the same service as
+    the page's buttons; refusals are reported one line per row."""
+
+    def action(modeladmin, request, queryset):
+        note = request.POST.get("reason", "").strip()
+        actor = actor_of(request)
+        apply_service_to_each(
+            modeladmin, request, queryset.values_list("pk", flat=True),
+            lambda pk: process_move(modeladmin.model, pk, target=target, actor=actor,
+                                    note=note, only_from=only_from, move=move),
+            done_message=f"{description}: {{count}} process(es).",
+        )
+
+    action.__name__ = f"move_{move or target}"
+    return admin.action(description=f"{description} selected", permissions=["control"])(action)
+
+
 class ProcessAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     """Process records are written by the runtime; staff inspect them and control them."""
 
@@ -91,14 +145,14 @@ class ProcessAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         names = [f.name for f in self.model._meta.concrete_fields]
         return [*names, "control_history_table"]
 
-    @admin.display(description="control history")
+    @admin.display(description="history")
     def control_history_table(self, obj):
         history = control_history(tenant_id=obj.tenant_id, process_id=obj.pk)
         link = reverse("admin:operations_controlaction_changelist") + "?" + urlencode(
             {"process_id": obj.pk}
         )
         if not history:
-            return format_html('No controls yet. <a href="{}">History list</a>', link)
+            return format_html('No changes by people yet. <a href="{}">History list</a>', link)
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
@@ -109,11 +163,76 @@ class ProcessAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
             ),
         )
         return format_html(
-            "<table><thead><tr><th>When</th><th>Action</th><th>State</th><th>Actor</th>"
-            '<th>Reason</th></tr></thead><tbody>{}</tbody></table><a href="{}">History list</a>',
+            '<table class="process-history"><thead><tr><th>When</th><th>Action</th>'
+            "<th>State</th><th>Actor</th><th>Reason or note</th></tr></thead><tbody>{}</tbody>"
+            '</table><a href="{}">History list</a>',
             rows,
             link,
         )
+
+
+class StaffMovesAdmin(ProcessAdmin):
+    """A process page with one button per status the process may move to now, and a note.
+    The buttons POST to <id>/move/ (CSRF-protected by the admin), which calls
+    `process_move`; a refusal shows its reason (the API's 409 detail) as an error message."""
+
+    change_form_template = "admin/operations/process_change_form.html"
+
+    def get_urls(self):
+        return [
+            path("<path:object_id>/move/", self.admin_site.admin_view(self.move_view),
+                 name=f"{self._url_prefix()}_move"),
+            *super().get_urls(),
+        ]
+
+    def staff_moves(self, obj) -> list[tuple[str, str]]:
+        """(target status, button label) for each move the process may make now."""
+        machine = machine_for(self.model)
+        now = timezone.now()
+        return [
+            (target, move_label(obj.status, target))
+            for target in machine.states
+            if machine.allows(obj.status, target)
+            and move_refusal(self.model, vars(obj), target, now) is None
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, unquote(object_id))
+        can_move = obj is not None and self.has_control_permission(request)
+        context = {
+            **(extra_context or {}),
+            "staff_moves": self.staff_moves(obj) if can_move else [],
+            "move_url": reverse(f"admin:{self._url_prefix()}_move", args=[quote(obj.pk)])
+            if obj is not None else "",
+        }
+        return super().change_view(request, object_id, form_url, context)
+
+    def move_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:  # absent, or a tenant this staff member is not granted
+            raise Http404
+        if not self.has_control_permission(request):
+            raise PermissionDenied
+        target = request.POST.get("target", "")
+        try:
+            moved = process_move(self.model, obj.pk, target=target, actor=actor_of(request),
+                                 note=request.POST.get("note", ""))
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+        else:
+            self.message_user(
+                request,
+                f"{move_label(moved.state_before, target)}: {moved.state_before} → "
+                f"{moved.obj.status}.",
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(reverse(f"admin:{self._url_prefix()}_change",
+                                            args=[obj.pk]))
+
+    def _url_prefix(self) -> str:
+        return f"{self.model._meta.app_label}_{self.model._meta.model_name}"
 
 
 class TraceStepInline(ReadOnlyAdminMixin, TenantScopedInline):
@@ -132,20 +251,33 @@ class TraceAdmin(ProcessAdmin):
     actions = (control_cancel,)
 
 
+_WAITING = frozenset({BudgetStatus.PENDING_APPROVAL})
+
+
 @admin.register(AutonomyBudget)
-class AutonomyBudgetAdmin(ProcessAdmin):
+class AutonomyBudgetAdmin(StaffMovesAdmin):
     list_display = ("id", "task_id", "agent_id", "status", "tenant", "approved_by", "expires_at",
                     "started_at")
     list_filter = ("status", StaffTenantFilter)
     search_fields = ("id", "task_id", "agent_id", "approved_by")
-    actions = (control_pause, control_resume, control_cancel)
+    actions = (
+        _move_action(BudgetStatus.ACTIVE, "Approve", only_from=_WAITING, move="approve"),
+        _move_action(BudgetStatus.REJECTED, "Reject", only_from=_WAITING, move="reject"),
+        _move_action(BudgetStatus.COMPLETED, "Complete"),
+        control_pause, control_resume, control_cancel,
+    )
 
 
 @admin.register(ImprovementIntake)
-class ImprovementIntakeAdmin(ProcessAdmin):
+class ImprovementIntakeAdmin(StaffMovesAdmin):
     list_display = ("id", "title", "status", "research_type", "urgency", "tenant", "started_at")
     list_filter = ("status", "research_type", "urgency", StaffTenantFilter)
     search_fields = ("id", "title", "summary", "source", "decline_key")
+    actions = tuple(
+        _move_action(target, MOVE_LABELS[target])
+        for target in IntakeStatus.values
+        if target in MOVE_LABELS
+    )
 
 
 @admin.register(WorkflowRun)

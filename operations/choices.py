@@ -37,6 +37,7 @@ __all__ = [
     "BudgetStatus",
     "ControlActionChoice",
     "ControlRule",
+    "HistoryAction",
     "IntakeStatus",
     "ProcessType",
     "ResearchType",
@@ -71,6 +72,17 @@ class ControlActionChoice(models.TextChoices):
 
 
 CONTROL_ACTIONS: tuple[str, ...] = tuple(ControlActionChoice.values)
+
+
+class HistoryAction(models.TextChoices):
+    """What a person did to a process, as its history records it: an operator control, or a
+    staff member's move to a status the table allows (the admin's buttons and bulk actions;
+    the history's before → after says which)."""
+
+    PAUSE = ControlActionChoice.PAUSE.value, ControlActionChoice.PAUSE.label
+    RESUME = ControlActionChoice.RESUME.value, ControlActionChoice.RESUME.label
+    CANCEL = ControlActionChoice.CANCEL.value, ControlActionChoice.CANCEL.label
+    MOVE = "move", "Staff move"
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,16 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "HUB_INCLUDES",
+    "AttentionItem",
     "ControlOutcome",
     "ProcessDetail",
     "ProcessRow",
     "ProcessSource",
+    "attention_items",
     "hub_panels",
     "iso",
     "known_includes",
+    "register_attention_item",
     "register_hub_panel",
     "register_process_source",
     "registered_sources",
@@ -186,3 +189,29 @@ def register_hub_panel(key: str, render: Callable[[Any], str]) -> None:
 def hub_panels() -> dict[str, Callable[[Any], str]]:
     with _lock:
         return dict(_panels)
+
+
+# --- "Needs attention" on the staff hub page ---------------------------------------------
+# What waits for a person: each app registers the counts it owns (operations: submitted
+# intakes, budgets pending approval; multimodal: requests failed in the last hour).
+
+
+@dataclass(frozen=True)
+class AttentionItem:
+    key: str  # the element id's stem on the page: "attention-<key>"
+    label: str  # "Intakes waiting for triage"
+    count: Callable[[], int]  # run in the staff member's tenant scope: a cheap indexed count
+    list_url: Callable[[], str]  # the admin list filtered to exactly those rows
+
+
+_attention: dict[str, AttentionItem] = {}
+
+
+def register_attention_item(item: AttentionItem) -> None:
+    with _lock:
+        _attention[item.key] = item
+
+
+def attention_items() -> list[AttentionItem]:
+    with _lock:
+        return list(_attention.values())

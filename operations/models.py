@@ -23,7 +23,7 @@ from .choices import (
     TRACE_ACTIVE,
     WORKFLOW_ACTIVE,
     BudgetStatus,
-    ControlActionChoice,
+    HistoryAction,
     IntakeStatus,
     ResearchType,
     TraceStatus,
@@ -34,7 +34,9 @@ from .choices import (
 __all__ = [
     "AutonomyBudget",
     "ControlAction",
+    "ControlCount",
     "ImprovementIntake",
+    "ProcessCount",
     "Trace",
     "TraceStep",
     "WorkflowRun",
@@ -177,6 +179,9 @@ class ImprovementIntake(TenantOwnedModel):
         ordering = ["-started_at", "-id"]
         indexes = [
             *_process_indexes("intake", INTAKE_ACTIVE),
+            # /metrics counts the intakes declines opened: only those rows are in it.
+            models.Index(fields=["tenant"], name="intake_tenant_decline",
+                         condition=~Q(decline_key="")),
         ]
         constraints = [
             _status_check("intake", IntakeStatus),
@@ -227,7 +232,10 @@ class WorkflowRun(TenantOwnedModel):
 
 
 class ControlAction(TenantOwnedModel):
-    """Audit record of one successful operator control (pause / resume / cancel).
+    """A process's history: one state change a person made, an operator's control (pause /
+    resume / cancel, from the API, the hub page or an admin list) or a staff member's move
+    (the intake and budget pages' buttons and bulk actions), with who, when, the reason or
+    note, and the state before and after.
 
     Written in the same transaction as the state change it records, so the history and the
     process can never disagree. The process is referenced by type and id, not by foreign key,
@@ -236,7 +244,7 @@ class ControlAction(TenantOwnedModel):
 
     process_type = models.CharField(max_length=40)
     process_id = models.CharField(max_length=64)
-    action = models.CharField(max_length=20, choices=ControlActionChoice.choices)
+    action = models.CharField(max_length=20, choices=HistoryAction.choices)
     reason = models.TextField(blank=True, default="")
     actor = models.CharField(max_length=300)
     state_before = models.CharField(max_length=40)
@@ -253,12 +261,50 @@ class ControlAction(TenantOwnedModel):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(action__in=list(ControlActionChoice.values)), name="ctrl_action_valid"
+                condition=Q(action__in=list(HistoryAction.values)), name="ctrl_action_valid"
             ),
         ]
         permissions = [
-            ("control_process", "Can pause, resume and cancel processes from the admin"),
+            ("control_process", "Can change process states from the admin (controls, moves)"),
         ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.process_id}"
+
+
+class ProcessCount(TenantOwnedModel):
+    """How many of a tenant's processes of one type are in one status: kept by database
+    triggers as rows change (agent33.observability.row_counts), read by /metrics."""
+
+    process_type = models.CharField(max_length=40)
+    status = models.CharField(max_length=40)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "process_type", "status"], name="proccount_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.process_type}/{self.status}: {self.count}"
+
+
+class ControlCount(TenantOwnedModel):
+    """How many controls of each action a tenant's processes of one type received; kept by
+    database triggers on ControlAction, read by /metrics."""
+
+    process_type = models.CharField(max_length=40)
+    action = models.CharField(max_length=20)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "process_type", "action"], name="ctrlcount_key_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.process_type}/{self.action}: {self.count}"

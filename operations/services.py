@@ -33,6 +33,7 @@ from .choices import (
     WORKFLOW_MACHINE,
     WORKFLOW_TERMINAL,
     BudgetStatus,
+    ProcessType,
     ResearchType,
     StateMachine,
     TraceStatus,
@@ -52,6 +53,7 @@ __all__ = [
     "lock_for_transition",
     "machine_for",
     "move_refusal",
+    "process_type_of",
     "trace_add_step",
     "trace_complete",
     "trace_create",
@@ -63,16 +65,21 @@ __all__ = [
 
 logger = logging.getLogger("agent33.operations")
 
-_MACHINES: dict[type[models.Model], StateMachine] = {
-    Trace: TRACE_MACHINE,
-    AutonomyBudget: BUDGET_MACHINE,
-    ImprovementIntake: INTAKE_MACHINE,
-    WorkflowRun: WORKFLOW_MACHINE,
+# Each record model: its hub type and its one state machine.
+_KINDS: dict[type[models.Model], tuple[str, StateMachine]] = {
+    Trace: (ProcessType.TRACE, TRACE_MACHINE),
+    AutonomyBudget: (ProcessType.AUTONOMY_BUDGET, BUDGET_MACHINE),
+    ImprovementIntake: (ProcessType.IMPROVEMENT_INTAKE, INTAKE_MACHINE),
+    WorkflowRun: (ProcessType.WORKFLOW, WORKFLOW_MACHINE),
 }
 
 
 def machine_for(model: type[models.Model]) -> StateMachine:
-    return _MACHINES[model]
+    return _KINDS[model][1]
+
+
+def process_type_of(model: type[models.Model]) -> str:
+    return _KINDS[model][0]
 
 
 # --- the transition service -------------------------------------------------------------
@@ -121,6 +128,7 @@ def transition_apply[M: models.Model](
     changes: Mapping[str, Any] | None = None,
     move: str = "",
     only_from: Iterable[str] | None = None,
+    actor: str = "",
 ) -> Transitioned[M]:
     """Move the process `pk` (current tenant scope) to `target`, or raise.
 
@@ -128,7 +136,8 @@ def transition_apply[M: models.Model](
     `expires_at` never becomes active: 409 `budget_expired`). `only_from` narrows the states
     a named move (`move`, e.g. the "resume" control) starts from, within what the table
     allows. `changes` are further fields to save with the status; the fields a status brings
-    with it (a trace's `completed_at`, a finished run's `duration_ms`) are set here.
+    with it (a trace's `completed_at`, a finished run's `duration_ms`, a budget's
+    `approved_by` when a person, `actor`, approves it) are set here.
     Joins the caller's transaction (a hub control records its audit row in the same one).
     """
     machine = machine_for(model)
@@ -156,7 +165,7 @@ def transition_apply[M: models.Model](
         fields = {
             "status": target,
             "updated_at": now,
-            **_fields_entering(obj, target, now),
+            **_fields_entering(obj, target, now, actor),
             **(changes or {}),
         }
         for name, value in fields.items():
@@ -185,8 +194,17 @@ def move_refusal(
     return None
 
 
-def _fields_entering(obj: models.Model, target: str, now: datetime) -> dict[str, Any]:
+def _fields_entering(
+    obj: models.Model, target: str, now: datetime, actor: str
+) -> dict[str, Any]:
     """What a status brings with it, whichever path moves the process there."""
+    if (
+        isinstance(obj, AutonomyBudget)
+        and actor
+        and obj.status == BudgetStatus.PENDING_APPROVAL
+        and target == BudgetStatus.ACTIVE
+    ):
+        return {"approved_by": actor}
     if isinstance(obj, Trace) and target in TRACE_TERMINAL:
         return {"completed_at": now}
     if isinstance(obj, WorkflowRun) and target in WORKFLOW_TERMINAL and obj.duration_ms is None:

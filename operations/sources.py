@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from agent33.errors import NotFound, StateConflict
 
@@ -21,10 +23,20 @@ from .choices import (
     INTAKE_MACHINE,
     TRACE_MACHINE,
     WORKFLOW_MACHINE,
+    BudgetStatus,
+    IntakeStatus,
     ProcessType,
     StateMachine,
 )
-from .hub import ControlOutcome, ProcessDetail, ProcessRow, iso, register_process_source
+from .hub import (
+    AttentionItem,
+    ControlOutcome,
+    ProcessDetail,
+    ProcessRow,
+    iso,
+    register_attention_item,
+    register_process_source,
+)
 from .models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
 from .services import move_refusal, transition_apply
 
@@ -34,6 +46,7 @@ __all__ = [
     "ModelProcessSource",
     "TraceSource",
     "WorkflowRunSource",
+    "register_builtin_attention_items",
     "register_builtin_sources",
 ]
 
@@ -248,3 +261,25 @@ class WorkflowRunSource(ModelProcessSource):
 def register_builtin_sources() -> None:
     for source in (TraceSource(), BudgetSource(), IntakeSource(), WorkflowRunSource()):
         register_process_source(source)
+
+
+def _waiting_in(model: type[models.Model], status: str, label: str) -> AttentionItem:
+    """Processes of `model` waiting in `status` for a person (the (tenant, status, started_at)
+    index counts them), linked to the admin list filtered the same way."""
+    meta = model._meta
+    return AttentionItem(
+        key=f"{meta.model_name}-{status}",
+        label=label,
+        count=lambda: model.objects.filter(status=status).count(),
+        list_url=lambda: reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        + "?" + urlencode({"status__exact": status}),
+    )
+
+
+def register_builtin_attention_items() -> None:
+    register_attention_item(
+        _waiting_in(ImprovementIntake, IntakeStatus.SUBMITTED, "Intakes waiting for triage")
+    )
+    register_attention_item(
+        _waiting_in(AutonomyBudget, BudgetStatus.PENDING_APPROVAL, "Budgets pending approval")
+    )

@@ -13,6 +13,7 @@ import json
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -23,7 +24,7 @@ from agent33.errors import DomainError
 
 from . import controls, selectors
 from .choices import CONTROL_ACTIONS
-from .hub import hub_panels, registered_sources
+from .hub import attention_items, hub_panels, registered_sources
 
 __all__ = ["CONTROL_PERMISSION", "VIEW_PERMISSION", "hub_page"]
 
@@ -47,8 +48,22 @@ def _json_error(exc: DomainError) -> JsonResponse:
 
 
 def _render_panels(request: HttpRequest) -> dict[str, str]:
-    """Other apps' panels (operations.hub.register_hub_panel), as trusted HTML."""
-    return {key: render(request) for key, render in hub_panels().items()}
+    """"Needs attention" and other apps' panels (operations.hub.register_hub_panel), as
+    trusted HTML, refreshed with the table."""
+    return {
+        "attention": _render_attention(),
+        **{key: render(request) for key, render in hub_panels().items()},
+    }
+
+
+def _render_attention() -> str:
+    """What waits for a person, in the staff member's tenant scope: a count per item and a
+    link to the admin list filtered to those rows."""
+    items = [
+        {"key": item.key, "label": item.label, "count": item.count(), "url": item.list_url()}
+        for item in attention_items()
+    ]
+    return render_to_string("operations/attention_panel.html", {"items": items})
 
 
 def _data(request: HttpRequest) -> JsonResponse:
@@ -105,6 +120,7 @@ def _page(request: HttpRequest) -> TemplateResponse:
         "actions": CONTROL_ACTIONS,
         "can_control": request.user.has_perm(CONTROL_PERMISSION),
         "refresh_ms": REFRESH_MS,
+        "attention_panel": rendered.pop("attention"),
         "multimodal_panel": rendered.pop("multimodal", None),
         "other_panels": [
             format_html('<section id="{}-panel" class="hub-panel">{}</section>', key, html)

@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class OutcomesConfig(AppConfig):
     name = "outcomes"
+
+    def ready(self) -> None:
+        from agent33.observability.metrics import register_collector
+
+        from . import metrics
+
+        register_collector("outcomes", metrics.collect)

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
-from agent33.auth.scopes import ADMIN, ALL_SCOPES
+from agent33.auth.scopes import ADMIN, ALL_SCOPES, OPERATOR_ONLY_SCOPES
 from agent33.tenancy.services import token_issue
 from tests.factories.tenancy import TenantFactory
 
@@ -169,10 +169,12 @@ def anonymous_client():
     return APIClient()
 
 
-def scopes_without(required: str) -> list[str]:
-    """Every scope except the required one and those that imply it."""
+def scopes_without(required: str, *, operator: bool = False) -> list[str]:
+    """Every scope except the required one and those that imply it (and, for a tenant's
+    token, the scopes only operators may hold)."""
     family = required.split(":")[0]
-    return [s for s in ALL_SCOPES if s not in (required, ADMIN) and s != f"{family}:*"]
+    return [s for s in ALL_SCOPES if s not in (required, ADMIN) and s != f"{family}:*"
+            and (operator or s not in OPERATOR_ONLY_SCOPES)]
 
 
 # --- Browser tests (Playwright driving Debian's chromium) -------------------------------

@@ -49,7 +49,15 @@ from tests.factories.operations import (
 )
 from tests.factories.outcomes import OutcomeEventFactory
 
-__all__ = ["PROCESS_CASES", "PUBLIC_ROUTES", "REGISTRY", "Built", "Probe", "missing_like"]
+__all__ = [
+    "OPERATOR_ROUTES",
+    "PROCESS_CASES",
+    "PUBLIC_ROUTES",
+    "REGISTRY",
+    "Built",
+    "Probe",
+    "missing_like",
+]
 
 # Routes anyone may call without a token; every other route must declare a scope. Keys are
 # route keys as above (outside /v1/ too: the test enumerates every non-admin route).
@@ -58,6 +66,13 @@ PUBLIC_ROUTES: dict[str, str] = {
     "readyz": "readiness probe (database reachable)",
     "v1/schema/": "the OpenAPI schema",
     "v1/docs/": "Swagger UI for the schema",
+}
+
+# Routes that read every tenant's data at once: only an all-tenants (operator) token with the
+# route's scope gets in; anonymous callers get 401 and a tenant's token 403 whatever its
+# scopes, `admin` included (tests/test_route_isolation.py checks all three). Keys as above.
+OPERATOR_ROUTES: dict[str, str] = {
+    "metrics": "Prometheus metrics of the whole service (metrics:read)",
 }
 
 
@@ -438,11 +453,28 @@ def _outcomes() -> dict[str, dict[str, list[Probe]]]:
                   note="tenant_id in the body is ignored"),
         ]},
         f"{OUT}/events/<id>": {"GET": [_object_probe(OutcomeEventFactory)]},
+        # Issue 18: a CTRF report's tests become the token tenant's events (two per test).
+        f"{OUT}/ctrf": {"POST": [
+            Probe(build=_nothing_of_a,
+                  body=lambda b: {**_ctrf_report(), "tenant_id": b.refs["tenant"]},
+                  status=201, code=None, own_status=201,
+                  check_b=lambda r, b, t: _only_own_events(t, count=2),
+                  note="tenant_id in the body is ignored"),
+        ]},
     }
 
 
-def _only_own_events(tenant) -> None:
-    assert OutcomeEvent.all_tenants.filter(tenant=tenant).count() == 1
+def _ctrf_report() -> dict:
+    return {"results": {
+        "tool": {"name": "probe"},
+        "summary": {"tests": 1, "passed": 1, "failed": 0, "skipped": 0, "pending": 0,
+                    "other": 0, "start": 1_767_225_600_000, "stop": 1_767_225_601_000},
+        "tests": [{"name": "probe", "status": "passed", "duration": 5}],
+    }}
+
+
+def _only_own_events(tenant, count: int = 1) -> None:
+    assert OutcomeEvent.all_tenants.filter(tenant=tenant).count() == count
 
 
 # --- the whole API ------------------------------------------------------------------------

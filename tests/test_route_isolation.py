@@ -37,10 +37,17 @@ from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
 from agent33.auth.permissions import AUTHENTICATED, required_scope_for
-from agent33.auth.scopes import ALL_SCOPES, OUTCOMES_READ
+from agent33.auth.scopes import ADMIN, ALL_SCOPES, OUTCOMES_READ
 from agent33.tenancy.models import Tenant
 from tests.conftest import make_client, scopes_without
-from tests.route_registry import PROCESS_CASES, PUBLIC_ROUTES, REGISTRY, Built, Probe
+from tests.route_registry import (
+    OPERATOR_ROUTES,
+    PROCESS_CASES,
+    PUBLIC_ROUTES,
+    REGISTRY,
+    Built,
+    Probe,
+)
 
 # --- enumerating the routes ---------------------------------------------------------------
 
@@ -132,7 +139,8 @@ def discover_routes(patterns=None, prefix: str = "") -> list[Route]:
 
 
 ROUTES = [r for r in discover_routes() if not r.key.startswith("admin/")]
-API_ROUTES = [r for r in ROUTES if r.key.startswith("v1/") and r.key not in PUBLIC_ROUTES]
+API_ROUTES = [r for r in ROUTES if r.key.startswith("v1/")
+              and r.key not in PUBLIC_ROUTES and r.key not in OPERATOR_ROUTES]
 PAIRS = [(route, method) for route in API_ROUTES for method in route.methods]
 GET_ROUTES = [route for route in API_ROUTES if "GET" in route.methods]
 
@@ -294,20 +302,55 @@ def _provider_key_encryption(settings):
 
 
 def test_public_allow_list_is_exact():
-    """Every route outside /v1/ (admin aside) is public and listed; every listed one exists
-    and answers without a token."""
+    """Every route outside /v1/ (admin aside) is public or operator-only and listed as such;
+    every listed one exists."""
     keys = {route.key for route in ROUTES}
-    stale = sorted(set(PUBLIC_ROUTES) - keys)
-    assert not stale, f"PUBLIC_ROUTES lists routes that no longer exist: {stale}"
+    stale = sorted((set(PUBLIC_ROUTES) | set(OPERATOR_ROUTES)) - keys)
+    assert not stale, f"PUBLIC_ROUTES/OPERATOR_ROUTES list routes that no longer exist: {stale}"
     unlisted = sorted(r.key for r in ROUTES if not r.key.startswith("v1/")
-                      and r.key not in PUBLIC_ROUTES)
-    assert not unlisted, f"routes outside /v1/ that are not in PUBLIC_ROUTES: {unlisted}"
+                      and r.key not in PUBLIC_ROUTES and r.key not in OPERATOR_ROUTES)
+    assert not unlisted, (
+        f"routes outside /v1/ that are in neither PUBLIC_ROUTES nor OPERATOR_ROUTES: {unlisted}"
+    )
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("key", sorted(PUBLIC_ROUTES))
 def test_public_routes_answer_without_a_token(key):
     assert make_client().get(f"/{key}").status_code == 200
+
+
+OPERATOR_PAIRS = [(route, method) for route in ROUTES if route.key in OPERATOR_ROUTES
+                  for method in route.methods]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("route", "method"), OPERATOR_PAIRS, ids=map(_pair_id, OPERATOR_PAIRS))
+def test_operator_routes_refuse_anonymous_callers_and_every_tenant_token(
+    route, method, tenant_a, api_client_for
+):
+    scope = declared_scope(route, method)
+    assert scope in ALL_SCOPES, f"{method} /{route.key} declares {scope!r}"
+    where = f"{method} /{route.key}"
+
+    anonymous = send(make_client(), method, f"/{route.key}", None, None, False)
+    assert anonymous.status_code == 401, where
+
+    for scopes, code in (([ADMIN], "operator_token_required"),
+                         (scopes_without(scope), "missing_scope")):
+        tenant_token = api_client_for(tenant_a, scopes=scopes)
+        refused = send(tenant_token, method, f"/{route.key}", None, None, False)
+        assert refused.status_code == 403, f"{where}: a tenant token with {scopes} got in"
+        assert refused.json()["code"] == code, f"{where}: {refused.json()}"
+
+    lacking = api_client_for(None, scopes=scopes_without(scope, operator=True))
+    refused = send(lacking, method, f"/{route.key}", None, None, False)
+    assert refused.status_code == 403, where
+    assert refused.json()["detail"] == f"Missing required scope: {scope}", where
+
+    for scopes in ([scope], [ADMIN]):
+        operator = api_client_for(None, scopes=scopes)
+        assert send(operator, method, f"/{route.key}", None, None, False).status_code == 200
 
 
 def test_registry_has_no_stale_entries():

@@ -78,6 +78,8 @@ def add_error_responses(result, generator, request, public):
             for code in codes:
                 responses.setdefault(code, {"description": _MEANINGS[code]})
             for code, response in responses.items():
+                # A view that documents an error with its own description only (for its
+                # wording) still answers in the one format.
                 if str(code)[0] in "45" and not _has_body_schema(response):
                     response["content"] = {"application/json": {"schema": reference}}
     return result

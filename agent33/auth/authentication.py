@@ -13,6 +13,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
+from agent33.observability import context as request_context
 from agent33.tenancy.context import ALL_TENANTS, set_scope
 from agent33.tenancy.models import ApiToken, Tenant
 from agent33.tenancy.services import parse_token_text
@@ -134,6 +135,8 @@ class BearerTokenAuthentication(BaseAuthentication):
         self._touch(token, now)
         # The one place API traffic sets the tenant scope (TenantContextMiddleware clears it).
         set_scope(ALL_TENANTS if token.tenant is None else token.tenant)
+        # Every later log line of this request names its tenant and token (never the secret).
+        request_context.update(tenant=token.tenant_id or "*", token_prefix=token.display_prefix)
         return ApiPrincipal(token), token
 
     @staticmethod

@@ -12,7 +12,13 @@ from rest_framework.permissions import BasePermission
 
 from .scopes import grants
 
-__all__ = ["AUTHENTICATED", "HasRequiredScopes", "MissingScope", "required_scope_for"]
+__all__ = [
+    "AUTHENTICATED",
+    "HasRequiredScopes",
+    "MissingScope",
+    "OperatorOnly",
+    "required_scope_for",
+]
 
 AUTHENTICATED = "authenticated"
 
@@ -54,4 +60,23 @@ class HasRequiredScopes(BasePermission):
             return True
         if not grants(principal.scopes, required):
             raise MissingScope(f"Missing required scope: {required}")
+        return True
+
+
+class OperatorTokenRequired(exceptions.PermissionDenied):
+    default_code = "operator_token_required"
+
+
+class OperatorOnly(BasePermission):
+    """After HasRequiredScopes: the route reads every tenant's data, so a tenant's token is
+    refused whatever its scopes (`admin` included)."""
+
+    def has_permission(self, request, view) -> bool:
+        if request.method == "OPTIONS":
+            return request.user is not None
+        if not request.user.is_operator:
+            raise OperatorTokenRequired(
+                "This endpoint covers every tenant: it needs an all-tenants (operator) token; "
+                "a tenant's token is refused whatever its scopes."
+            )
         return True

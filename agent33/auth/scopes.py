@@ -7,9 +7,11 @@ from collections.abc import Iterable
 __all__ = [
     "ADMIN",
     "ALL_SCOPES",
+    "METRICS_READ",
     "MULTIMODAL_ADMIN",
     "MULTIMODAL_READ",
     "MULTIMODAL_WRITE",
+    "OPERATOR_ONLY_SCOPES",
     "OUTCOMES_READ",
     "OUTCOMES_WRITE",
     "WORKFLOWS_EXECUTE",
@@ -17,6 +19,7 @@ __all__ = [
     "WORKFLOWS_WRITE",
     "grants",
     "invalid_scopes",
+    "operator_only_scopes",
 ]
 
 WORKFLOWS_READ = "workflows:read"
@@ -27,6 +30,7 @@ MULTIMODAL_WRITE = "multimodal:write"
 MULTIMODAL_ADMIN = "multimodal:admin"
 OUTCOMES_READ = "outcomes:read"
 OUTCOMES_WRITE = "outcomes:write"
+METRICS_READ = "metrics:read"  # every tenant's numbers at once: all-tenants tokens only
 ADMIN = "admin"
 
 ALL_SCOPES: tuple[str, ...] = (
@@ -38,8 +42,12 @@ ALL_SCOPES: tuple[str, ...] = (
     MULTIMODAL_ADMIN,
     OUTCOMES_READ,
     OUTCOMES_WRITE,
+    METRICS_READ,
     ADMIN,
 )
+# Scopes that read or act across tenants: a tenant's token is never given them (token_issue
+# refuses), and their routes refuse tenant tokens even with `admin`.
+OPERATOR_ONLY_SCOPES: frozenset[str] = frozenset({METRICS_READ})
 FAMILIES: frozenset[str] = frozenset(s.split(":")[0] for s in ALL_SCOPES if ":" in s)
 
 
@@ -53,3 +61,9 @@ def invalid_scopes(scopes: Iterable[str]) -> list[str]:
     """Scopes that are neither known nor a known family wildcard."""
     valid = set(ALL_SCOPES) | {f"{family}:*" for family in FAMILIES}
     return [scope for scope in scopes if scope not in valid]
+
+
+def operator_only_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes among `scopes` that only an all-tenants token may hold (wildcards too)."""
+    wildcards = {f"{scope.split(':')[0]}:*" for scope in OPERATOR_ONLY_SCOPES}
+    return [scope for scope in scopes if scope in OPERATOR_ONLY_SCOPES or scope in wildcards]

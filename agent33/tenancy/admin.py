@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from guardian.admin import GuardedModelAdmin
 
-from agent33.auth.scopes import ALL_SCOPES, FAMILIES
+from agent33.auth.scopes import ALL_SCOPES, FAMILIES, operator_only_scopes
 
 from .models import ApiToken, Tenant
 from .services import token_issue, token_revoke
@@ -34,6 +34,14 @@ class ApiTokenCreateForm(forms.ModelForm):
     class Meta:
         model = ApiToken
         fields = ("tenant", "name", "scopes", "expires_at")
+
+    def clean(self):
+        cleaned = super().clean()
+        cross_tenant = operator_only_scopes(cleaned.get("scopes") or [])
+        if cleaned.get("tenant") is not None and cross_tenant:
+            self.add_error("scopes", f"Only an all-tenants (operator) token may hold "
+                                     f"{', '.join(cross_tenant)}.")
+        return cleaned
 
 
 @admin.register(ApiToken)

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from agent33.auth.scopes import invalid_scopes
+from agent33.auth.scopes import invalid_scopes, operator_only_scopes
 
 from .models import ApiToken, Tenant, hash_token_secret
 
@@ -46,6 +46,11 @@ def token_issue(
     unknown = invalid_scopes(scopes)
     if unknown:
         raise ValidationError({"scopes": [f"Unknown scopes: {', '.join(unknown)}"]})
+    cross_tenant = operator_only_scopes(scopes) if tenant is not None else []
+    if cross_tenant:
+        raise ValidationError({"scopes": [
+            f"Only an all-tenants (operator) token may hold {', '.join(cross_tenant)}."
+        ]})
     if expires_in_days is not None:
         if expires_in_days <= 0:
             raise ValidationError({"expires_in_days": ["Must be a positive number of days."]})

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 
 from .base import ProviderCall, ProviderError
+from .metrics import provider_call_seconds, provider_retries
 
 __all__ = [
     "BACKOFF_BASE_SECONDS",
@@ -215,7 +216,24 @@ class RetryingClient:
         return self.request("POST", url, **kwargs)
 
     def request(self, method: str, url: str, **kwargs: Any) -> HttpResult:
+        started = time.monotonic()
+        outcome = "failed"
+        try:
+            result = self._request(method, url, **kwargs)
+            outcome = "ok"
+            return result
+        except ProviderError as exc:
+            if exc.reason.startswith("timed out"):
+                outcome = "timeout"
+            raise
+        finally:
+            provider_call_seconds.labels(self.provider, outcome).observe(
+                time.monotonic() - started
+            )
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> HttpResult:
         last_failure = ""
+        retry_reason = ""
         while True:
             remaining = self.call.remaining()
             if remaining <= 0:
@@ -237,6 +255,7 @@ class RetryingClient:
                 raise self.error("invalid base_url: not an http(s) URL") from None
             except httpx.TransportError as exc:
                 last_failure = f"connection failed: {_describe_transport_error(exc)}"
+                retry_reason = "connection"
             except httpx.HTTPError as exc:
                 # E.g. a body that fails to decode: retrying would not change it.
                 raise self.error(f"request failed: {_describe_transport_error(exc)}") from None
@@ -245,6 +264,7 @@ class RetryingClient:
                     return HttpResult(status, headers, content, self.attempts)
                 detail = error_text(content, fallback=httpx.codes.get_reason_phrase(status))
                 last_failure = f"HTTP {status}: {detail}"
+                retry_reason = str(status)
                 if not _is_retryable_status(status):
                     raise self.error(f"{last_failure} {_attempts_note(self.attempts)}")
                 retry_after = parse_retry_after(headers)
@@ -263,6 +283,7 @@ class RetryingClient:
                 raise self.error(
                     f"{last_failure} {_attempts_note(self.attempts)}; {why}", retryable=True
                 )
+            provider_retries.labels(self.provider, retry_reason).inc()
             time.sleep(wait)
 
     def _attempt(

@@ -13,6 +13,7 @@ from rest_framework import serializers
 from ..choices import (
     BudgetStatus,
     ControlActionChoice,
+    HistoryAction,
     IntakeStatus,
     ResearchType,
     TraceCompletionStatus,
@@ -320,7 +321,11 @@ class HubSerializer(serializers.Serializer):
 
 
 class ControlHistorySerializer(serializers.Serializer):
-    action = serializers.CharField()
+    action = serializers.ChoiceField(
+        choices=HistoryAction.values,
+        help_text="pause, resume, cancel: an operator's control; move: a staff member's move "
+        "from the admin (state_before and state_after say which).",
+    )
     reason = serializers.CharField()
     actor = serializers.CharField()
     state_before = serializers.CharField()

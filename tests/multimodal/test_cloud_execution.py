@@ -17,13 +17,13 @@ from cryptography.fernet import Fernet
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from multimodal import provider_keys
+from multimodal import provider_fakes, provider_keys
 from multimodal.models import MultimodalPolicy, MultimodalRequest, ProviderCredential
 from multimodal.providers import http as provider_http
 from multimodal.providers.audio import pcm16_to_wav
 from multimodal.resolution import provider_call_for
 from tests.factories.multimodal import MultimodalRequestFactory
-from tests.multimodal.conftest import b64, openai_vision_parts
+from tests.multimodal.conftest import b64
 
 pytestmark = pytest.mark.django_db
 
@@ -110,16 +110,16 @@ def assert_no_key(*texts: object) -> None:
 def test_openai_text_to_speech_stores_the_audio_as_an_artifact(client_a, configure, cloud, run):
     configure("openai", default_model="text_to_speech=tts-1-hd")
     audio = wav(0.5)
-    cloud.expect_request(
-        "/v1/audio/speech", method="POST",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={"model": "tts-1-hd", "input": "Hello from the cloud", "voice": "alloy",
-              "response_format": "wav"},
-    ).respond_with_data(audio, content_type="audio/wav")
+    received = provider_fakes.openai_speech(cloud, audio=audio)
 
     request, result = run(client_a, modality="text_to_speech", input_text="Hello from the cloud")
     assert request["state"] == "completed", request
     assert request["provider"] == "openai"  # the tenant's default: it stored an OpenAI key
+    assert received.requests == [{
+        "authorization": f"Bearer {KEY}",
+        "json": {"model": "tts-1-hd", "input": "Hello from the cloud", "voice": "alloy",
+                 "response_format": "wav"},
+    }]
     assert artifact_bytes(client_a, result["output_artifact_id"]) == audio
     meta = result["metadata"]
     assert meta["provider"] == "openai" and meta["model"] == "tts-1-hd"
@@ -130,16 +130,9 @@ def test_openai_text_to_speech_stores_the_audio_as_an_artifact(client_a, configu
 
 def test_openai_speech_to_text_stores_the_transcript(client_a, configure, cloud, run):
     configure("openai")
-    seen = {}
-
-    def handler(req: Request) -> Response:
-        seen["auth"] = req.headers.get("Authorization")
-        seen["model"] = req.form.get("model")
-        seen["audio"] = req.files["file"].read()
-        body = {"text": "the quick brown fox", "usage": {"type": "duration", "seconds": 2}}
-        return Response(json.dumps(body), content_type="application/json")
-
-    cloud.expect_request("/v1/audio/transcriptions", method="POST").respond_with_handler(handler)
+    received = provider_fakes.openai_transcription(
+        cloud, text="the quick brown fox", usage={"type": "duration", "seconds": 2}
+    )
     audio = wav(0.3, 16000)
     request, result = run(client_a, modality="speech_to_text", provider="openai",
                           input_artifact_base64=b64(audio))
@@ -147,7 +140,9 @@ def test_openai_speech_to_text_stores_the_transcript(client_a, configure, cloud,
     assert result["output_text"] == "the quick brown fox"
     assert result["metadata"]["model"] == "whisper-1"
     assert result["metadata"]["usage"] == {"type": "duration", "seconds": 2}
-    assert seen == {"auth": f"Bearer {KEY}", "model": "whisper-1", "audio": audio}
+    sent = received.last
+    assert (sent["authorization"], sent["model"], sent["audio"]) == (
+        f"Bearer {KEY}", "whisper-1", audio)
     # Stored with the request's result, readable later.
     stored = MultimodalRequest.all_tenants.get(pk=request["id"]).result
     assert stored.output_text == "the quick brown fox"
@@ -156,39 +151,32 @@ def test_openai_speech_to_text_stores_the_transcript(client_a, configure, cloud,
 def test_openai_vision_answers_the_question_about_the_image(client_a, configure, cloud, run):
     configure("openai")
     image = png()
-    seen = {}
-
-    def handler(req: Request) -> Response:
-        body = req.get_json()
-        seen["model"] = body["model"]
-        seen["prompt"], _, seen["image"] = openai_vision_parts(body)
-        reply = {"model": body["model"],
-                 "choices": [{"message": {"role": "assistant", "content": "A red square."},
-                              "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 90, "completion_tokens": 4, "total_tokens": 94}}
-        return Response(json.dumps(reply), content_type="application/json")
-
-    cloud.expect_request("/v1/chat/completions", method="POST").respond_with_handler(handler)
+    received = provider_fakes.openai_chat_vision(
+        cloud, reply="A red square.",
+        usage={"prompt_tokens": 90, "completion_tokens": 4, "total_tokens": 94},
+    )
     request, result = run(client_a, modality="vision_analysis",
                           input_text="What colour is it?", input_artifact_base64=b64(image))
     assert request["state"] == "completed", request
     assert result["output_text"] == "A red square."
     assert result["metadata"]["usage"]["total_tokens"] == 94
-    assert seen == {"model": "gpt-4o-mini", "prompt": "What colour is it?", "image": image}
+    sent = received.last
+    assert (sent["model"], sent["prompt"], sent["image"]) == (
+        "gpt-4o-mini", "What colour is it?", image)
 
 
 def test_elevenlabs_text_to_speech(client_a, configure, cloud, run):
     configure("elevenlabs", path="/")
     pcm = b"\x02\x00" * 16000  # one second at 16 kHz
-    cloud.expect_request(
-        "/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb", method="POST",
-        headers={"xi-api-key": KEY}, query_string={"output_format": "pcm_16000"},
-        json={"text": "Bonjour", "model_id": "eleven_multilingual_v2"},
-    ).respond_with_data(pcm, content_type="audio/pcm", headers={"character-cost": "7"})
+    received = provider_fakes.elevenlabs_speech(cloud, pcm=pcm, character_cost=7)
 
     request, result = run(client_a, modality="text_to_speech", input_text="Bonjour")
     assert request["state"] == "completed", request
     assert request["provider"] == "elevenlabs"
+    assert received.requests == [{
+        "api_key": KEY, "output_format": "pcm_16000",
+        "json": {"text": "Bonjour", "model_id": "eleven_multilingual_v2"},
+    }]
     stored = artifact_bytes(client_a, result["output_artifact_id"])
     with wave.open(io.BytesIO(stored)) as audio:
         assert audio.getframerate() == 16000 and audio.getnframes() == 16000
@@ -305,13 +293,12 @@ def test_openai_compatible_without_a_base_url_is_refused_at_create(client_a, ten
 
 def test_openai_compatible_runs_against_the_operator_base_url(client_a, configure, cloud, run):
     configure("openai-compatible", path="/gateway/v1", default_model="local-tts")
-    cloud.expect_request("/gateway/v1/audio/speech", method="POST",
-                         json={"model": "local-tts", "input": "hi", "voice": "alloy",
-                               "response_format": "wav"}
-                         ).respond_with_data(wav(), content_type="audio/wav")
+    received = provider_fakes.openai_speech(cloud, audio=wav(), prefix="/gateway/v1")
     request, result = run(client_a, modality="text_to_speech", input_text="hi",
                           provider="openai-compatible")
     assert request["state"] == "completed", request
+    assert received.last["json"] == {"model": "local-tts", "input": "hi", "voice": "alloy",
+                                     "response_format": "wav"}
     assert result["metadata"]["model"] == "local-tts"
 
 

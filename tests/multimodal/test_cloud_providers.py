@@ -7,7 +7,6 @@ in `multimodal.providers.http` runs exactly as it would against the real APIs.
 
 from __future__ import annotations
 
-import json
 import socket
 import struct
 import threading
@@ -21,6 +20,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from multimodal import provider_fakes
 from multimodal.providers import http as provider_http
 from multimodal.providers.audio import pcm16_to_wav
 from multimodal.providers.base import (
@@ -33,7 +33,6 @@ from multimodal.providers.base import (
 from multimodal.providers.elevenlabs import ElevenLabsProvider
 from multimodal.providers.openai import OpenAICompatibleProvider, OpenAIProvider
 from multimodal.providers.registry import get_provider
-from tests.multimodal.conftest import openai_vision_parts
 
 KEY = "sk-test-SUPERSECRET-0123456789abcdef"
 IMAGE = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32  # only needs to round-trip through base64
@@ -88,22 +87,8 @@ def test_providers_are_registered() -> None:
 
 
 def test_openai_transcription(httpserver: HTTPServer) -> None:
-    seen: dict[str, object] = {}
-
-    def handler(request: Request) -> Response:
-        upload = request.files["file"]
-        seen.update(
-            auth=request.headers.get("Authorization"),
-            model=request.form.get("model"),
-            language=request.form.get("language"),
-            filename=upload.filename,
-            audio=upload.read(),
-        )
-        body = {"text": "hello world", "usage": {"type": "duration", "seconds": 1}}
-        return Response(json.dumps(body), content_type="application/json")
-
-    httpserver.expect_request("/v1/audio/transcriptions", method="POST").respond_with_handler(
-        handler
+    received = provider_fakes.openai_transcription(
+        httpserver, text="hello world", usage={"type": "duration", "seconds": 1}
     )
     audio = wav_bytes()
     out = get_provider("openai").run(
@@ -117,23 +102,19 @@ def test_openai_transcription(httpserver: HTTPServer) -> None:
     assert out.model == "whisper-1"
     assert out.attempts == 1
     assert out.usage == {"type": "duration", "seconds": 1}
-    assert seen == {
-        "auth": f"Bearer {KEY}",
+    assert received.requests == [{
+        "authorization": f"Bearer {KEY}",
         "model": "whisper-1",
         "language": "en",
+        "response_format": "json",
         "filename": "audio.wav",
         "audio": audio,
-    }
+    }]
 
 
 def test_openai_speech(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(
-        "/v1/audio/speech",
-        method="POST",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={"model": "tts-1", "input": "Hi there", "voice": "nova", "response_format": "wav"},
-    ).respond_with_data(wav_bytes(0.5), content_type="audio/wav")
-
+    audio = wav_bytes(0.5)
+    received = provider_fakes.openai_speech(httpserver, audio=audio)
     out = get_provider("openai").run(
         MODALITY_TEXT_TO_SPEECH,
         text="Hi there",
@@ -141,7 +122,12 @@ def test_openai_speech(httpserver: HTTPServer) -> None:
         content_type="",
         call=openai_call(httpserver, options={"voice": "nova"}),
     )
-    assert out.output_bytes is not None and out.output_bytes[:4] == b"RIFF"
+    assert received.requests == [{
+        "authorization": f"Bearer {KEY}",
+        "json": {"model": "tts-1", "input": "Hi there", "voice": "nova",
+                 "response_format": "wav"},
+    }]
+    assert out.output_bytes == audio
     assert out.output_content_type == "audio/wav"
     assert out.model == "tts-1"
     assert out.output_data == {"voice": "nova", "duration_seconds": 0.5}
@@ -166,30 +152,12 @@ def test_openai_speech_defaults_voice_and_handles_streamed_wav_header(
 
 
 def test_openai_vision(httpserver: HTTPServer) -> None:
-    seen: dict[str, object] = {}
-
-    def handler(request: Request) -> Response:
-        body = request.get_json()
-        seen["model"] = body["model"]
-        seen["text"], seen["prefix"], seen["image"] = openai_vision_parts(body)
-        reply = {
-            "id": "chatcmpl-1",
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "A cat on a sofa."},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 90, "completion_tokens": 7, "total_tokens": 97},
-        }
-        return Response(json.dumps(reply), content_type="application/json")
-
-    httpserver.expect_request(
-        "/v1/chat/completions", method="POST", headers={"Authorization": f"Bearer {KEY}"}
-    ).respond_with_handler(handler)
-
+    received = provider_fakes.openai_chat_vision(
+        httpserver,
+        reply="A cat on a sofa.",
+        reported_model="gpt-4o-mini-2024-07-18",
+        usage={"prompt_tokens": 90, "completion_tokens": 7, "total_tokens": 97},
+    )
     out = get_provider("openai").run(
         MODALITY_VISION,
         text="",
@@ -201,25 +169,19 @@ def test_openai_vision(httpserver: HTTPServer) -> None:
     assert out.model == "gpt-4o-mini"
     assert out.usage == {"prompt_tokens": 90, "completion_tokens": 7, "total_tokens": 97}
     assert out.output_data["finish_reason"] == "stop"
-    assert seen == {
+    assert received.requests == [{
+        "authorization": f"Bearer {KEY}",
         "model": "gpt-4o-mini",
-        "text": "What animal is this?",
-        "prefix": "data:image/png;base64",
+        "prompt": "What animal is this?",
+        "image_prefix": "data:image/png;base64",
         "image": IMAGE,
-    }
+    }]
 
 
 def test_elevenlabs_speech_wraps_pcm_in_wav(httpserver: HTTPServer) -> None:
-    httpserver.expect_request(
-        "/v1/text-to-speech/voice-123",
-        method="POST",
-        headers={"xi-api-key": KEY},
-        query_string={"output_format": "pcm_16000"},
-        json={"text": "Hello", "model_id": "eleven_multilingual_v2"},
-    ).respond_with_data(
-        ONE_SECOND_PCM_16K, content_type="audio/pcm", headers={"character-cost": "5"}
+    received = provider_fakes.elevenlabs_speech(
+        httpserver, pcm=ONE_SECOND_PCM_16K, voice_id="voice-123", character_cost=5
     )
-
     out = get_provider("elevenlabs").run(
         MODALITY_TEXT_TO_SPEECH,
         text="Hello",
@@ -227,6 +189,11 @@ def test_elevenlabs_speech_wraps_pcm_in_wav(httpserver: HTTPServer) -> None:
         content_type="",
         call=eleven_call(httpserver, options={"voice_id": "voice-123"}),
     )
+    assert received.requests == [{
+        "api_key": KEY,
+        "output_format": "pcm_16000",
+        "json": {"text": "Hello", "model_id": "eleven_multilingual_v2"},
+    }]
     assert out.output_content_type == "audio/wav"
     assert out.output_bytes == pcm16_to_wav(ONE_SECOND_PCM_16K, 16000)
     assert out.model == "eleven_multilingual_v2"

@@ -52,14 +52,15 @@ KINDS = [
                 "/v1/operations/workflow-runs/{id}/transition", "/admin/operations/workflowrun/"),
 ]
 
-# Budgets carry a rule beyond the table (past expires_at never active): every case runs
-# with no expiry, a future one and a past one.
-EXPIRIES = {"none": None, "future": timedelta(days=1), "past": -timedelta(minutes=1)}
+# Budgets carry a rule beyond the table (past expires_at never active): every budget case
+# runs with an expiry to come and one passed. Other types have none.
+EXPIRIES = {"future": timedelta(days=1), "past": -timedelta(hours=1)}
+NO_EXPIRY = {"none": None}
 
 
 def _cases():
     for kind in KINDS:
-        expiries = EXPIRIES if kind.model is AutonomyBudget else {"none": None}
+        expiries = EXPIRIES if kind.model is AutonomyBudget else NO_EXPIRY
         for state in kind.machine.states:
             for action in choices.CONTROL_ACTIONS:
                 for expiry in expiries:
@@ -82,10 +83,14 @@ def clients(api_client_for, tenant_a, client, django_user_model):
     }
 
 
+# One clock per test run, so the twin objects a case compares expire at the same instant.
+NOW = timezone.now()
+
+
 def _make(kind: ProcessKind, tenant, state: str, expiry: str):
     extra = {}
-    if kind.model is AutonomyBudget and EXPIRIES[expiry] is not None:
-        extra["expires_at"] = timezone.now() + EXPIRIES[expiry]
+    if kind.model is AutonomyBudget:
+        extra["expires_at"] = NOW + EXPIRIES[expiry]
     return kind.factory(tenant=tenant, status=state, **extra)
 
 
@@ -155,3 +160,44 @@ def test_the_expiry_sweep_moves_exactly_what_the_table_lets_expire(tenant_a, sta
     may_expire = choices.BUDGET_MACHINE.allows(state, choices.BudgetStatus.EXPIRED)
     assert (budget.pk in expired) == may_expire
     assert _status(KINDS[1], budget.pk) == ("expired" if may_expire else state)
+
+
+def _staff_cases():
+    for kind in KINDS:
+        if kind.model not in (AutonomyBudget, ImprovementIntake):
+            continue
+        expiries = EXPIRIES if kind.model is AutonomyBudget else NO_EXPIRY
+        for state in kind.machine.states:
+            for target in kind.machine.states:
+                for expiry in expiries:
+                    yield pytest.param(kind, state, target, expiry,
+                                       id=f"{kind.name}-{state}-{target}-{expiry}")
+
+
+@pytest.mark.parametrize(("kind", "state", "target", "expiry"), list(_staff_cases()))
+def test_staff_moves_and_own_transitions_agree(clients, tenant_a, kind, state, target, expiry):
+    """A staff member's button on the process page is the type's own move: offered exactly
+    when it succeeds, and succeeding or refused exactly as the API is."""
+    page_obj = _make(kind, tenant_a, state, expiry)
+    change_url = f"{kind.admin_list}{page_obj.pk}/change/"
+    offered = clients["admin"].get(change_url).context["staff_moves"]
+    response = clients["admin"].post(f"{kind.admin_list}{page_obj.pk}/move/",
+                                     {"target": target, "note": "rule-set test"}, follow=True)
+    staff_after = _status(kind, page_obj.pk)
+    staff_messages = [str(m) for m in response.context["messages"]]
+
+    own_obj = _make(kind, tenant_a, state, expiry)
+    own = clients["own"].post(kind.own_path.format(id=own_obj.pk), {"status": target},
+                              format="json")
+
+    assert (target in dict(offered)) == (own.status_code == 200)
+    assert staff_after == _status(kind, own_obj.pk)
+    history = ControlAction.all_tenants.filter(process_id=page_obj.pk)
+    if own.status_code == 200:
+        assert staff_after == target
+        [entry] = history.values("action", "state_before", "state_after", "reason", "actor")
+        assert entry == {"action": "move", "state_before": state, "state_after": target,
+                         "reason": "rule-set test", "actor": "staff:ops-staff"}
+    else:
+        assert staff_after == state and not history.exists()
+        assert staff_messages == [own.json()["detail"].replace(own_obj.pk, page_obj.pk)]

@@ -1,0 +1,1 @@
+"""Operability: request ids, structured logs and Prometheus metrics (DESIGN §7.5)."""
