@@ -26,7 +26,7 @@ What it does, all in one run against one PostgreSQL database it creates for itse
      (metric, domain, event type) keys, half of them already counted, with the service's
      ORM write (`_counts_add`: upsert-lock of the keys, then an UPDATE adding F() + Case)
      vs the hand-written `INSERT ... ON CONFLICT DO UPDATE SET count = count +
-     EXCLUDED.count` it replaced (in batches of 500 keys, as both run), each in a
+     EXCLUDED.count` it replaced (both in the service's batches of keys), each in a
      transaction that is rolled back; prints the ratio.
    A hand-written statement stays in the service only while its ratio is >= 3.
 
@@ -239,10 +239,12 @@ def counts_upsert(tenant_id: str, counts: Counter) -> None:
         " ON CONFLICT (tenant_id, metric_type, domain, event_type) DO UPDATE SET "
         "count = outcomes_outcomecount.count + EXCLUDED.count"
     )
+    from outcomes.services import _KEY_BATCH
+
     items = sorted(counts.items())
     with connection.cursor() as cursor:
-        for start in range(0, len(items), 500):
-            chunk = items[start : start + 500]
+        for start in range(0, len(items), _KEY_BATCH):
+            chunk = items[start : start + _KEY_BATCH]
             params = [value for (m, d, e), n in chunk for value in (tenant_id, m, d, e, n)]
             cursor.execute(head + ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk)) + tail,
                            params)
