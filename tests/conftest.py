@@ -65,6 +65,16 @@ def _no_platform_cloud_keys(settings):
         setattr(settings, name, "")
 
 
+# The loopback HTTP servers that stand in for cloud providers live on this machine, which the
+# server refuses to call unless the operator allows it (multimodal/network.py).
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_providers_allowed(settings):
+    settings.AGENT33_PROVIDER_PRIVATE_NETWORKS = LOOPBACK_NETWORKS
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Artifacts written by a test land in its own temporary folder."""

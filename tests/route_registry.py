@@ -318,10 +318,12 @@ def _tenant_route(tenant) -> Built:
 
 
 def _provider_key(tenant) -> Built:
+    from agent33.tenancy.context import tenant_scope
     from multimodal.provider_keys import credential_set
 
-    credential_set(tenant=tenant, actor="test:isolation", provider="openai",
-                   api_key="sk-probe-original-1234")
+    with tenant_scope(tenant):  # as the tenant admin's own API call runs
+        credential_set(tenant=tenant, actor="test:isolation", provider="openai",
+                       api_key="sk-probe-original-1234")
     return Built(kwargs={"tenant_id": tenant.slug}, fixed={"provider": "openai"})
 
 
