@@ -45,7 +45,7 @@ class CleanEvent:
     value: float
     occurred_at: dt.datetime | None  # None: "now", filled in by the service
     metadata: dict
-    metadata_json: str  # compact JSON of `metadata`, ready for COPY
+    metadata_json: str  # compact JSON of `metadata` (its size is what the limit counts)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {
