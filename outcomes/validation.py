@@ -252,7 +252,3 @@ def clean_events(events: Any) -> list[CleanEvent]:
                 }
             ) from None
     return cleaned
-
-
-def as_validation_error(exc: EventInvalid) -> ValidationError:
-    return ValidationError(exc.errors)
