@@ -15,7 +15,9 @@ restart.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -29,6 +31,7 @@ logger = logging.getLogger("agent33.outcomes")
 
 _MAX_WAITING = 4  # evaluations queued per process before senders evaluate their own
 _EXIT_TIMEOUT_SECONDS = 60
+_NICENESS = 10
 
 _jobs: queue.Queue[tuple[str, list[tuple[str, str]]]] = queue.Queue(maxsize=_MAX_WAITING)
 _start_lock = threading.Lock()
@@ -72,6 +75,10 @@ def _work() -> None:
 
     from . import declines
 
+    # Background work yields the CPU to requests, this process's and its neighbours': on
+    # Linux a thread has its own nice value (elsewhere this is skipped).
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _NICENESS)
     while True:
         tenant_id, keys = _jobs.get()
         try:
