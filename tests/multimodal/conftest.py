@@ -44,6 +44,19 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+@pytest.fixture
+def prices(db):
+    """The price table as the data migration seeds it (tests build their database without
+    migrations), returned as {(provider, model): usd_per_unit}."""
+    import importlib
+
+    from django.apps import apps
+
+    seeding = importlib.import_module("multimodal.migrations.0007_seed_prices")
+    seeding.seed(apps, None)
+    return seeding.PRICES
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     """Staff logins in the admin tests: a million PBKDF2 rounds per login buys nothing here."""

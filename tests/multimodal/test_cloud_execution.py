@@ -46,6 +46,11 @@ def cloud(server: HTTPServer) -> Iterator[HTTPServer]:
 
 
 @pytest.fixture(autouse=True)
+def _seeded_prices(prices):
+    return prices
+
+
+@pytest.fixture(autouse=True)
 def fast_backoff(monkeypatch):
     monkeypatch.setattr(provider_http, "BACKOFF_BASE_SECONDS", 0.01)
     monkeypatch.setattr(provider_http, "BACKOFF_MAX_SECONDS", 0.05)
@@ -136,6 +141,10 @@ def test_openai_text_to_speech_stores_the_audio_as_an_artifact(client_a, configu
     meta = result["metadata"]
     assert meta["provider"] == "openai" and meta["model"] == "tts-1-hd"
     assert meta["attempts"] == 1 and isinstance(meta["latency_ms"], int)
+    # OpenAI bills speech per input character: 20 at tts-1-hd's $30 per million.
+    assert (meta["usage"], meta["usage_source"]) == ({"characters": 20}, "input")
+    assert meta["cost_usd"] == "0.0006"
+    assert meta["price"]["usd_per_unit"] == {"characters": "0.00003"}
     assert result["output_data"]["duration_seconds"] == 0.5
     assert_no_key(mm_request, result)
 
@@ -151,7 +160,10 @@ def test_openai_speech_to_text_stores_the_transcript(client_a, configure, cloud,
     assert mm_request["state"] == "completed", mm_request
     assert result["output_text"] == "the quick brown fox"
     assert result["metadata"]["model"] == "whisper-1"
-    assert result["metadata"]["usage"] == {"type": "duration", "seconds": 2}
+    # whisper-1's own report, 2 s at $0.006 a minute.
+    assert result["metadata"]["usage"] == {"audio_seconds": 2}
+    assert result["metadata"]["usage_source"] == "provider"
+    assert result["metadata"]["cost_usd"] == "0.0002"
     sent = received.last
     assert (sent["authorization"], sent["model"], sent["audio"]) == (
         f"Bearer {KEY}", "whisper-1", audio)
@@ -171,7 +183,9 @@ def test_openai_vision_answers_the_question_about_the_image(client_a, configure,
                              input_text="What colour is it?", input_artifact_base64=b64(image))
     assert mm_request["state"] == "completed", mm_request
     assert result["output_text"] == "A red square."
-    assert result["metadata"]["usage"]["total_tokens"] == 94
+    assert result["metadata"]["usage"] == {"input_tokens": 90, "output_tokens": 4}
+    # 90 x $0.15 + 4 x $0.60 per million tokens.
+    assert result["metadata"]["cost_usd"] == "0.0000159"
     sent = received.last
     assert (sent["model"], sent["prompt"], sent["image"]) == (
         "gpt-4o-mini", "What colour is it?", image)
@@ -192,7 +206,10 @@ def test_elevenlabs_text_to_speech(client_a, configure, cloud, run):
     stored = artifact_bytes(client_a, result["output_artifact_id"])
     with wave.open(io.BytesIO(stored)) as audio:
         assert audio.getframerate() == 16000 and audio.getnframes() == 16000
+    # ElevenLabs' character-cost header, at $0.10 per 1,000 characters.
     assert result["metadata"]["usage"] == {"characters": 7}
+    assert result["metadata"]["usage_source"] == "provider"
+    assert result["metadata"]["cost_usd"] == "0.0007"
     assert result["metadata"]["model"] == "eleven_multilingual_v2"
 
 

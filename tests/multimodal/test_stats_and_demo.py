@@ -10,19 +10,10 @@ from django.utils import timezone
 from agent33.tenancy.context import tenant_scope
 from multimodal import demo
 from multimodal.models import MultimodalRequest
-from multimodal.selectors import percentile
 from tests.factories.multimodal import MultimodalRequestFactory, MultimodalResultFactory
 
 URL = "/v1/multimodal/stats"
 pytestmark = pytest.mark.django_db
-
-
-def test_percentile_is_nearest_rank():
-    assert percentile([], 0.5) is None
-    assert percentile([7], 0.95) == 7
-    values = list(range(1, 101))
-    assert percentile(values, 0.50) == 50
-    assert percentile(values, 0.95) == 95
 
 
 def test_stats_per_modality_and_provider(client_a, tenant_a, tenant_b):
@@ -44,7 +35,8 @@ def test_stats_per_modality_and_provider(client_a, tenant_a, tenant_b):
     tts = by_key[("text_to_speech", "espeak")]
     assert (tts["total"], tts["completed"], tts["failed"], tts["cancelled"]) == (6, 4, 1, 1)
     assert tts["success_rate"] == 0.8
-    assert (tts["p50_latency_ms"], tts["p95_latency_ms"]) == (20, 40)
+    # Interpolated as percentile_cont: 20 + 0.5 x 10, and 30 + 0.85 x 10 = 38.5 → 39.
+    assert (tts["p50_latency_ms"], tts["p95_latency_ms"]) == (25, 39)
     assert [e["error_message"] for e in tts["last_errors"]] == ["espeak: nope"]
     vision = by_key[("vision_analysis", "tesseract")]
     assert vision["pending"] == 1 and vision["success_rate"] is None
