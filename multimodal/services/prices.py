@@ -22,7 +22,7 @@ from ..models import ProviderPrice
 from ..pricing import MAX_PRICE_DECIMALS, MAX_UNIT_PRICE, UNITS, format_usd, parse_usd
 from ..providers.registry import provider_names
 
-__all__ = ["MODEL_NAME_RE", "clean_usd_per_unit", "price_for", "price_set"]
+__all__ = ["MODEL_NAME_RE", "check_price_key", "clean_usd_per_unit", "price_for", "price_set"]
 
 logger = logging.getLogger("agent33.multimodal")
 
@@ -62,7 +62,8 @@ def clean_usd_per_unit(value: Any) -> dict[str, str]:
     return cleaned
 
 
-def _known(provider: str, model: str) -> None:
+def check_price_key(provider: str, model: str) -> None:
+    """A known provider (404 `unknown_provider` otherwise) and a well-formed model name."""
     if provider not in provider_names():
         raise NotFound(f"Unknown provider {provider[:64]!r}; known: "
                        f"{', '.join(provider_names())}.", code="unknown_provider")
@@ -75,7 +76,7 @@ def _known(provider: str, model: str) -> None:
 def price_set(*, provider: str, model: str, usd_per_unit: Any, actor: str) -> ProviderPrice:
     """Create or replace the price of `provider`'s `model`. The row's version goes up by one
     on every change."""
-    _known(provider, model)
+    check_price_key(provider, model)
     cleaned = clean_usd_per_unit(usd_per_unit)
     now = timezone.now()
     with transaction.atomic():
