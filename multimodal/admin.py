@@ -424,7 +424,7 @@ class DailySpendAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         return usd(value) if value is not None else "no limit"
 
 
-class ProviderPriceForm(forms.ModelForm):
+class _ProviderPriceForm(forms.ModelForm):
     """One field per unit (blank: not priced), saved through the API's service."""
 
     class Meta:
@@ -436,12 +436,9 @@ class ProviderPriceForm(forms.ModelForm):
         if "provider" in self.fields:  # adding: pick one of the engines
             self.fields["provider"] = forms.ChoiceField(
                 choices=[(name, name) for name in provider_names()])
-        current = self.instance.usd_per_unit or {}
-        for unit, meaning in UNITS.items():
-            self.fields[f"usd_per_{unit}"] = forms.CharField(
-                label=f"USD per {unit.replace('_', ' ')}", required=False,
-                initial=current.get(unit, ""), help_text=meaning,
-            )
+        for unit, price in (self.instance.usd_per_unit or {}).items():
+            if unit in UNITS:
+                self.fields[f"usd_per_{unit}"].initial = price
 
     def usd_per_unit(self) -> dict[str, str]:
         return {unit: self.cleaned_data[f"usd_per_{unit}"].strip() for unit in UNITS
@@ -462,6 +459,14 @@ class ProviderPriceForm(forms.ModelForm):
                 target = f"usd_per_{unit}" if unit in UNITS else None
                 self.add_error(target, messages)
         return cleaned
+
+
+# The unit fields are declared on the class (the admin builds its form from declared fields).
+ProviderPriceForm = type("ProviderPriceForm", (_ProviderPriceForm,), {
+    f"usd_per_{unit}": forms.CharField(label=f"USD per {unit.replace('_', ' ')}",
+                                       required=False, help_text=meaning)
+    for unit, meaning in UNITS.items()
+})
 
 
 @admin.register(ProviderPrice)

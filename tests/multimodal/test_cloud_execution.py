@@ -10,11 +10,9 @@ import io
 import json
 import time
 import wave
-from collections.abc import Iterator
 
 import pytest
 from cryptography.fernet import Fernet
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from agent33.tenancy.context import tenant_scope
@@ -29,20 +27,13 @@ from multimodal.providers import http as provider_http
 from multimodal.providers.audio import pcm16_to_wav
 from multimodal.resolution import provider_call_for
 from tests.factories.multimodal import MultimodalRequestFactory
-from tests.multimodal.conftest import b64
+from tests.multimodal.conftest import CLOUD_KEY as KEY
+from tests.multimodal.conftest import b64, keys_url
 
 pytestmark = pytest.mark.django_db
 
 REQUESTS = "/v1/multimodal/requests"
-KEY = "sk-tenant-PLAINTEXT-5e6f7a8b9c0d1e2f3a4b"
 PLATFORM_KEY = "sk-platform-PLAINTEXT-99887766554433"
-
-
-@pytest.fixture
-def cloud(server: HTTPServer) -> Iterator[HTTPServer]:
-    server.clear()
-    yield server
-    server.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -56,47 +47,10 @@ def fast_backoff(monkeypatch):
     monkeypatch.setattr(provider_http, "BACKOFF_MAX_SECONDS", 0.05)
 
 
-def keys_url(tenant, provider: str) -> str:
-    return f"/v1/multimodal/tenants/{tenant.slug}/providers/{provider}"
-
-
 def store_key(tenant, **fields) -> ProviderCredential:
     """A stored key, set in the tenant's own scope as its admin's API call would."""
     with tenant_scope(tenant):
         return provider_keys.credential_set(tenant=tenant, actor="t", **fields)
-
-
-@pytest.fixture
-def configure(client_a, operator_client, tenant_a, cloud):
-    """The split the contract intends: the tenant admin stores its key, an operator token
-    aims the provider at the (loopback) endpoint."""
-
-    def setup(provider: str, *, path: str = "/v1", key: str = KEY, **extra) -> None:
-        stored = client_a.put(keys_url(tenant_a, provider), {"api_key": key, **extra},
-                              format="json")
-        assert stored.status_code == 200, stored.content
-        aimed = operator_client.put(keys_url(tenant_a, provider),
-                                    {"base_url": cloud.url_for(path)}, format="json")
-        assert aimed.status_code == 200, aimed.content
-
-    return setup
-
-
-@pytest.fixture
-def run(django_capture_on_commit_callbacks):
-    """Create (execute_now) and let the eager task run; return (request, result) as a
-    polling client would read them."""
-
-    def create_and_run(client, **body) -> tuple[dict, dict]:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = client.post(REQUESTS, body, format="json")
-        assert response.status_code == 201, response.content
-        request_id = response.json()["id"]
-        mm_request = client.get(f"{REQUESTS}/{request_id}").json()
-        result = client.get(f"{REQUESTS}/{request_id}/result")
-        return mm_request, result.json() if result.status_code == 200 else {}
-
-    return create_and_run
 
 
 def wav(seconds: float = 0.25, rate: int = 24000) -> bytes:
