@@ -162,14 +162,3 @@ def gunicorn(
     finally:
         process.terminate()
         process.wait(timeout=20)
-
-
-def time_requests(client: httpx.Client, method: str, url: str, count: int, **kwargs) -> list[float]:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        response = client.request(method, url, **kwargs)
-        samples.append(time.perf_counter() - start)
-        if response.status_code >= 400:
-            raise SystemExit(f"{method} {url} → {response.status_code}: {response.text[:300]}")
-    return samples

@@ -17,6 +17,7 @@ from agent33.tenancy.models import TenantOwnedModel
 
 from . import encryption
 from .choices import ArtifactOrigin, Modality, RequestState
+from .network import allowed_networks, refusal
 from .sniffing import EXTENSIONS
 
 __all__ = [
@@ -390,7 +391,8 @@ MAX_BASE_URL = 500
 def validate_base_url(value: str) -> None:
     """An absolute http(s) URL with a host and nothing the engines would mangle or leak: no
     user:password@ (credentials belong in the encrypted key, not in a plain column that
-    admins and GET responses show), no query or fragment (engines append API paths)."""
+    admins and GET responses show), no query or fragment (engines append API paths), and a
+    host the server may call (multimodal/network.py: no private addresses unless allowed)."""
     if not value:
         return
     if len(value) > MAX_BASE_URL:
@@ -412,6 +414,9 @@ def validate_base_url(value: str) -> None:
         raise ValidationError("base_url must name a host.")
     if parts.query or parts.fragment or value.endswith(("?", "#")):
         raise ValidationError("base_url must not have a query string or fragment.")
+    refused = refusal(value, allowed_networks())
+    if refused is not None:
+        raise ValidationError(refused, code="base_url_not_allowed")
 
 
 class ProviderCredential(TenantOwnedModel):

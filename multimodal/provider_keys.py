@@ -115,7 +115,8 @@ def _checked(validator, value: str, field: str) -> None:
     try:
         validator(value)
     except ValidationError as exc:
-        raise InvalidInput(exc.messages[0], field=field) from None
+        code = exc.error_list[0].code or InvalidInput.code
+        raise InvalidInput(exc.messages[0], code=code, field=field) from None
 
 
 def credentials_list(tenant: Tenant) -> list[ProviderCredential]:

@@ -43,6 +43,7 @@ from agent33.tenancy.models import Tenant
 from . import encryption
 from .choices import OFFLINE_PROVIDERS
 from .models import POLICY_DEFAULTS, MultimodalPolicy, MultimodalRequest, ProviderCredential
+from .network import allowed_networks
 from .provider_keys import model_for
 from .providers.base import MODALITY_VISION, ProviderCall, ProviderError
 from .providers.registry import get_provider, provider_names
@@ -282,4 +283,5 @@ def provider_call_for(
         api_key=credentials.api_key,
         base_url=credentials.base_url,
         options=options,
+        allowed_networks=allowed_networks(),
     )

@@ -30,6 +30,9 @@ ALLOWED: dict[tuple[str, str], str] = {
         "operator command re-encrypting every tenant's stored provider keys",
     ("outcomes.services", "outcome_counts_rebuild"):
         "maintenance: recomputes the summary counts of one or every tenant from the events",
+    ("outcomes.services", "trend_snapshots_rebuild"):
+        "maintenance: re-evaluates the trend snapshots of one or every tenant (each tenant's "
+        "trends are read in its own scope)",
     ("operations.services", "budgets_expire"):
         "the expiry sweep moves every tenant's budgets past expires_at (beat, every 30 s)",
     ("operations.metrics", "collect"):

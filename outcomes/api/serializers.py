@@ -11,6 +11,7 @@ from rest_framework import serializers
 from ..choices import METRIC_TYPES, MetricType, TrendDirection
 from ..ctrf import MAX_NAME_CHARS
 from ..models import MAX_LABEL_LENGTH, OutcomeEvent
+from ..selectors import DEFAULT_WINDOW
 from ..validation import MAX_BULK_EVENTS
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "CtrfIngestedSerializer",
     "CtrfReportSerializer",
     "DashboardSerializer",
+    "DomainRowSerializer",
     "OutcomeEventBulkSerializer",
     "OutcomeEventCreateSerializer",
     "OutcomeEventSerializer",
@@ -125,10 +127,52 @@ class SummarySerializer(serializers.Serializer):
     metric_counts = MetricCountsSerializer()
 
 
+class DomainTrendSerializer(serializers.Serializer):
+    direction = serializers.ChoiceField(choices=TrendDirection.choices)
+    change_pct = serializers.FloatField(help_text="Relative change x 100; positive is better.")
+    sample_size = serializers.IntegerField()
+
+
+class DomainTrendsSerializer(serializers.Serializer):
+    """metric_type -> trend, only for the metrics the domain has."""
+
+    def get_fields(self):
+        return {metric: DomainTrendSerializer(required=False) for metric in METRIC_TYPES}
+
+
+class DomainRowSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    trends = DomainTrendsSerializer(
+        help_text="Per metric the domain has: its trend over the latest "
+        f"{DEFAULT_WINDOW} events, as decline detection last evaluated it."
+    )
+
+    def to_representation(self, row):
+        return {
+            "domain": row.domain,
+            "trends": {
+                metric_type: {
+                    "direction": trend.direction,
+                    "change_pct": trend.change_pct,
+                    "sample_size": trend.sample_size,
+                }
+                for metric_type, trend in row.trends.items()
+            },
+        }
+
+
 class DashboardSerializer(serializers.Serializer):
     trends = DashboardTrendSerializer(many=True)
     recent_events = OutcomeEventSerializer(many=True)
     summary = SummarySerializer()
+    domains = DomainRowSerializer(
+        many=True,
+        help_text="One row per domain (the `domain` filter's only, if given): domains with a "
+        "declining metric first, then by event count, then by name; at most `domains_limit`. "
+        f"Trends use decline detection's window ({DEFAULT_WINDOW}) whatever `window` says, "
+        "and are as fresh as its last evaluation (after events commit; with a broker, a task "
+        "shortly after).",
+    )
 
 
 LAST_MILLISECOND = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z

@@ -202,7 +202,7 @@ class DashboardView(APIView):
     required_scopes = {"get": OUTCOMES_READ}
 
     @extend_schema(
-        summary="Four trends, recent events and a summary",
+        summary="Four trends, recent events, a summary and the per-domain table",
         parameters=[
             DOMAIN_PARAM,
             WINDOW_PARAM,
@@ -211,6 +211,13 @@ class DashboardView(APIView):
                 OpenApiTypes.INT,
                 description=f"Recent events, 1..{selectors.MAX_RECENT_LIMIT} "
                 f"(default {selectors.DEFAULT_RECENT_LIMIT}).",
+            ),
+            OpenApiParameter(
+                "domains_limit",
+                OpenApiTypes.INT,
+                description=f"Rows of `domains`, 1..{selectors.MAX_DOMAINS_LIMIT} "
+                f"(default {selectors.DEFAULT_DOMAINS_LIMIT}); declining domains come first, "
+                "so they are the last to be cut.",
             ),
             TENANT_PARAM,
         ],
@@ -227,8 +234,18 @@ class DashboardView(APIView):
             default=selectors.DEFAULT_RECENT_LIMIT,
             maximum=selectors.MAX_RECENT_LIMIT,
         )
+        domains_limit = _int_param(
+            request,
+            "domains_limit",
+            default=selectors.DEFAULT_DOMAINS_LIMIT,
+            maximum=selectors.MAX_DOMAINS_LIMIT,
+        )
         dashboard = selectors.dashboard_get(
-            tenant=_read_tenant(request), domain=domain, window=window, recent_limit=recent_limit
+            tenant=_read_tenant(request),
+            domain=domain,
+            window=window,
+            recent_limit=recent_limit,
+            domains_limit=domains_limit,
         )
         return Response(DashboardSerializer(dashboard).data)
 
