@@ -206,3 +206,14 @@ def test_staff_without_the_permission_cannot_change_prices(client, prices):
     client.post(url, {"usd_per_characters": "0"})
     price.refresh_from_db()
     assert price.version == 1
+
+
+def test_nul_characters_are_a_400_not_a_database_error(operator_client, api_client_for,
+                                                       tenant_a):
+    reader = api_client_for(tenant_a, scopes=[MULTIMODAL_READ])
+    assert reader.get(PRICES, {"provider": "open\x00ai"}).status_code == 400
+    body = {"usd_per_unit": {"characters": "0.1"}}
+    assert operator_client.put(price_url("openai", "tts%00-1"), body,
+                               format="json").status_code == 400
+    assert operator_client.put(price_url("open%00ai", "tts-1"), body,
+                               format="json").status_code == 404

@@ -341,3 +341,28 @@ def test_an_unknown_cost_records_no_cost_event(client_a, tenant_a, run):
     assert mm_request["state"] == "completed" and result["metadata"]["cost_usd"] is None
     assert not OutcomeEvent.all_tenants.filter(metric_type="cost_usd").exists()
     assert MultimodalResult.all_tenants.get().cost_nano_usd is None
+
+
+def test_estimates_read_the_header_of_a_stored_artifact(client_a, tenant_a, configure, prices,
+                                                        limit):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    configure("openai")
+    limit("1")
+
+    def upload(name: str, data: bytes) -> str:
+        response = client_a.post("/v1/multimodal/artifacts",
+                                 {"file": SimpleUploadedFile(name, data)}, format="multipart")
+        assert response.status_code == 201, response.content
+        return response.json()["id"]
+
+    audio = upload("a.wav", wav_bytes(1.5))
+    image = upload("i.png", png_bytes((1024, 512)))
+    for body in ({"modality": "speech_to_text", "input_artifact_id": audio},
+                 {"modality": "vision_analysis", "input_artifact_id": image,
+                  "options": {"detail": "low", "max_tokens": 10}}):
+        created = client_a.post(REQUESTS, {"provider": "openai", **body}, format="json")
+        assert created.status_code == 201, created.content
+    estimates = dict(MultimodalRequest.all_tenants.values_list("modality", "estimated_usage"))
+    assert estimates == {"speech_to_text": {"audio_seconds": 2},
+                         "vision_analysis": {"input_tokens": 2833 + 5, "output_tokens": 10}}
