@@ -19,14 +19,13 @@ bills speech by input character, so it is counted from the text sent.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import mimetypes
 from typing import Any, ClassVar
 
 from ..sniffing import sniff_content_type
-from .audio import pcm16_to_wav
+from .audio import header_seconds, pcm16_to_wav
 from .base import (
     MODALITY_SPEECH_TO_TEXT,
     MODALITY_TEXT_TO_SPEECH,
@@ -144,17 +143,6 @@ def _chat_usage(body: dict[str, Any]) -> dict[str, Any]:
     return {unit: value for unit, value in found.items() if value is not None}
 
 
-def _audio_seconds(data: bytes) -> float | None:
-    """Seconds of an audio file, from its header (libsndfile), or None."""
-    try:
-        import soundfile
-
-        info = soundfile.info(io.BytesIO(data))
-    except Exception:  # not decodable here: the provider may still take it
-        return None
-    return info.frames / info.samplerate if info.samplerate else None
-
-
 class OpenAIProvider(Provider):
     name: ClassVar[str] = "openai"
     modalities: ClassVar[frozenset[str]] = frozenset(
@@ -253,7 +241,7 @@ class OpenAIProvider(Provider):
         if not usage:
             # An answer without usage (older or compatible servers): the audio's length,
             # read from its header, is what per-minute pricing bills.
-            seconds = _audio_seconds(audio)
+            seconds = header_seconds(audio)
             if seconds is not None:
                 usage, source = {"audio_seconds": round(seconds, 3)}, USAGE_FROM_INPUT
         return ProviderOutput(
@@ -283,7 +271,7 @@ class OpenAIProvider(Provider):
             audio, content_type = self._checked_audio(result, response_format, client)
         output_data: dict[str, Any] = {"voice": voice, "response_format": response_format}
         duration = wav_duration_seconds(audio) if content_type == "audio/wav" \
-            else _audio_seconds(audio)
+            else header_seconds(audio)
         if duration is not None:
             output_data["duration_seconds"] = round(duration, 3)
         return ProviderOutput(

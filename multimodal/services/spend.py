@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from django.db.models import F
@@ -47,6 +48,7 @@ from ..pricing import (
     to_nanos_ceiling,
     utc_day,
 )
+from ..providers.audio import header_seconds
 from ..providers.base import MODALITY_SPEECH_TO_TEXT, MODALITY_VISION, InputFacts
 from ..providers.registry import get_provider
 from .prices import price_for
@@ -83,16 +85,6 @@ def limit_nanos(policy: MultimodalPolicy) -> int | None:
     return None if limit is None else to_nanos_ceiling(limit)
 
 
-def _audio_seconds(head: Any) -> float | None:
-    try:
-        import soundfile
-
-        info = soundfile.info(head)
-    except Exception:  # undecodable here: the engine will say why when it runs
-        return None
-    return info.frames / info.samplerate if info.samplerate else None
-
-
 def _image_size(head: Any) -> tuple[int, int] | None:
     try:
         from PIL import Image
@@ -121,26 +113,25 @@ def input_facts(modality: str, *, text: str, data: bytes | None = None,
             return None
 
     if modality == MODALITY_SPEECH_TO_TEXT:
-        return InputFacts(text_chars=len(text), audio_seconds=read(_audio_seconds))
+        return InputFacts(text_chars=len(text), audio_seconds=read(header_seconds))
     size = read(_image_size)
     width, height = size if size else (None, None)
     return InputFacts(text_chars=len(text), image_width=width, image_height=height)
 
 
 def spend_plan(*, tenant: Tenant, policy: MultimodalPolicy, provider: str, modality: str,
-               model: str, options: dict[str, Any], facts: InputFacts | None = None,
-               facts_reader: Any = None, now: datetime | None = None) -> SpendPlan:
+               model: str, options: dict[str, Any],
+               facts_reader: Callable[[], InputFacts]) -> SpendPlan:
     """The day a claim made now counts on and, when the policy has a limit, its estimated
-    cost (from `facts`, or `facts_reader()` called only then). 400 `cost_not_estimable` when
-    a limit is set and the estimate is unknown."""
-    day = utc_day(now or timezone.now())
+    cost (from `facts_reader()`, called only then). 400 `cost_not_estimable` when a limit is
+    set and the estimate is unknown."""
+    day = utc_day(timezone.now())
     limit = limit_nanos(policy)
     if limit is None:
         return SpendPlan(day=day)
     engine = get_provider(provider)
     model = model or engine.default_models.get(modality, "")
-    facts = facts if facts is not None else facts_reader()
-    usage = engine.estimate_usage(modality, facts, options, model)
+    usage = engine.estimate_usage(modality, facts_reader(), options, model)
     price = price_for(provider, model)
     cost = cost_of(usage, price.usd_per_unit if price else None, what=f"{provider}/{model}")
     if cost.usd is None:
@@ -170,7 +161,7 @@ def _reserve(tenant_id: str, plan: SpendPlan) -> int:
     )
 
 
-def spend_reserve(*, tenant_id: str, plan: SpendPlan, now: datetime | None = None) -> None:
+def spend_reserve(*, tenant_id: str, plan: SpendPlan) -> None:
     """Reserve the plan's estimate within the limit, or raise 429 `spend_limit_reached`.
     Call inside the transaction that stores the claim, so a refusal or a failure later in it
     leaves nothing reserved."""
@@ -183,7 +174,7 @@ def spend_reserve(*, tenant_id: str, plan: SpendPlan, now: datetime | None = Non
         if _reserve(tenant_id, plan):
             return
     spent = spend_on(tenant_id, plan.day)
-    retry_after = seconds_to_next_utc_midnight(now or timezone.now())
+    retry_after = seconds_to_next_utc_midnight(timezone.now())
     raise LimitReached(
         f"Tenant {tenant_id}'s daily spend limit of ${format_usd(from_nanos(plan.limit_nanos))} "
         f"would be passed: ${format_usd(spent.settled_nano_usd)} spent and "
