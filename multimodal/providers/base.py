@@ -125,6 +125,9 @@ class Option:
     fields: dict[str, Option] | None = None  # an object's own options
     check: Callable[[Any], str | None] | None = None
 
+    def _up_to(self) -> str:
+        return "" if self.maximum is None else f" and at most {self.maximum:g}"
+
     def allowed(self) -> list[str] | None:
         if self.choices is None:
             return None
@@ -145,19 +148,22 @@ class Option:
             if not math.isfinite(value):
                 raise OptionInvalid("must be a finite number")
             value = int(value) if self.kind == "integer" else value
-            if (self.minimum is not None and value < self.minimum) \
-                    or (self.maximum is not None and value > self.maximum):
-                raise OptionInvalid(f"must be between {self.minimum:g} and {self.maximum:g}")
+            if self.minimum is not None and value < self.minimum:
+                raise OptionInvalid(f"must be at least {self.minimum:g}" + self._up_to())
+            if self.maximum is not None and value > self.maximum:
+                raise OptionInvalid(f"must be at most {self.maximum:g}")
             return value
         if self.kind == "object":
             if not isinstance(value, dict):
                 raise OptionInvalid("must be an object")
-            return clean_options(self.fields or {}, value, prefix="")
+            return clean_options(self.fields or {}, value)
         if not isinstance(value, str):
             raise OptionInvalid("must be a string")
         if not value or len(value) > self.max_length:
             raise OptionInvalid(f"must be 1 to {self.max_length} characters")
-        if any(not ch.isprintable() for ch in value):
+        # Line breaks and tabs belong in prompts; other control characters (NUL above all,
+        # which PostgreSQL's jsonb cannot store) in no option.
+        if any(not ch.isprintable() and ch not in "\n\r\t" for ch in value):
             raise OptionInvalid("must not contain control characters")
         allowed = self.allowed()
         if allowed is not None and value not in allowed:
@@ -182,13 +188,12 @@ class OptionsInvalid(ValueError):
         super().__init__("; ".join(f"{k}: {v[0]}" for k, v in errors.items()))
 
 
-def clean_options(accepted: dict[str, Option], options: dict[str, Any], *,
-                  prefix: str = "") -> dict[str, Any]:
+def clean_options(accepted: dict[str, Option], options: dict[str, Any]) -> dict[str, Any]:
     """Every option checked against `accepted`; OptionsInvalid names each bad one."""
     errors: dict[str, list[str]] = {}
     cleaned: dict[str, Any] = {}
     for name, value in options.items():
-        key = f"{prefix}{name}"
+        key = str(name)
         option = accepted.get(name)
         if option is None:
             known = ", ".join(sorted(accepted)) or "none"

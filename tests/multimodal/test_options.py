@@ -225,3 +225,16 @@ def test_offline_engines_accept_what_is_installed():
     combined = "+".join(languages[:2])
     assert tesseract.validate_options("vision_analysis", {"language": combined}) == {
         "language": combined}
+
+
+def test_prompts_may_span_lines_but_no_option_carries_a_nul(client_a, configure):
+    configure("openai")
+    speech = get_provider("openai")
+    assert speech.validate_options("speech_to_text", {"prompt": "Names:\n- Anna"}) == {
+        "prompt": "Names:\n- Anna"}
+    response = client_a.post(REQUESTS, {"modality": "vision_analysis",
+                                        "input_artifact_base64": b64(png_bytes()),
+                                        "options": {"prompt": "what\x00is it"}}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["options.prompt"]
+    nothing_stored()
