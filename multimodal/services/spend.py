@@ -27,7 +27,6 @@ estimated (no price, or a priced unit the engine cannot estimate) is refused wit
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -62,9 +61,6 @@ __all__ = [
     "spend_reserve",
     "spend_settle",
 ]
-
-logger = logging.getLogger("agent33.multimodal")
-
 
 @dataclass(frozen=True)
 class SpendPlan:
