@@ -257,6 +257,10 @@ AGENT33_TOKEN_CACHE_SECONDS = float(os.environ.get("AGENT33_TOKEN_CACHE_SECONDS"
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 
+# Without a broker, a request that touched more trend keys than this hands their decline
+# evaluation to a background thread instead of evaluating before it answers (outcomes/deferred).
+AGENT33_DECLINES_INLINE_KEYS = int(os.environ.get("AGENT33_DECLINES_INLINE_KEYS", "100"))
+
 # Networks a provider base_url may point into although they are private, loopback, ...
 # (comma-separated CIDRs, e.g. a self-hosted OpenAI-compatible server on the LAN). Empty: the
 # server calls public addresses only (multimodal/network.py).

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from celery import current_app
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import BigIntegerField, Case, Count, F, Sum, Value, When
@@ -40,6 +41,7 @@ TrendKey = tuple[str, str]  # (metric_type, domain)
 _INSERT_BATCH = 2_000  # rows per INSERT of bulk_create (SQLite lowers it to its own limit)
 # Count or snapshot keys per statement: 5 to 11 values each, well within SQLite's 32,766.
 _KEY_BATCH = 2_000
+_TASK_KEYS = 1_000  # trend keys per decline-evaluation task
 
 
 def event_record(
@@ -172,19 +174,26 @@ def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
 
 
 def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
-    """Once per request, after commit: evaluate the touched trends (snapshots, declines), on
-    a worker (a Celery task) when there is a broker. A failure there never undoes or fails
-    the recorded events."""
+    """Once per request, after commit: evaluate the touched trends (snapshots, declines).
+    With a broker: Celery tasks of at most 1,000 keys each, so a bulk of many keys spreads
+    over the workers. Without one: a few keys right here; a bulk of more than
+    AGENT33_DECLINES_INLINE_KEYS on this process's background evaluator (outcomes/deferred),
+    so the response does not wait for it. A failure there never undoes or fails the recorded
+    events."""
     from .declines import declines_evaluate
+    from .deferred import evaluate_in_background
     from .tasks import evaluate_declines
 
     try:
         if current_app.conf.task_always_eager:
-            # No broker, so no worker: evaluate right here with the tenant already in hand,
-            # rather than through Celery's eager tracing and a reload of the tenant row.
-            declines_evaluate(tenant=tenant, keys=keys)
+            inline_limit = getattr(settings, "AGENT33_DECLINES_INLINE_KEYS", 100)
+            # The tenant is already in hand: no Celery eager tracing, no reload of its row.
+            if len(keys) <= inline_limit or not evaluate_in_background(tenant.pk, keys):
+                declines_evaluate(tenant=tenant, keys=keys)
         else:
-            evaluate_declines.delay(tenant.pk, [list(key) for key in sorted(keys)])
+            ordered = [list(key) for key in sorted(keys)]
+            for start in range(0, len(ordered), _TASK_KEYS):
+                evaluate_declines.delay(tenant.pk, ordered[start : start + _TASK_KEYS])
     except Exception:  # a broker outage must not turn a stored event into an error
         logger.exception("Could not evaluate declines for %s", tenant.pk)
 

@@ -214,3 +214,91 @@ def test_the_combined_trend_read_matches_one_read_per_key(tenant_a, tenant_b):
             single = trend_get(tenant=tenant_a, metric_type=metric_type, domain=domain)
             assert combined[(metric_type, domain)] == single.stats
     assert combined[("quality_score", "none-yet")].sample_size == 0
+
+
+@pytest.fixture
+def evaluator_gate(monkeypatch):
+    """Hold the background evaluator until the test opens the gate (proves who waits)."""
+    from outcomes import deferred
+
+    gate = threading.Event()
+    real = declines.declines_evaluate
+
+    def held(**kwargs):
+        if threading.current_thread().name == "declines-evaluator":
+            assert gate.wait(30), "the test never opened the gate"
+        return real(**kwargs)
+
+    monkeypatch.setattr(declines, "declines_evaluate", held)
+    yield gate
+    gate.set()
+    assert deferred.wait_until_idle(30)
+
+
+def _bulk_of_distinct_domains(client, count, *, prefix="svc"):
+    events = [event_body(domain=f"{prefix}-{n}", value=1.0) for n in range(count)]
+    response = client.post("/v1/outcomes/events/bulk", {"events": events}, format="json")
+    assert response.status_code == 201, response.content
+
+
+def _snapshot_domains(tenant) -> set[str]:
+    from outcomes.models import OutcomeTrendSnapshot
+
+    return set(OutcomeTrendSnapshot.all_tenants.filter(tenant=tenant)
+               .values_list("domain", flat=True))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_key_of_a_bulk_of_thousands_of_domains_is_evaluated(outcomes_a, tenant_a,
+                                                                  settings):
+    """No key is skipped at any size: 3,000 distinct domains, one snapshot each, and a
+    decline among them still opens its intake."""
+    from outcomes import deferred
+
+    post_series(outcomes_a, [1.0, 1.0, 1.0, 1.0], domain="svc-7")
+    settings.AGENT33_DECLINES_INLINE_KEYS = 100
+    events = [event_body(domain=f"svc-{n}", value=0.0 if n == 7 else 1.0,
+                         occurred_at=at(10).isoformat()) for n in range(3000)]
+    events += [event_body(domain="svc-7", value=0.0, occurred_at=at(11 + n).isoformat())
+               for n in range(4)]
+    response = outcomes_a.post("/v1/outcomes/events/bulk", {"events": events}, format="json")
+    assert response.status_code == 201
+    assert deferred.wait_until_idle(60)
+    assert _snapshot_domains(tenant_a) == {f"svc-{n}" for n in range(3000)}
+    [intake] = intakes(tenant_a)
+    assert intake.decline_key == "success_rate:svc-7"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_bulk_answers_before_its_keys_are_evaluated(outcomes_a, tenant_a, settings,
+                                                           evaluator_gate):
+    from outcomes import deferred
+
+    settings.AGENT33_DECLINES_INLINE_KEYS = 10
+    _bulk_of_distinct_domains(outcomes_a, 50)
+    # The response came back while the evaluator was held: nothing is evaluated yet.
+    assert _snapshot_domains(tenant_a) == set()
+    evaluator_gate.set()
+    assert deferred.wait_until_idle(30)
+    assert _snapshot_domains(tenant_a) == {f"svc-{n}" for n in range(50)}
+
+    # A handful of keys is still evaluated before the answer.
+    _bulk_of_distinct_domains(outcomes_a, 3, prefix="few")
+    assert {"few-0", "few-1", "few-2"} <= _snapshot_domains(tenant_a)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sender_outpacing_the_evaluator_evaluates_its_own_keys(outcomes_a, tenant_a,
+                                                                 settings, evaluator_gate):
+    from outcomes import deferred
+
+    settings.AGENT33_DECLINES_INLINE_KEYS = 1
+    # One evaluation held by the evaluator, four more queued: the queue is full.
+    for batch in range(1 + deferred._MAX_WAITING):
+        _bulk_of_distinct_domains(outcomes_a, 2, prefix=f"queued{batch}")
+    assert _snapshot_domains(tenant_a) == set()
+    _bulk_of_distinct_domains(outcomes_a, 2, prefix="inline")
+    assert _snapshot_domains(tenant_a) == {"inline-0", "inline-1"}
+    evaluator_gate.set()
+    assert deferred.wait_until_idle(30)
+    assert len(_snapshot_domains(tenant_a)) == 2 * (2 + deferred._MAX_WAITING)
