@@ -6,19 +6,27 @@ commands and tasks.
 
 from __future__ import annotations
 
-__all__ = ["DomainError", "InvalidInput", "NotFound", "StateConflict"]
+__all__ = ["DomainError", "InvalidInput", "LimitReached", "NotFound", "StateConflict"]
 
 
 class DomainError(Exception):
+    """`field` names the one field at fault; `errors` ({field: [messages]}) several."""
+
     status_code = 400
     code = "invalid"
 
-    def __init__(self, detail: str, *, code: str | None = None, field: str | None = None):
+    def __init__(self, detail: str, *, code: str | None = None, field: str | None = None,
+                 errors: dict[str, list[str]] | None = None):
         super().__init__(detail)
         self.detail = detail
         self.field = field
+        self.errors = errors
         if code:
             self.code = code
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class InvalidInput(DomainError):
@@ -35,3 +43,18 @@ class StateConflict(DomainError):
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"
+
+
+class LimitReached(DomainError):
+    """429: a limit refuses the request for now; `retry_after` seconds say when to retry."""
+
+    status_code = 429
+    code = "limit_reached"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None):
+        super().__init__(detail, code=code)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

@@ -385,7 +385,10 @@ def openai_vision(server: GoldenServer) -> list[Figure]:
         "image data URL": sent["image_prefix"] == "data:image/png;base64",
         "image bytes": sent["image"] == image,
         "answer returned": result["output_text"] == "A golden image.",
-        "usage recorded": result["metadata"].get("usage", {}).get("total_tokens") == 89,
+        "usage recorded": result["metadata"].get("usage") == {"input_tokens": 85,
+                                                              "output_tokens": 4},
+        # The seeded gpt-4o-mini price: 85 x $0.15 + 4 x $0.60 per million tokens.
+        "cost from the price table": result["metadata"].get("cost_usd") == "0.00001515",
     }), Figure("request through the API", took, "ms")]
 
 
@@ -407,6 +410,8 @@ def elevenlabs_text_to_speech(server: GoldenServer) -> list[Figure]:
                                       "model_id": "eleven_multilingual_v2"},
         "PCM stored as WAV": (frames, rate) == (16000, 16000),
         "characters recorded": result["metadata"].get("usage") == {"characters": 13},
+        # The seeded eleven_multilingual_v2 price: $0.10 per 1,000 characters.
+        "cost from the price table": result["metadata"].get("cost_usd") == "0.0013",
     }), Figure("request through the API", took, "ms")]
 
 

@@ -7,15 +7,21 @@ scratch PostgreSQL database on 127.0.0.1 (skipped, saying why, when the server i
 reachable). `--database sqlite|postgres` runs one measuring process alone and prints its
 figures as JSON. `run()` returns the figures (`make bench-smoke` calls it with fewer rounds).
 
-In each process, with eager execution (the embedded default), each round times:
+In each process, with eager execution (the embedded default) and the migrated price table
+(espeak priced per compute second, so every request is costed and its spend settled), each
+round times:
 - direct: `get_provider("espeak").synthesize(TEXT, call)`;
 - API: `POST /v1/multimodal/requests {"modality": "text_to_speech", "input_text": TEXT}`
   through Django's full WSGI stack (middleware, token auth, scope check, throttle, policy
-  checks, the request row, the claim, the eager task, the WAV artifact written to storage,
-  the result row, the response), asserting the answer is `completed`.
-Rounds alternate the two so both see the same machine conditions. Prints p50/p95 of each,
-the difference of the percentiles and the percentiles of the per-round difference
-(target on SQLite: overhead p95 < 30 ms), plus the CPU time the process spent, which a busy
+  checks, options, the request row, the claim, the eager task, the WAV artifact written to
+  storage, the cost, the result row, the day's spend, the response), asserting the answer is
+  `completed`, for a tenant without a daily spend limit;
+- API with a limit: the same for a tenant with a daily spend limit (never reached), which
+  adds the estimate, the reservation (a conditional UPDATE) and its transaction.
+Rounds rotate the three so all see the same machine conditions. Prints p50/p95 of each, the
+overhead (API minus direct: difference of the percentiles, and percentiles of the per-round
+difference; target on SQLite: overhead p95 < 30 ms), how much the reservation adds to the
+overhead p50 (target: at most 20 %), plus the CPU time the process spent, which a busy
 machine inflates far less than wall-clock time.
 """
 
@@ -40,6 +46,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "300"))
 WARMUP = 20
 TEXT = "The quick brown fox jumps over the lazy dog."
 TARGET_MS = 30.0
+RESERVATION_TARGET = 1.2  # overhead p50 with a limit ÷ without
 DATABASES = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
 
 
@@ -77,15 +84,23 @@ def measure(database: str, rounds: int = ROUNDS) -> dict[str, float]:
     from multimodal.providers.registry import get_provider
 
     settings.ALLOWED_HOSTS = ["testserver"]
-    call_command("migrate", verbosity=0)
-    tenant = tenant_create(slug="bench")
-    token = token_issue(tenant=tenant, scopes=["multimodal:write", "multimodal:read"]).plaintext
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    call_command("migrate", verbosity=0)  # seeds the price table
+    clients = {}
+    for kind, limit in (("api", None), ("limited", "1000000")):
+        tenant = tenant_create(slug=f"bench-{kind}")
+        token = token_issue(tenant=tenant, scopes=["multimodal:read", "multimodal:write",
+                                                   "multimodal:admin"]).plaintext
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        if limit is not None:
+            response = client.post(f"/v1/multimodal/tenants/{tenant.pk}/policy",
+                                   {"daily_spend_limit_usd": limit}, format="json")
+            assert response.status_code == 200, response.content
+        clients[kind] = client
     espeak = get_provider("espeak")
     body = {"modality": "text_to_speech", "input_text": TEXT}
 
-    cpu: dict[str, list[float]] = {"direct": [], "api": []}
+    cpu: dict[str, list[float]] = {"direct": [], "api": [], "limited": []}
 
     def direct() -> float:
         cpu_start, start = time.process_time(), time.perf_counter()
@@ -95,43 +110,49 @@ def measure(database: str, rounds: int = ROUNDS) -> dict[str, float]:
         assert output.output_bytes
         return elapsed
 
-    def api() -> float:
+    def through_api(kind: str) -> float:
         cpu_start, start = time.process_time(), time.perf_counter()
-        response = client.post("/v1/multimodal/requests", body, format="json")
+        response = clients[kind].post("/v1/multimodal/requests", body, format="json")
         elapsed = time.perf_counter() - start
-        cpu["api"].append(time.process_time() - cpu_start)
+        cpu[kind].append(time.process_time() - cpu_start)
         assert response.status_code == 201, response.content
         assert response.json()["state"] == "completed", response.json()
         return elapsed
 
+    steps = {"direct": direct, "api": lambda: through_api("api"),
+             "limited": lambda: through_api("limited")}
     for _ in range(WARMUP):
-        direct()
-        api()
-    cpu["direct"].clear()
-    cpu["api"].clear()
-    direct_samples: list[float] = []
-    api_samples: list[float] = []
-    paired: list[float] = []
+        for step in steps.values():
+            step()
+    for samples in cpu.values():
+        samples.clear()
+    timed: dict[str, list[float]] = {kind: [] for kind in steps}
+    paired: dict[str, list[float]] = {"api": [], "limited": []}
+    order = list(steps)
     for index in range(rounds):
-        # Alternate which goes first so neither always runs on a warmer cache.
-        if index % 2:
-            d, a = direct(), api()
-        else:
-            a, d = api(), direct()
-        direct_samples.append(d)
-        api_samples.append(a)
-        paired.append(a - d)
+        # Rotate which goes first so none always runs on a warmer cache.
+        this_round = {}
+        for kind in order[index % 3:] + order[:index % 3]:
+            this_round[kind] = steps[kind]()
+        for kind, elapsed in this_round.items():
+            timed[kind].append(elapsed)
+        for kind in paired:
+            paired[kind].append(this_round[kind] - this_round["direct"])
 
-    return {
-        "direct_p50": ms(direct_samples, 50), "direct_p95": ms(direct_samples, 95),
-        "api_p50": ms(api_samples, 50), "api_p95": ms(api_samples, 95),
-        "overhead_p50": ms(api_samples, 50) - ms(direct_samples, 50),
-        "overhead_p95": ms(api_samples, 95) - ms(direct_samples, 95),
-        "paired_p50": ms(paired, 50), "paired_p95": ms(paired, 95),
-        "cpu_p50": ms(cpu["api"], 50) - ms(cpu["direct"], 50),
-        "cpu_p95": ms(cpu["api"], 95) - ms(cpu["direct"], 95),
-        "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
-    }
+    figures = {"load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
+    for kind in steps:
+        figures[f"{kind}_p50"], figures[f"{kind}_p95"] = ms(timed[kind], 50), ms(timed[kind], 95)
+    for kind, prefix in (("api", ""), ("limited", "limited_")):
+        figures[f"{prefix}overhead_p50"] = figures[f"{kind}_p50"] - figures["direct_p50"]
+        figures[f"{prefix}overhead_p95"] = figures[f"{kind}_p95"] - figures["direct_p95"]
+        figures[f"{prefix}paired_p50"] = ms(paired[kind], 50)
+        figures[f"{prefix}paired_p95"] = ms(paired[kind], 95)
+        figures[f"{prefix}cpu_p50"] = ms(cpu[kind], 50) - ms(cpu["direct"], 50)
+        figures[f"{prefix}cpu_p95"] = ms(cpu[kind], 95) - ms(cpu["direct"], 95)
+    # What the reservation adds, on the per-round overhead p50 (steadier than a difference
+    # of percentiles on a shared machine).
+    figures["reservation_ratio"] = figures["limited_paired_p50"] / figures["paired_p50"]
+    return figures
 
 
 def run_measuring_process(database: str, rounds: int) -> dict[str, float] | str:
@@ -150,10 +171,14 @@ def report(results: dict[str, dict[str, float] | str], rounds: int) -> None:
     print(f"  {'':14}" + "".join(f"{DATABASES[db]:>28}" for db in results))
     rows = [
         ("espeak direct", "direct", ""),
-        ("through API", "api", ""),
+        ("through API", "api", "tenant without a spend limit"),
+        ("API, limit", "limited", "tenant with a daily spend limit"),
         ("overhead", "overhead", "difference of percentiles"),
         ("per round", "paired", "percentiles of API minus direct"),
         ("CPU time", "cpu", "this process, API minus direct"),
+        ("overhead, limit", "limited_overhead", "difference of percentiles"),
+        ("per round", "limited_paired", "percentiles of API minus direct"),
+        ("CPU, limit", "limited_cpu", "this process, API minus direct"),
     ]
     def cell(figures: dict[str, float] | str, key: str) -> str:
         if isinstance(figures, str):
@@ -168,6 +193,10 @@ def report(results: dict[str, dict[str, float] | str], rounds: int) -> None:
         if isinstance(r, str):
             print(f"  {DATABASES[db]}: not measured: {r}")
         else:
+            verdict = "OK" if r["reservation_ratio"] <= RESERVATION_TARGET else "OVER TARGET"
+            print(f"  {DATABASES[db]}: the spend reservation makes the per-round overhead p50 "
+                  f"{r['reservation_ratio']:.2f}x ({r['paired_p50']:.2f} → "
+                  f"{r['limited_paired_p50']:.2f} ms; target ≤ {RESERVATION_TARGET}): {verdict}")
             print(f"  {DATABASES[db]} machine load: {r['load']:.2f} (1-min average; "
                   f"{os.cpu_count()} CPUs)")
     sqlite = results.get("sqlite")
@@ -197,6 +226,8 @@ def run(*, rounds: int = ROUNDS) -> list[Figure]:
             Figure(f"{name}: API minus direct espeak, p95 of the per-round difference",
                    result["paired_p95"], "ms", target),
             Figure(f"{name}: overhead p50", result["overhead_p50"], "ms"),
+            Figure(f"{name}: overhead p50 with a daily spend limit ÷ without (per round)",
+                   result["reservation_ratio"], "ratio", f"<= {RESERVATION_TARGET}"),
         ]
     return figures
 

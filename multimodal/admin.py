@@ -1,21 +1,28 @@
-"""Staff views of multimodal records (DESIGN §6): requests with their result, players and
-previews, Execute / Cancel actions through the same services as the API, editable policies.
+"""Staff views of multimodal records (DESIGN §6): requests with their result, usage and
+cost, players and previews, Execute / Cancel actions through the same services as the API,
+editable policies (with today's spend), each tenant's daily spend, and the price table.
 
-Every queryset comes through the tenant-scoped manager (TenantScopedAdmin), so staff who are
-not superusers see only their granted tenants' rows, including in filters and the artifact
-content view that feeds the players.
+Every tenant-owned queryset comes through the tenant-scoped manager (TenantScopedAdmin), so
+staff who are not superusers see only their granted tenants' rows, including in filters and
+the artifact content view that feeds the players. The price table is the platform's: staff
+edit it with the model's change permission (superusers have it).
 """
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.contrib import admin
+from django.db.models import OuterRef, Subquery
 from django.http import FileResponse, Http404
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from agent33.api.viewsets import actor_of
+from agent33.errors import DomainError
 from agent33.tenancy.admin_base import (
     ReadOnlyAdminMixin,
     StaffTenantFilter,
@@ -28,18 +35,30 @@ from . import encryption, provider_keys, services
 from .choices import Modality
 from .models import (
     Artifact,
+    DailySpend,
     MultimodalPolicy,
     MultimodalRequest,
     MultimodalResult,
     ProviderCredential,
+    ProviderPrice,
 )
+from .pricing import UNITS, utc_day
+from .providers.registry import provider_names
+from .services.prices import check_price_key, clean_usd_per_unit
+from .templatetags.multimodal_money import usd
 
 __all__ = [
     "ArtifactAdmin",
+    "DailySpendAdmin",
     "MultimodalPolicyAdmin",
     "MultimodalRequestAdmin",
     "ProviderCredentialAdmin",
+    "ProviderPriceAdmin",
 ]
+
+
+def pretty_json(value) -> SafeString:
+    return format_html("<pre style='margin:0'>{}</pre>", json.dumps(value, indent=2))
 
 
 def artifact_content_url(artifact_id: str) -> str:
@@ -70,13 +89,41 @@ class MultimodalResultInline(ReadOnlyAdminMixin, TenantScopedInline):
     model = MultimodalResult
     fk_name = "request"
     can_delete = False
-    fields = ("id", "state", "output_text", "output_preview", "output_data", "metadata",
-              "latency_ms", "started_at", "completed_at")
+    fields = ("id", "state", "output_text", "output_preview", "usage", "cost",
+              "price_used", "output_data", "metadata", "latency_ms", "started_at",
+              "completed_at")
     readonly_fields = fields
 
     @admin.display(description="output")
     def output_preview(self, obj: MultimodalResult):
         return artifact_preview(obj.output_artifact)
+
+    @admin.display(description="usage")
+    def usage(self, obj: MultimodalResult):
+        usage = obj.metadata.get("usage") or {}
+        if not usage:
+            return "—"
+        source = obj.metadata.get("usage_source", "")
+        rows = format_html_join("", "<div>{}: {}</div>", sorted(usage.items()))
+        return format_html("{}<div class='help'>{}</div>", rows,
+                           f"reported by: {source}" if source else "")
+
+    @admin.display(description="cost (USD)")
+    def cost(self, obj: MultimodalResult):
+        if obj.metadata.get("cost_usd") is None:
+            return format_html("unknown<div class='help'>{}</div>",
+                               obj.metadata.get("cost_note", ""))
+        return f"${obj.metadata['cost_usd']}"
+
+    @admin.display(description="price used")
+    def price_used(self, obj: MultimodalResult):
+        price = obj.metadata.get("price")
+        if not price:
+            return "—"
+        units = ", ".join(f"${v} per {k}" for k, v in sorted(price["usd_per_unit"].items()))
+        return format_html("{}/{}: {} <div class='help'>version {}, set {}</div>",
+                           price["provider"], price["model"], units, price["version"],
+                           price["updated_at"])
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("output_artifact")
@@ -85,7 +132,7 @@ class MultimodalResultInline(ReadOnlyAdminMixin, TenantScopedInline):
 @admin.register(MultimodalRequest)
 class MultimodalRequestAdmin(TenantScopedAdmin):
     list_display = ("id", "tenant", "modality", "state", "provider", "requested_by",
-                    "created_at", "finished_at")
+                    "cost", "created_at", "finished_at")
     list_select_related = ("tenant",)
     list_filter = (
         "modality",
@@ -103,8 +150,9 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
     fields = (
         "id", "tenant", "modality", "state", "provider", "input_text", "input_artifact",
         "input_preview", "requested_timeout_seconds", "requested_by", "error_message",
-        "attempts", "claimed_at", "started_at", "deadline_at", "finished_at", "created_by",
-        "cancelled_by", "cancel_reason", "created_at", "updated_at",
+        "options_shown", "attempts", "claimed_at", "started_at", "deadline_at", "finished_at",
+        "spend_day", "estimated_usage_shown", "reserved", "created_by", "cancelled_by",
+        "cancel_reason", "created_at", "updated_at",
     )
     readonly_fields = fields
 
@@ -115,7 +163,27 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
         return False  # requests and results are the record of what happened
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("input_artifact")
+        # The result's cost beside each row, from one subquery (no query per row).
+        cost = MultimodalResult.objects.filter(tenant_id=OuterRef("tenant_id"),
+                                               request_id=OuterRef("pk")).values("cost_nano_usd")
+        return super().get_queryset(request).select_related("input_artifact").annotate(
+            result_cost=Subquery(cost[:1]))
+
+    @admin.display(description="cost", ordering="result_cost")
+    def cost(self, obj: MultimodalRequest) -> str:
+        return usd(getattr(obj, "result_cost", None))
+
+    @admin.display(description="options")
+    def options_shown(self, obj: MultimodalRequest):
+        return pretty_json(obj.options) if obj.options else "—"
+
+    @admin.display(description="estimated usage")
+    def estimated_usage_shown(self, obj: MultimodalRequest):
+        return pretty_json(obj.estimated_usage) if obj.estimated_usage else "—"
+
+    @admin.display(description="reserved against the daily limit")
+    def reserved(self, obj: MultimodalRequest) -> str:
+        return usd(obj.reserved_nano_usd) if obj.spend_day else "—"
 
     @admin.display(description="input preview")
     def input_preview(self, obj: MultimodalRequest):
@@ -190,23 +258,49 @@ class PolicyForm(forms.ModelForm):
     class Meta:
         model = MultimodalPolicy
         fields = ("tenant", "max_text_chars", "max_artifact_bytes", "max_timeout_seconds",
-                  "allowed_modalities")
+                  "allowed_modalities", "daily_spend_limit_usd")
+
+
+def _today_spend(field: str) -> Subquery:
+    return Subquery(DailySpend.objects.filter(
+        tenant_id=OuterRef("tenant_id"), day=utc_day(timezone.now())).values(field)[:1])
 
 
 @admin.register(MultimodalPolicy)
 class MultimodalPolicyAdmin(TenantScopedAdmin):
     form = PolicyForm
     list_display = ("tenant", "max_text_chars", "max_artifact_bytes", "max_timeout_seconds",
-                    "modalities", "updated_at", "updated_by")
+                    "modalities", "limit", "spent_today", "updated_at", "updated_by")
     list_select_related = ("tenant",)
-    readonly_fields = ("updated_at", "updated_by")
+    readonly_fields = ("spent_today", "updated_at", "updated_by")
 
     def get_readonly_fields(self, request, obj=None):
         return ("tenant", *self.readonly_fields) if obj else self.readonly_fields
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            today_settled=_today_spend("settled_nano_usd"),
+            today_reserved=_today_spend("reserved_nano_usd"))
+
     @admin.display(description="allowed modalities")
     def modalities(self, obj: MultimodalPolicy) -> str:
         return ", ".join(obj.allowed_modalities) or "none"
+
+    @admin.display(description="daily spend limit", ordering="daily_spend_limit_usd")
+    def limit(self, obj: MultimodalPolicy) -> str:
+        return usd(obj.daily_spend_limit_usd) if obj.daily_spend_limit_usd is not None \
+            else "no limit"
+
+    @admin.display(description="spent today (UTC)")
+    def spent_today(self, obj: MultimodalPolicy) -> str:
+        settled = getattr(obj, "today_settled", None)
+        reserved = getattr(obj, "today_reserved", None)
+        if settled is None and obj.pk:  # the change page reads the object without annotation
+            row = DailySpend.objects.filter(tenant_id=obj.tenant_id,
+                                            day=utc_day(timezone.now())).first()
+            settled, reserved = (row.settled_nano_usd, row.reserved_nano_usd) if row else (0, 0)
+        text = usd(settled or 0)
+        return f"{text} (+{usd(reserved)} reserved)" if reserved else text
 
     def save_model(self, request, obj, form, change):
         # The same service as the API (locking, validation, audit fields).
@@ -295,5 +389,111 @@ class ProviderCredentialAdmin(TenantScopedAdmin):
         )
         obj.pk = saved.pk
         obj.api_key_encrypted, obj.key_last4 = saved.api_key_encrypted, saved.key_last4
+        obj.updated_at, obj.updated_by = saved.updated_at, saved.updated_by
+        obj._state.adding = False
+
+
+@admin.register(DailySpend)
+class DailySpendAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+    """Each tenant's spend per UTC day: what ended requests cost and what running ones hold."""
+
+    list_display = ("tenant", "day", "spent", "reserved", "limit", "updated_at")
+    list_select_related = ("tenant",)
+    list_filter = (("day", admin.DateFieldListFilter), StaffTenantFilter)
+    date_hierarchy = "day"
+    ordering = ("-day", "-settled_nano_usd")
+    fields = ("tenant", "day", "spent", "reserved", "limit", "updated_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        limit = MultimodalPolicy.objects.filter(tenant_id=OuterRef("tenant_id"))
+        return super().get_queryset(request).annotate(
+            limit_usd=Subquery(limit.values("daily_spend_limit_usd")[:1]))
+
+    @admin.display(description="spent", ordering="settled_nano_usd")
+    def spent(self, obj: DailySpend) -> str:
+        return usd(obj.settled_nano_usd)
+
+    @admin.display(description="reserved by running requests", ordering="reserved_nano_usd")
+    def reserved(self, obj: DailySpend) -> str:
+        return usd(obj.reserved_nano_usd)
+
+    @admin.display(description="daily limit (today's policy)")
+    def limit(self, obj: DailySpend) -> str:
+        value = getattr(obj, "limit_usd", None)
+        return usd(value) if value is not None else "no limit"
+
+
+class _ProviderPriceForm(forms.ModelForm):
+    """One field per unit (blank: not priced), saved through the API's service."""
+
+    class Meta:
+        model = ProviderPrice
+        fields = ("provider", "model")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "provider" in self.fields:  # adding: pick one of the engines
+            self.fields["provider"] = forms.ChoiceField(
+                choices=[(name, name) for name in provider_names()])
+        for unit, price in (self.instance.usd_per_unit or {}).items():
+            if unit in UNITS:
+                self.fields[f"usd_per_{unit}"].initial = price
+
+    def usd_per_unit(self) -> dict[str, str]:
+        return {unit: self.cleaned_data[f"usd_per_{unit}"].strip() for unit in UNITS
+                if self.cleaned_data.get(f"usd_per_{unit}", "").strip()}
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.pk:
+            try:
+                check_price_key(cleaned.get("provider", ""), cleaned.get("model", ""))
+            except DomainError as exc:
+                self.add_error("model" if exc.field == "model" else "provider", exc.detail)
+        try:
+            clean_usd_per_unit(self.usd_per_unit())
+        except DomainError as exc:
+            for field, messages in (exc.errors or {exc.field or "__all__": [exc.detail]}).items():
+                unit = field.removeprefix("usd_per_unit.")
+                target = f"usd_per_{unit}" if unit in UNITS else None
+                self.add_error(target, messages)
+        return cleaned
+
+
+# The unit fields are declared on the class (the admin builds its form from declared fields).
+ProviderPriceForm = type("ProviderPriceForm", (_ProviderPriceForm,), {
+    f"usd_per_{unit}": forms.CharField(label=f"USD per {unit.replace('_', ' ')}",
+                                       required=False, help_text=meaning)
+    for unit, meaning in UNITS.items()
+})
+
+
+@admin.register(ProviderPrice)
+class ProviderPriceAdmin(admin.ModelAdmin):
+    """The platform's prices: changing one costs requests from then on; results keep the
+    price (and its version) they were costed with."""
+
+    form = ProviderPriceForm
+    list_display = ("provider", "model", "prices", "version", "updated_at", "updated_by")
+    list_filter = ("provider",)
+    search_fields = ("provider", "model")
+    ordering = ("provider", "model")
+    readonly_fields = ("version", "updated_at", "updated_by")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Provider and model name the price; a different model is a new row.
+        return ("provider", "model", *self.readonly_fields) if obj else self.readonly_fields
+
+    @admin.display(description="USD per unit")
+    def prices(self, obj: ProviderPrice) -> str:
+        return ", ".join(f"${v} per {k}" for k, v in sorted(obj.usd_per_unit.items())) or "—"
+
+    def save_model(self, request, obj, form, change):
+        # The same service as the API (validation, version, audit fields); the form has
+        # already checked what it checks.
+        saved = services.price_set(provider=obj.provider, model=obj.model,
+                                   usd_per_unit=form.usd_per_unit(), actor=actor_of(request))
+        obj.pk, obj.usd_per_unit, obj.version = saved.pk, saved.usd_per_unit, saved.version
         obj.updated_at, obj.updated_by = saved.updated_at, saved.updated_by
         obj._state.adding = False

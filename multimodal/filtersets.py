@@ -3,9 +3,9 @@ from __future__ import annotations
 import django_filters
 
 from .choices import Modality, RequestState
-from .models import MultimodalRequest
+from .models import MultimodalRequest, ProviderPrice
 
-__all__ = ["RequestFilterSet"]
+__all__ = ["PriceFilterSet", "RequestFilterSet"]
 
 
 class RequestFilterSet(django_filters.FilterSet):
@@ -15,3 +15,9 @@ class RequestFilterSet(django_filters.FilterSet):
     class Meta:
         model = MultimodalRequest
         fields = ["modality", "state"]
+
+
+class PriceFilterSet(django_filters.FilterSet):
+    class Meta:
+        model = ProviderPrice
+        fields = ["provider", "model"]

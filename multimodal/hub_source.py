@@ -121,14 +121,16 @@ class MultimodalRequestSource:
 
 
 def render_stats_panel(request) -> str:
-    """The hub page's multimodal panel: the last hour by modality x provider, in the staff
-    member's tenant scope (set by the staff middleware)."""
-    from .selectors import request_stats
+    """The hub page's multimodal panel: the last hour by modality x provider (with spend),
+    and today's spend against each tenant's daily limit, in the staff member's tenant scope
+    (set by the staff middleware)."""
+    from .selectors import request_stats, spend_today_in_scope
 
     since = timezone.now() - timedelta(hours=1)
-    return render_to_string(
-        "multimodal/hub_panel.html", {"stats": request_stats(since=since), "since": since}
-    )
+    return render_to_string("multimodal/hub_panel.html", {
+        "stats": request_stats(since=since), "since": since,
+        "spend_today": spend_today_in_scope(),
+    })
 
 
 def recently_failed_item() -> AttentionItem:

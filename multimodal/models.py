@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -20,14 +21,17 @@ from .network import allowed_networks, refusal
 from .sniffing import EXTENSIONS
 
 __all__ = [
+    "MAX_DAILY_SPEND_LIMIT",
     "POLICY_DEFAULTS",
     "POLICY_LIMITS",
     "Artifact",
     "CloudProvider",
+    "DailySpend",
     "MultimodalPolicy",
     "MultimodalRequest",
     "MultimodalResult",
     "ProviderCredential",
+    "ProviderPrice",
     "RequestCount",
     "artifact_upload_to",
     "validate_base_url",
@@ -47,6 +51,9 @@ POLICY_LIMITS = {
     "max_artifact_bytes": 100_000_000,
     "max_timeout_seconds": 3600,
 }
+# Dollars, with at most 6 decimal places: a limit round-trips exactly through SQLite's
+# floats at this size (13 significant digits).
+MAX_DAILY_SPEND_LIMIT = Decimal("1000000")
 
 
 def validate_modalities(value: object) -> None:
@@ -86,6 +93,13 @@ class MultimodalPolicy(TenantOwnedModel):
     # blank=True: an empty list is a valid policy (every modality switched off).
     allowed_modalities = models.JSONField(
         default=_default_modalities, blank=True, validators=[validate_modalities]
+    )
+    # None: no limit. See services/spend.py for how requests are held to it.
+    daily_spend_limit_usd = models.DecimalField(
+        max_digits=13, decimal_places=6, null=True, blank=True,
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(MAX_DAILY_SPEND_LIMIT)],
+        help_text="USD per UTC day for all of the tenant's multimodal requests; empty: no "
+        "limit.",
     )
     updated_at = models.DateTimeField(default=timezone.now)
     updated_by = models.CharField(max_length=200, blank=True, editable=False)
@@ -182,6 +196,13 @@ class MultimodalRequest(TenantOwnedModel):
     created_by = models.CharField(max_length=200, blank=True)
     cancelled_by = models.CharField(max_length=200, blank=True)
     cancel_reason = models.CharField(max_length=500, blank=True)
+    # The provider options the caller sent, validated against what the provider accepts.
+    options = models.JSONField(default=dict, blank=True)
+    # Spend of the current claim (services/spend.py): the usage it was estimated at, the
+    # nano-dollars reserved against the tenant's daily limit, and the UTC day they count on.
+    estimated_usage = models.JSONField(default=dict, blank=True, editable=False)
+    reserved_nano_usd = models.BigIntegerField(default=0, editable=False)
+    spend_day = models.DateField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -254,6 +275,8 @@ class MultimodalResult(TenantOwnedModel):
     # Copied out of metadata so stats can aggregate without parsing JSON.
     provider = models.CharField(max_length=64, blank=True)
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    # metadata.cost_usd as nano-dollars (None: unknown), so stats can sum it exactly.
+    cost_nano_usd = models.BigIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(default=timezone.now)
 
@@ -294,6 +317,64 @@ class RequestCount(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.modality}/{self.provider}/{self.state}: {self.count}"
+
+
+class DailySpend(TenantOwnedModel):
+    """A tenant's multimodal spend on one UTC day, in nano-dollars: `settled` is what
+    finished requests cost, `reserved` the estimates of requests still running. A request is
+    admitted only by one conditional UPDATE that keeps reserved + settled within the limit
+    (services/spend.py)."""
+
+    day = models.DateField()
+    reserved_nano_usd = models.BigIntegerField(default=0)
+    settled_nano_usd = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "daily spend"
+        verbose_name_plural = "daily spend"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "day"], name="mmspend_one_per_day"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day}"
+
+
+class ProviderPrice(models.Model):
+    """The platform's price of one provider's model: USD per unit of usage, as decimal
+    strings (`{"characters": "0.000015"}`). Not tenant-owned: operators set it (an
+    all-tenants token, or staff in the admin). `version` counts changes, so a result can
+    name the exact price it was costed with."""
+
+    id = PrefixedIdField(prefix="price")
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=100)
+    usd_per_unit = models.JSONField(default=dict)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = "provider price"
+        ordering = ["provider", "model"]
+        indexes = [models.Index(fields=["updated_at", "id"], name="mmprice_updated")]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "model"], name="mmprice_one_per_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    def reference(self) -> dict:
+        """What a result records of the price it was costed with."""
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "usd_per_unit": dict(self.usd_per_unit),
+            "version": self.version,
+            "updated_at": self.updated_at.isoformat(),
+        }
 
 
 class CloudProvider(models.TextChoices):

@@ -62,7 +62,8 @@ def openai_vision_parts(body: dict) -> tuple[str, str, bytes]:
 def openai_transcription(
     server: HTTPServer, *, text: str, usage: dict | None = None, prefix: str = "/v1"
 ) -> Received:
-    """POST {prefix}/audio/transcriptions (multipart: file, model, ...) → {"text", "usage"}."""
+    """POST {prefix}/audio/transcriptions (multipart: file, model, ...) → {"text", "usage"}
+    (OpenAI reports whisper-1's usage as `{"type": "duration", "seconds": n}`)."""
     received = Received()
 
     def answer(request):
@@ -72,6 +73,8 @@ def openai_transcription(
                 "authorization": request.headers.get("Authorization"),
                 "model": request.form.get("model"),
                 "language": request.form.get("language"),
+                "prompt": request.form.get("prompt"),
+                "temperature": request.form.get("temperature"),
                 "response_format": request.form.get("response_format"),
                 "filename": upload.filename,
                 "audio": upload.read(),
@@ -109,7 +112,8 @@ def openai_chat_vision(
     reported_model: str | None = None,
     prefix: str = "/v1",
 ) -> Received:
-    """POST {prefix}/chat/completions with an image_url part → choices[0].message.content.
+    """POST {prefix}/chat/completions with an image_url part → choices[0].message.content and
+    `usage` ({prompt_tokens, completion_tokens, total_tokens}, as OpenAI reports it).
     `reported_model` is the model the answer names (OpenAI names a dated snapshot); by
     default the one asked for."""
     received = Received()
@@ -117,6 +121,8 @@ def openai_chat_vision(
     def answer(request):
         body = request.get_json()
         prompt, image_prefix, image = openai_vision_parts(body)
+        image_part = next(p["image_url"] for p in body["messages"][0]["content"]
+                          if p["type"] == "image_url")
         received.requests.append(
             {
                 "authorization": request.headers.get("Authorization"),
@@ -124,6 +130,8 @@ def openai_chat_vision(
                 "prompt": prompt,
                 "image_prefix": image_prefix,
                 "image": image,
+                "detail": image_part.get("detail"),
+                "max_tokens": body.get("max_tokens"),
             }
         )
         return _json_response(

@@ -8,7 +8,9 @@ Two functions, the only places these decisions are made:
   and `openai-compatible` a base URL, or the request is refused with 400
   `provider_not_configured`: never a silent switch to another engine.
 - `provider_call_for(mm_request, timeout_seconds)` at execution: the `ProviderCall`
-  (deadline, model, key, base URL) for the request's provider.
+  (deadline, model, key, base URL, options) for the request's provider.
+- `model_for_request(tenant, provider, modality, options)`: the model a request will use
+  (its `model` option, else the tenant's stored default, else the engine's), for estimates.
 
 Both read the tenant's stored credentials and policy through the tenant-scoped managers, in
 the caller's scope (the API's token at creation, the task's scope at execution).
@@ -50,6 +52,7 @@ __all__ = [
     "PROVIDER_PREFERENCE",
     "ProviderCredentials",
     "credentials_for",
+    "model_for_request",
     "platform_default_provider",
     "provider_call_for",
     "resolve_provider",
@@ -229,6 +232,23 @@ def credentials_for(tenant: Tenant | str, provider: str) -> ProviderCredentials:
     )
 
 
+def model_for_request(tenant: Tenant | str, provider: str, modality: str,
+                      options: dict) -> str:
+    """The model a request will run on: its model option, else the tenant's stored default for
+    the modality, else the engine's default. One query for a cloud provider without the
+    option; none otherwise."""
+    engine = get_provider(provider)
+    chosen = options.get(engine.model_option)
+    if chosen:
+        return str(chosen)
+    if provider in _PLATFORM_KEY_SETTINGS:
+        tenant_id = tenant if isinstance(tenant, str) else tenant.pk
+        stored = (ProviderCredential.objects.filter(tenant_id=tenant_id, provider=provider)
+                  .values_list("default_model", flat=True).first())
+        chosen = model_for(stored or "", modality)
+    return chosen or engine.default_models.get(modality, "")
+
+
 def _policy_timeout_cap(tenant_id: str) -> float:
     cap = (
         MultimodalPolicy.objects.filter(tenant_id=tenant_id)
@@ -250,13 +270,16 @@ def provider_call_for(
     if policy_cap_seconds is None:
         policy_cap_seconds = _policy_timeout_cap(mm_request.tenant_id)
     seconds = min(max(timeout_seconds, 0.0), policy_cap_seconds)
-    options = {}
-    if mm_request.modality == MODALITY_VISION and mm_request.input_text:
+    engine = get_provider(mm_request.provider)
+    options = dict(mm_request.options or {})
+    if mm_request.modality == MODALITY_VISION and mm_request.input_text \
+            and "prompt" in engine.accepted_options(MODALITY_VISION):
         # Text sent with an image is the question about it (engines that take a prompt).
-        options["prompt"] = mm_request.input_text
+        options.setdefault("prompt", mm_request.input_text)
     return ProviderCall.with_timeout(
         seconds,
-        model=model_for(credentials.default_model, mm_request.modality),
+        model=str(options.get(engine.model_option) or "")
+        or model_for(credentials.default_model, mm_request.modality),
         api_key=credentials.api_key,
         base_url=credentials.base_url,
         options=options,

@@ -55,6 +55,7 @@ __all__ = [
     "PUBLIC_ROUTES",
     "REGISTRY",
     "Built",
+    "OperatorRoute",
     "Probe",
     "missing_like",
 ]
@@ -68,11 +69,33 @@ PUBLIC_ROUTES: dict[str, str] = {
     "v1/docs/": "Swagger UI for the schema",
 }
 
-# Routes that read every tenant's data at once: only an all-tenants (operator) token with the
-# route's scope gets in; anonymous callers get 401 and a tenant's token 403 whatever its
-# scopes, `admin` included (tests/test_route_isolation.py checks all three). Keys as above.
-OPERATOR_ROUTES: dict[str, str] = {
-    "metrics": "Prometheus metrics of the whole service (metrics:read)",
+@dataclass(frozen=True)
+class OperatorRoute:
+    """Why a route is operator-only, and the request an operator sends it (URL parameters,
+    body), which must answer 200."""
+
+    reason: str
+    fixed: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+
+    def path(self, key: str) -> str:
+        for name, value in self.fixed.items():
+            key = key.replace(f"<{name}>", value)
+        return "/" + key
+
+
+# Routes that read or change every tenant's data at once: only an all-tenants (operator)
+# token with the route's scope gets in; anonymous callers get 401 and a tenant's token 403
+# whatever its scopes, `admin` included (tests/test_route_isolation.py checks all three).
+# Keys as above.
+OPERATOR_ROUTES: dict[str, OperatorRoute] = {
+    "metrics": OperatorRoute("Prometheus metrics of the whole service (metrics:read)"),
+    # Issue 16: prices are the platform's, the same for every tenant (multimodal:admin).
+    "v1/multimodal/prices/<provider>/<model>": OperatorRoute(
+        "the platform's price table (multimodal:admin)",
+        fixed={"provider": "openai", "model": "tts-1"},
+        body={"usd_per_unit": {"characters": "0.000015"}},
+    ),
 }
 
 
@@ -349,6 +372,17 @@ def _stats_build(tenant) -> Built:
     return Built(refs={"tenant": tenant.slug}, secrets=(failed.pk, marker))
 
 
+def _spend_build(tenant) -> Built:
+    from django.utils import timezone
+
+    from multimodal.models import DailySpend
+
+    _tenant_route(tenant)
+    DailySpend.all_tenants.create(tenant=tenant, day=timezone.now().date(),
+                                  settled_nano_usd=1_234_567)
+    return Built(kwargs={"tenant_id": tenant.slug})
+
+
 def _empty_answer(response, built, tenant) -> None:
     assert response.json() == [], "another tenant's requests are counted"
 
@@ -366,6 +400,11 @@ def _multimodal() -> dict[str, dict[str, list[Probe]]]:
             "PUT": [Probe(build=_provider_key, body={"api_key": "sk-probe-replaced-9876"})],
             "DELETE": [Probe(build=_provider_key, own_status=204)],
         },
+        # Issue 16: a tenant's spend today; the platform's price table (readable by all).
+        f"{MM}/tenants/<tenant_id>/spend": {"GET": [Probe(build=_spend_build)]},
+        f"{MM}/prices": {"GET": [
+            Probe(build=_nothing_of_a, status=200, code=None, note="platform-wide, no tenant data"),
+        ]},
         f"{MM}/stats": {"GET": [
             Probe(build=_stats_build, status=200, code=None, own_sees=True,
                   check_b=_empty_answer),

@@ -333,24 +333,27 @@ def test_operator_routes_refuse_anonymous_callers_and_every_tenant_token(
     assert scope in ALL_SCOPES, f"{method} /{route.key} declares {scope!r}"
     where = f"{method} /{route.key}"
 
-    anonymous = send(make_client(), method, f"/{route.key}", None, None, False)
+    operator_route = OPERATOR_ROUTES[route.key]
+    path, body = operator_route.path(route.key), operator_route.body
+
+    anonymous = send(make_client(), method, path, body, None, False)
     assert anonymous.status_code == 401, where
 
     for scopes, code in (([ADMIN], "operator_token_required"),
                          (scopes_without(scope), "missing_scope")):
         tenant_token = api_client_for(tenant_a, scopes=scopes)
-        refused = send(tenant_token, method, f"/{route.key}", None, None, False)
+        refused = send(tenant_token, method, path, body, None, False)
         assert refused.status_code == 403, f"{where}: a tenant token with {scopes} got in"
         assert refused.json()["code"] == code, f"{where}: {refused.json()}"
 
     lacking = api_client_for(None, scopes=scopes_without(scope, operator=True))
-    refused = send(lacking, method, f"/{route.key}", None, None, False)
+    refused = send(lacking, method, path, body, None, False)
     assert refused.status_code == 403, where
     assert refused.json()["detail"] == f"Missing required scope: {scope}", where
 
     for scopes in ([scope], [ADMIN]):
         operator = api_client_for(None, scopes=scopes)
-        assert send(operator, method, f"/{route.key}", None, None, False).status_code == 200
+        assert send(operator, method, path, body, None, False).status_code == 200, where
 
 
 def test_registry_has_no_stale_entries():

@@ -99,8 +99,9 @@ def _validation_response(errors) -> Response:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, DomainError):
-        errors = {exc.field: [exc.detail]} if exc.field else None
-        return Response(error_body(exc.detail, exc.code, errors), status=exc.status_code)
+        errors = exc.errors or ({exc.field: [exc.detail]} if exc.field else None)
+        return Response(error_body(exc.detail, exc.code, errors), status=exc.status_code,
+                        headers=exc.headers)
     if isinstance(exc, DjangoValidationError):
         return _validation_response(as_serializer_error(exc))
     if isinstance(exc, RequestDataTooBig):

@@ -10,6 +10,7 @@ from .. import provider_keys
 from ..choices import Modality
 from ..models import (
     MAX_BASE_URL,
+    MAX_DAILY_SPEND_LIMIT,
     POLICY_LIMITS,
     Artifact,
     CloudProvider,
@@ -17,9 +18,11 @@ from ..models import (
     MultimodalRequest,
     MultimodalResult,
     ProviderCredential,
+    ProviderPrice,
     validate_base_url,
     validate_modalities,
 )
+from ..pricing import UNITS, format_usd, parse_usd
 from ..services import DEFAULT_TIMEOUT_SECONDS
 
 __all__ = [
@@ -28,13 +31,41 @@ __all__ = [
     "CancelSerializer",
     "PolicySerializer",
     "PolicyUpdateSerializer",
+    "PriceSerializer",
+    "PriceUpdateSerializer",
     "ProviderKeySerializer",
     "ProviderKeyUpdateSerializer",
     "RequestCreateSerializer",
     "RequestSerializer",
     "ResultSerializer",
+    "SpendSerializer",
     "StatsSerializer",
+    "UsdField",
 ]
+
+
+@extend_schema_field({"type": "string", "format": "decimal", "example": "12.50",
+                      "nullable": True})
+class UsdField(serializers.Field):
+    """US dollars as a decimal string ("12.50", "0.000015"). Input: a decimal string or an
+    integer, never a JSON float (0.1 is already inexact there)."""
+
+    def __init__(self, *, max_decimals: int = 6, maximum=None, **kwargs):
+        self.max_decimals = max_decimals
+        self.maximum = maximum
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        try:
+            amount = parse_usd(data, max_decimals=self.max_decimals)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        if self.maximum is not None and amount > self.maximum:
+            raise serializers.ValidationError(f"must be at most {self.maximum}")
+        return amount
+
+    def to_representation(self, value):
+        return format_usd(value)
 
 
 MODALITIES_HELP = f"Any of: {', '.join(Modality.values)}."
@@ -70,6 +101,7 @@ class RequestSerializer(serializers.ModelSerializer):
             "result_id",
             "error_message",
             "provider",
+            "options",
             "created_at",
             "updated_at",
         ]
@@ -117,11 +149,18 @@ class RequestCreateSerializer(serializers.Serializer):
     provider = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, default="", max_length=64
     )
+    options = serializers.DictField(
+        required=False, allow_null=True, default=dict,
+        help_text="Provider options (voice, model, language, prompt, speed, output format, "
+        "...): what the chosen provider accepts for the modality; anything else is a 400 "
+        "naming the option (`errors: {\"options.voice\": [...]}`).",
+    )
 
     def validate(self, attrs: dict) -> dict:
         for name in ("input_text", "input_artifact_id", "input_artifact_base64",
                      "requested_by", "provider"):
             attrs[name] = _none_to_blank(attrs.get(name))
+        attrs["options"] = attrs.get("options") or {}
         return attrs
 
 
@@ -161,6 +200,7 @@ class PolicySerializer(serializers.ModelSerializer):
     allowed_modalities = serializers.ListField(
         child=serializers.CharField(), read_only=True, help_text=MODALITIES_HELP
     )
+    daily_spend_limit_usd = UsdField(read_only=True, allow_null=True)
     updated_at = serializers.SerializerMethodField()
 
     class Meta:
@@ -171,6 +211,7 @@ class PolicySerializer(serializers.ModelSerializer):
             "max_artifact_bytes",
             "max_timeout_seconds",
             "allowed_modalities",
+            "daily_spend_limit_usd",
             "updated_at",
         ]
         read_only_fields = fields
@@ -199,6 +240,11 @@ class PolicyUpdateSerializer(serializers.Serializer):
         required=False, child=serializers.CharField(), allow_empty=True,
         help_text=MODALITIES_HELP,
     )
+    daily_spend_limit_usd = UsdField(
+        required=False, allow_null=True, maximum=MAX_DAILY_SPEND_LIMIT,
+        help_text="USD per UTC day for all multimodal requests, as a decimal string (at "
+        "most 6 decimal places); null removes the limit.",
+    )
 
     def validate_allowed_modalities(self, value: list[str]) -> list[str]:
         from django.core.exceptions import ValidationError as DjangoValidationError
@@ -213,7 +259,7 @@ class PolicyUpdateSerializer(serializers.Serializer):
         if not attrs:
             raise serializers.ValidationError(
                 "Send at least one of max_text_chars, max_artifact_bytes, "
-                "max_timeout_seconds, allowed_modalities."
+                "max_timeout_seconds, allowed_modalities, daily_spend_limit_usd."
             )
         return attrs
 
@@ -236,7 +282,42 @@ class StatsSerializer(serializers.Serializer):
     success_rate = serializers.FloatField(allow_null=True)
     p50_latency_ms = serializers.IntegerField(allow_null=True)
     p95_latency_ms = serializers.IntegerField(allow_null=True)
+    spend_usd = UsdField(read_only=True, help_text="The known costs of the group's results.")
+    unpriced = serializers.IntegerField(
+        help_text="Results of the group whose cost is unknown (not in spend_usd).")
     last_errors = _LastErrorSerializer(many=True)
+
+
+class SpendSerializer(serializers.Serializer):
+    """A tenant's spend today (UTC) against its daily limit."""
+
+    tenant_id = serializers.CharField()
+    day = serializers.DateField()
+    spent_usd = UsdField(read_only=True, help_text="What requests that ended today cost.")
+    reserved_usd = UsdField(read_only=True,
+                            help_text="Estimates held by requests still running.")
+    daily_spend_limit_usd = UsdField(read_only=True, allow_null=True)
+    remaining_usd = UsdField(read_only=True, allow_null=True,
+                             help_text="limit - spent - reserved (never below 0); null "
+                             "without a limit.")
+    resets_at = serializers.DateTimeField(help_text="The next 00:00 UTC.")
+
+
+class PriceSerializer(serializers.ModelSerializer):
+    usd_per_unit = serializers.DictField(
+        child=serializers.CharField(), read_only=True,
+        help_text=f"USD per unit as decimal strings; units: {', '.join(UNITS)}.")
+
+    class Meta:
+        model = ProviderPrice
+        fields = ["provider", "model", "usd_per_unit", "version", "updated_at"]
+        read_only_fields = fields
+
+
+class PriceUpdateSerializer(serializers.Serializer):
+    usd_per_unit = serializers.DictField(
+        help_text=f"USD per unit as decimal strings (at most 12 decimal places), e.g. "
+        f'{{"characters": "0.000015"}}; units: {", ".join(UNITS)}.')
 
 
 

@@ -12,18 +12,21 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.generics import ListAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agent33.api.pagination import LinkHeaderCursorPagination
 from agent33.api.viewsets import TenantScopedViewSet, actor_of, tenant_of
+from agent33.auth.permissions import HasRequiredScopes, OperatorOnly
 from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
 from agent33.errors import NotFound
 from agent33.tenancy.models import Tenant
 
 from .. import provider_keys, selectors, services
-from ..filtersets import RequestFilterSet
-from ..models import Artifact, CloudProvider, MultimodalRequest
+from ..filtersets import PriceFilterSet, RequestFilterSet
+from ..models import Artifact, CloudProvider, MultimodalRequest, ProviderPrice
 from ..sniffing import EXTENSIONS
 from .serializers import (
     ArtifactSerializer,
@@ -31,20 +34,26 @@ from .serializers import (
     CancelSerializer,
     PolicySerializer,
     PolicyUpdateSerializer,
+    PriceSerializer,
+    PriceUpdateSerializer,
     ProviderKeySerializer,
     ProviderKeyUpdateSerializer,
     RequestCreateSerializer,
     RequestSerializer,
     ResultSerializer,
+    SpendSerializer,
     StatsSerializer,
 )
 
 __all__ = [
     "ArtifactViewSet",
     "PolicyView",
+    "PriceListView",
+    "PriceView",
     "ProviderKeyListView",
     "ProviderKeyView",
     "RequestViewSet",
+    "SpendView",
     "StatsView",
 ]
 
@@ -144,8 +153,13 @@ class RequestViewSet(
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @extend_schema(request=RequestCreateSerializer,
-                   responses={201: RequestSerializer, **ERRORS})
+    @extend_schema(
+        request=RequestCreateSerializer,
+        responses={201: RequestSerializer, **ERRORS, 429: OpenApiResponse(
+            description="`spend_limit_reached`: the request's estimated cost would pass the "
+            "tenant's daily spend limit; nothing was stored. `Retry-After`: seconds to the "
+            "next 00:00 UTC.")},
+    )
     def create(self, request):
         payload = RequestCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -154,7 +168,11 @@ class RequestViewSet(
         )
         return Response(RequestSerializer(created).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: RequestSerializer, **OBJECT_ERRORS, **CONFLICT})
+    @extend_schema(request=None, responses={
+        200: RequestSerializer, **OBJECT_ERRORS, **CONFLICT,
+        429: OpenApiResponse(description="`spend_limit_reached`: the estimated cost would "
+                             "pass the daily spend limit; the request is left as it was."),
+    })
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
         updated = services.request_execute(mm_request=self.get_object(),
@@ -248,6 +266,60 @@ class StatsView(APIView):
             since = timezone.now() - timedelta(hours=1)
         stats = selectors.request_stats(since=since)
         return Response(StatsSerializer(stats, many=True).data)
+
+
+class SpendView(APIView):
+    required_scopes = MULTIMODAL_READ
+
+    @extend_schema(responses={200: SpendSerializer, **OBJECT_ERRORS},
+                   summary="The tenant's multimodal spend today (UTC) against its daily limit")
+    def get(self, request, tenant_id: str):
+        tenant = _policy_tenant(request, tenant_id)
+        return Response(SpendSerializer(selectors.spend_today(tenant)).data)
+
+
+class PricePagination(LinkHeaderCursorPagination):
+    ordering = ("-updated_at", "-id")  # the latest change first
+
+
+class PriceListView(ListAPIView):
+    """The platform's price table: the same for every tenant."""
+
+    required_scopes = MULTIMODAL_READ
+    serializer_class = PriceSerializer
+    pagination_class = PricePagination
+    filterset_class = PriceFilterSet
+
+    def get_queryset(self):
+        return ProviderPrice.objects.all()
+
+    @extend_schema(responses={200: PriceSerializer(many=True), **ERRORS},
+                   summary="The price table: USD per unit of usage per provider and model")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class PriceView(APIView):
+    """Operators only: an all-tenants token with multimodal:admin. A tenant's token is 403
+    whatever its scopes: prices are the platform's, the same for every tenant."""
+
+    required_scopes = MULTIMODAL_ADMIN
+    permission_classes = [HasRequiredScopes, OperatorOnly]
+
+    @extend_schema(
+        request=PriceUpdateSerializer,
+        responses={200: PriceSerializer, **ERRORS,
+                   403: OpenApiResponse(description="Missing multimodal:admin, or a tenant's "
+                                        "token (`operator_token_required`)"),
+                   404: OpenApiResponse(description="Unknown provider")},
+        summary="Set the price of a provider's model (operator token with multimodal:admin)",
+    )
+    def put(self, request, provider: str, model: str):
+        payload = PriceUpdateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        price = services.price_set(provider=provider, model=model, actor=actor_of(request),
+                                   usd_per_unit=payload.validated_data["usd_per_unit"])
+        return Response(PriceSerializer(price).data)
 
 
 class BaseUrlForbidden(PermissionDenied):

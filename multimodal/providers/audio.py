@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import io
 import wave
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from .base import ProviderError
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["TARGET_SAMPLE_RATE", "decode_audio", "pcm16_to_wav", "resample", "wav_duration"]
+__all__ = ["TARGET_SAMPLE_RATE", "decode_audio", "header_seconds", "pcm16_to_wav", "resample",
+           "wav_duration"]
 
 TARGET_SAMPLE_RATE = 16_000  # what Whisper-family models expect
 
@@ -88,6 +89,18 @@ def pcm16_to_wav(pcm: bytes | np.ndarray, sample_rate: int, channels: int = 1) -
         wav.setframerate(sample_rate)
         wav.writeframes(bytes(pcm))
     return buffer.getvalue()
+
+
+def header_seconds(source: bytes | BinaryIO) -> float | None:
+    """Seconds of audio, read from the file's header by libsndfile (nothing is decoded), or
+    None when it cannot tell: an estimate or a fallback count, never a reason to fail."""
+    try:
+        import soundfile
+
+        info = soundfile.info(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Exception:  # libsndfile reports unreadable input as several exception types
+        return None
+    return info.frames / info.samplerate if info.samplerate else None
 
 
 def wav_duration(wav_bytes: bytes) -> float:

@@ -5,8 +5,10 @@ POST {base}/v1/text-to-speech/{voice_id}?output_format=... with header `xi-api-k
 available on every plan) and wrap it in a WAV container ourselves, so stored artifacts are
 always WAV. `wav_<rate>` formats are accepted too and passed through after checking them.
 
-Options read from `ProviderCall.options`: `voice_id` (or `voice`), `output_format`,
-`voice_settings` (passed through as-is), `language_code`.
+Options (validated before a request is stored, see `options`): `voice_id` (the URL path),
+`model_id`, `output_format` (query), `language_code`, `voice_settings` (JSON body).
+Usage: the `character-cost` response header, ElevenLabs' own count of the characters it
+billed; without it, the characters sent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from typing import Any, ClassVar
 from urllib.parse import quote
 
 from .audio import pcm16_to_wav
-from .base import MODALITY_TEXT_TO_SPEECH, Provider, ProviderCall, ProviderError, ProviderOutput
+from .base import (
+    MODALITY_TEXT_TO_SPEECH,
+    USAGE_FROM_INPUT,
+    USAGE_FROM_PROVIDER,
+    InputFacts,
+    Option,
+    Provider,
+    ProviderCall,
+    ProviderError,
+    ProviderOutput,
+)
 from .http import RetryingClient, wav_duration_seconds
 from .registry import register_provider
 
@@ -28,6 +40,19 @@ DEFAULT_VOICE_ID = "JBFqnCBsd6RMkjVDRZzb"
 DEFAULT_OUTPUT_FORMAT = "pcm_16000"
 
 _FORMAT_RE = re.compile(r"^(pcm|wav)_(\d+)$")
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
+# Compressed formats (mp3, opus, ulaw) are not offered: artifacts from this engine are WAV.
+OUTPUT_FORMATS = tuple(f"{kind}_{rate}" for kind in ("pcm", "wav") for rate in SAMPLE_RATES)
+MODELS = ("eleven_multilingual_v2", "eleven_v3", "eleven_flash_v2_5", "eleven_flash_v2",
+          "eleven_turbo_v2_5", "eleven_turbo_v2", "eleven_monolingual_v1",
+          "eleven_multilingual_v1")
+VOICE_SETTINGS = {
+    "stability": Option("number", minimum=0, maximum=1),
+    "similarity_boost": Option("number", minimum=0, maximum=1),
+    "style": Option("number", minimum=0, maximum=1),
+    "use_speaker_boost": Option("boolean"),
+    "speed": Option("number", minimum=0.7, maximum=1.2),
+}
 
 
 class ElevenLabsProvider(Provider):
@@ -35,15 +60,29 @@ class ElevenLabsProvider(Provider):
     modalities: ClassVar[frozenset[str]] = frozenset({MODALITY_TEXT_TO_SPEECH})
     default_models: ClassVar[dict[str, str]] = {MODALITY_TEXT_TO_SPEECH: "eleven_multilingual_v2"}
     default_base_url: ClassVar[str] = "https://api.elevenlabs.io"
+    model_option: ClassVar[str] = "model_id"
+    options: ClassVar[dict[str, dict[str, Option]]] = {
+        MODALITY_TEXT_TO_SPEECH: {
+            "voice_id": Option("string", help="an ElevenLabs voice id",
+                               pattern=r"[A-Za-z0-9]{1,64}"),
+            "model_id": Option("string", choices=MODELS),
+            "output_format": Option("string", choices=OUTPUT_FORMATS),
+            "language_code": Option("string", help="ISO 639-1, e.g. de",
+                                    pattern=r"[a-z]{2,3}"),
+            "voice_settings": Option("object", fields=VOICE_SETTINGS),
+        },
+    }
+
+    def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
+                       model: str) -> dict[str, Any]:
+        return {"characters": facts.text_chars}
 
     def synthesize(self, text: str, call: ProviderCall) -> ProviderOutput:
         if not call.api_key:
             raise ProviderError(self.name, "no API key is configured")
         base = (call.base_url or self.default_base_url).rstrip("/")
         model = call.model or self.default_models[MODALITY_TEXT_TO_SPEECH]
-        voice_id = str(
-            call.options.get("voice_id") or call.options.get("voice") or DEFAULT_VOICE_ID
-        )
+        voice_id = str(call.options.get("voice_id") or DEFAULT_VOICE_ID)
         output_format = str(call.options.get("output_format") or DEFAULT_OUTPUT_FORMAT)
         match = _FORMAT_RE.match(output_format)
         if match is None:
@@ -94,10 +133,11 @@ class ElevenLabsProvider(Provider):
                     f"({len(audio)} bytes)"
                 )
 
-        usage: dict[str, Any] = {}
-        cost = result.headers.get("character-cost")
-        if cost and cost.isdigit():
-            usage["characters"] = int(cost)
+        cost = result.headers.get("character-cost", "").strip()
+        if cost.isdigit():
+            usage, source = {"characters": int(cost)}, USAGE_FROM_PROVIDER
+        else:
+            usage, source = {"characters": len(text)}, USAGE_FROM_INPUT
         output_data: dict[str, Any] = {
             "voice": voice_id,
             "duration_seconds": round(duration, 3),
@@ -112,6 +152,7 @@ class ElevenLabsProvider(Provider):
             output_data=output_data,
             attempts=result.attempts,
             usage=usage,
+            usage_source=source,
         )
 
 

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from .audio import pcm16_to_wav
-from .base import MODALITY_TEXT_TO_SPEECH, Provider, ProviderCall, ProviderError, ProviderOutput
+from .base import (
+    MODALITY_TEXT_TO_SPEECH,
+    USAGE_FROM_ENGINE,
+    InputFacts,
+    Option,
+    Provider,
+    ProviderCall,
+    ProviderError,
+    ProviderOutput,
+)
 from .registry import register_provider
 
 __all__ = ["EspeakProvider"]
@@ -39,6 +48,52 @@ DEFAULT_VOICE = "en"
 # Voice names are looked up as paths under espeak-ng-data/voices, so only allow plain names
 # (optionally with a "+variant" suffix such as "en-us+f3") -- never "../" or slashes.
 _VOICE_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}(\+[A-Za-z0-9_-]{1,40})?$")
+
+# Estimates for spend limits: espeak-ng speaks about 7,000 characters per compute second on
+# one core of this project's 2-core target (0.14 ms each); the estimate allows 3.5 times that.
+_ESTIMATE_SECONDS_PER_CHAR = 0.0005
+_ESTIMATE_SECONDS_FIXED = 0.01
+
+
+def _data_dir() -> Path | None:
+    try:
+        import espeakng_loader
+    except ImportError:
+        return None
+    return Path(espeakng_loader.get_data_path())
+
+
+_installed: tuple[frozenset[str], frozenset[str]] | None = None
+
+
+def installed_voices() -> tuple[frozenset[str], frozenset[str]]:
+    """(voice names, variant names) shipped in espeak-ng-data: every file under `lang/`
+    (its name, lower-case, as espeak-ng matches it: `en-us`, `de`) and under `voices/!v`."""
+    global _installed
+    if _installed is None:
+        data = _data_dir()
+        voices: set[str] = set()
+        variants: set[str] = set()
+        if data is not None:
+            voices = {p.name.lower() for p in (data / "lang").rglob("*") if p.is_file()}
+            variants = {p.name for p in (data / "voices" / "!v").glob("*")
+                        if p.is_file() and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", p.name)}
+        _installed = (frozenset(voices), frozenset(variants))
+    return _installed
+
+
+def _check_voice(value: str) -> str | None:
+    if not _VOICE_RE.match(value):
+        return "must be a voice name, optionally with +variant (en-us, de, en+f3)"
+    name, _, variant = value.partition("+")
+    voices, variants = installed_voices()
+    if name.lower() not in voices:
+        return (f"{name!r} is not an installed espeak-ng voice (e.g. "
+                f"{', '.join(sorted(v for v in voices if v.startswith('en')))})")
+    if variant and variant not in variants:
+        return f"variant {variant!r} is not installed (e.g. f1-f5, m1-m8)"
+    return None
+
 
 # int callback(short *wav, int numsamples, espeak_EVENT *events)
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
@@ -131,6 +186,21 @@ class EspeakProvider(Provider):
     name = "espeak"
     modalities = frozenset({MODALITY_TEXT_TO_SPEECH})
     default_models = {MODALITY_TEXT_TO_SPEECH: MODEL_NAME}
+    options = {
+        MODALITY_TEXT_TO_SPEECH: {
+            "voice": Option("string", help="an installed espeak-ng voice, optionally "
+                            "+variant: en, en-us, de, en+f3", max_length=81, check=_check_voice),
+            "rate": Option("integer", help="words per minute", minimum=_RATE_MIN,
+                           maximum=_RATE_MAX),
+            "model": Option("string", choices=(MODEL_NAME,)),
+        },
+    }
+
+    def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
+                       model: str) -> dict[str, Any]:
+        chars = facts.text_chars
+        return {"characters": chars, "compute_seconds": round(
+            _ESTIMATE_SECONDS_FIXED + chars * _ESTIMATE_SECONDS_PER_CHAR, 3)}
 
     def synthesize(self, text: str, call: ProviderCall) -> ProviderOutput:
         if call.model not in ("", MODEL_NAME):
@@ -149,9 +219,12 @@ class EspeakProvider(Provider):
         if not _lock.acquire(timeout=max(call.remaining(), 0.0)):
             raise ProviderError(self.name, "deadline exceeded waiting for the speech engine")
         try:
+            # Compute time starts once the engine is ours: waiting for it is not work done.
+            started = time.monotonic()
             engine = _get_engine()
             pcm = engine.synthesize(text, voice, rate, call.deadline)
             sample_rate = engine.sample_rate
+            compute_seconds = time.monotonic() - started
         finally:
             _lock.release()
 
@@ -167,7 +240,8 @@ class EspeakProvider(Provider):
                 "sample_rate": sample_rate,
                 "voice": voice,
             },
-            usage={"characters": len(text), "audio_seconds": round(duration, 3)},
+            usage={"characters": len(text), "compute_seconds": round(compute_seconds, 3)},
+            usage_source=USAGE_FROM_ENGINE,
         )
 
 

@@ -17,11 +17,21 @@ import io
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import MODALITY_VISION, Provider, ProviderCall, ProviderError, ProviderOutput
+from .base import (
+    MODALITY_VISION,
+    USAGE_FROM_ENGINE,
+    InputFacts,
+    Option,
+    Provider,
+    ProviderCall,
+    ProviderError,
+    ProviderOutput,
+)
 from .registry import register_provider
 
 if TYPE_CHECKING:
@@ -33,6 +43,10 @@ MODEL_NAME = "tesseract-5"
 MAX_PIXELS = 40_000_000  # refuse decompression bombs well before Pillow's own 179 MP error
 _LANG_RE = re.compile(r"^[a-z_]{3,20}(\+[a-z_]{3,20}){0,3}$")
 _DESCRIPTION_TEXT_CHARS = 200
+# Estimates for spend limits: OCR of a page-sized image (about 2 megapixels) takes around a
+# second on one core; the estimate allows a second per megapixel plus 0.2 s.
+_ESTIMATE_SECONDS_PER_PIXEL = 1 / 1_000_000
+_ESTIMATE_SECONDS_FIXED = 0.2
 
 # A small palette for naming the main colour in the description; nearest match by RGB distance.
 _COLOUR_NAMES = {
@@ -90,16 +104,52 @@ def _configure() -> tuple[Any, Path]:
     return pytesseract, _tessdata
 
 
+def installed_languages() -> list[str]:
+    """The traineddata files shipped with the tesseract binary (eng, deu, ...)."""
+    try:
+        _, tessdata = _configure()
+    except ProviderError:
+        return []
+    return sorted(p.stem for p in tessdata.glob("*.traineddata"))
+
+
+def _check_language(value: str) -> str | None:
+    installed = installed_languages()
+    if not _LANG_RE.match(value):
+        return ("must be installed traineddata names joined by '+' (at most 4): "
+                f"{', '.join(installed)}")
+    missing = [part for part in value.split("+") if part not in installed]
+    if missing:
+        return f"{', '.join(missing)} not installed; installed: {', '.join(installed)}"
+    return None
+
+
 class TesseractProvider(Provider):
     name = "tesseract"
     modalities = frozenset({MODALITY_VISION})
     default_models = {MODALITY_VISION: MODEL_NAME}
+    options = {
+        MODALITY_VISION: {
+            "language": Option("string", help="installed traineddata, e.g. eng or eng+deu",
+                               max_length=87, check=_check_language),
+            "model": Option("string", choices=(MODEL_NAME,)),
+        },
+    }
+
+    def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
+                       model: str) -> dict[str, Any]:
+        if facts.image_width is None or facts.image_height is None:
+            return {}
+        pixels = facts.image_width * facts.image_height
+        return {"compute_seconds": round(
+            _ESTIMATE_SECONDS_FIXED + pixels * _ESTIMATE_SECONDS_PER_PIXEL, 3)}
 
     def analyze(self, image: bytes, content_type: str, call: ProviderCall) -> ProviderOutput:
         if call.model not in ("", MODEL_NAME):
             raise ProviderError(self.name, f"unknown model {call.model!r}; use {MODEL_NAME!r}")
         pytesseract, tessdata = _configure()
-        lang = str(call.options.get("lang") or "eng")
+        started = time.monotonic()
+        lang = str(call.options.get("language") or "eng")
         if not _LANG_RE.match(lang) or not all(
                 (tessdata / f"{part}.traineddata").is_file() for part in lang.split("+")):
             available = sorted(p.stem for p in tessdata.glob("*.traineddata"))
@@ -138,7 +188,9 @@ class TesseractProvider(Provider):
                 "dominant_colours": colours,
                 "text": text,
             },
-            usage={"pixels": width * height},
+            usage={"pixels": width * height,
+                   "compute_seconds": round(time.monotonic() - started, 3)},
+            usage_source=USAGE_FROM_ENGINE,
         )
 
 

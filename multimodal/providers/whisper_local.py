@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from .audio import TARGET_SAMPLE_RATE, decode_audio
-from .base import MODALITY_SPEECH_TO_TEXT, Provider, ProviderCall, ProviderError, ProviderOutput
+from .base import (
+    MODALITY_SPEECH_TO_TEXT,
+    USAGE_FROM_ENGINE,
+    InputFacts,
+    Option,
+    Provider,
+    ProviderCall,
+    ProviderError,
+    ProviderOutput,
+)
 from .registry import register_provider
 
 __all__ = ["WhisperLocalProvider", "packaged_model_dir"]
@@ -26,6 +35,10 @@ __all__ = ["WhisperLocalProvider", "packaged_model_dir"]
 MODEL_NAME = "tiny.en"
 MAX_AUDIO_SECONDS = 30 * 60  # refuse longer uploads before decoding them
 _REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
+# Estimates for spend limits: tiny.en (int8, 2 threads) transcribes at 0.1-0.3 of real time on
+# this project's 2-core target; the estimate allows half of real time plus a second.
+_ESTIMATE_REALTIME_FACTOR = 0.5
+_ESTIMATE_SECONDS_FIXED = 1.0
 
 
 def packaged_model_dir() -> Path:
@@ -42,6 +55,22 @@ class WhisperLocalProvider(Provider):
     name = "whisper-local"
     modalities = frozenset({MODALITY_SPEECH_TO_TEXT})
     default_models = {MODALITY_SPEECH_TO_TEXT: MODEL_NAME}
+    options = {
+        MODALITY_SPEECH_TO_TEXT: {
+            # The packaged model is English-only (tiny.en).
+            "language": Option("string", choices=("en",)),
+            "beam_size": Option("integer", minimum=1, maximum=10),
+            "model": Option("string", choices=(MODEL_NAME,)),
+        },
+    }
+
+    def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
+                       model: str) -> dict[str, Any]:
+        if facts.audio_seconds is None:
+            return {}
+        seconds = facts.audio_seconds
+        return {"audio_seconds": round(seconds, 3), "compute_seconds": round(
+            _ESTIMATE_SECONDS_FIXED + seconds * _ESTIMATE_REALTIME_FACTOR, 3)}
 
     def __init__(self, model_dir: Path | str | None = None, *, cpu_threads: int = 2,
                  beam_size: int = 5) -> None:
@@ -91,8 +120,12 @@ class WhisperLocalProvider(Provider):
             raise ProviderError(self.name, f"model {MODEL_NAME} only transcribes English")
         beam_size = _parse_beam_size(call.options.get("beam_size"), self._beam_size)
 
+        # Compute time: decoding and transcribing this input (loading the model once per
+        # process is not this request's work).
+        decode_started = time.monotonic()
         samples = decode_audio(audio, provider=self.name, max_seconds=MAX_AUDIO_SECONDS)
         duration = samples.size / TARGET_SAMPLE_RATE
+        decoding = time.monotonic() - decode_started
         model = self._get_model(call)
         _check_deadline(call, self.name)
 
@@ -115,7 +148,7 @@ class WhisperLocalProvider(Provider):
             raise
         except Exception as exc:
             raise ProviderError(self.name, f"transcription failed: {exc}") from None
-        elapsed = time.monotonic() - started
+        elapsed = decoding + time.monotonic() - started
 
         return ProviderOutput(
             model=MODEL_NAME,
@@ -125,7 +158,8 @@ class WhisperLocalProvider(Provider):
                 "duration_seconds": round(duration, 3),
                 "segments": segments,
             },
-            usage={"audio_seconds": round(duration, 3), "processing_seconds": round(elapsed, 3)},
+            usage={"audio_seconds": round(duration, 3), "compute_seconds": round(elapsed, 3)},
+            usage_source=USAGE_FROM_ENGINE,
         )
 
 

@@ -5,7 +5,9 @@
 - `requests`: create, execute, cancel, and `request_end`, the one place a request ends
   (with its result row and `request_ended`'s outcome events, in one commit);
 - `execution`: one attempt of a claimed request (the task's body), the reaper, and the
-  broker-refused path.
+  broker-refused path;
+- `prices`: the platform's price table;
+- `spend`: estimates, reservations against a tenant's daily spend limit, settlement.
 
 The API, the admin, the hub, commands and tasks call these through this package
 (`from multimodal.services import request_cancel`). They read and write through the
@@ -18,6 +20,7 @@ from __future__ import annotations
 from .artifacts import artifact_create, artifact_read
 from .execution import reap_timeouts, request_fail_unqueued, request_run, timeout_message
 from .policy import POLICY_FIELDS, policy_for, policy_set
+from .prices import price_for, price_set
 from .requests import (
     DEFAULT_TIMEOUT_SECONDS,
     request_cancel,
@@ -33,6 +36,8 @@ __all__ = [
     "artifact_read",
     "policy_for",
     "policy_set",
+    "price_for",
+    "price_set",
     "reap_timeouts",
     "request_cancel",
     "request_create",

@@ -24,11 +24,14 @@ from agent33.tenancy.models import Tenant
 
 from ..choices import ArtifactOrigin, RequestState
 from ..models import POLICY_DEFAULTS, Artifact, MultimodalPolicy, MultimodalRequest
+from ..pricing import CostResult, cost_of, format_usd
 from ..providers.base import ProviderError, ProviderOutput
 from ..providers.registry import get_provider
 from ..resolution import provider_call_for
 from .artifacts import artifact_read, artifact_store
+from .prices import price_for
 from .requests import request_end
+from .spend import spend_settle
 
 __all__ = ["reap_timeouts", "request_fail_unqueued", "request_run", "timeout_message"]
 
@@ -43,6 +46,29 @@ def timeout_message(mm_request: MultimodalRequest) -> str:
     return f"timed out after {mm_request.requested_timeout_seconds} s"
 
 
+def _costed(mm_request: MultimodalRequest, output: ProviderOutput | None
+            ) -> tuple[CostResult, dict[str, Any]]:
+    """The cost of what the provider produced (usage x its price row now) and the metadata
+    that records it: usage, where the figures came from, cost_usd, and the price row used
+    (so a later price change does not rewrite it)."""
+    if output is None:
+        return (CostResult(None, "the provider returned no output"),
+                {"usage": {}, "cost_usd": None, "cost_note": "the provider returned no output",
+                 "price": None})
+    what = f"{mm_request.provider}/{output.model}"
+    price = price_for(mm_request.provider, output.model)
+    cost = cost_of(output.usage, price.usd_per_unit if price else None, what=what)
+    metadata: dict[str, Any] = {
+        "usage": output.usage,
+        "usage_source": output.usage_source,
+        "cost_usd": format_usd(cost.usd),
+        "price": price.reference() if price else None,
+    }
+    if cost.usd is None:
+        metadata["cost_note"] = cost.note
+    return cost, metadata
+
+
 def _result_fields(
     mm_request: MultimodalRequest,
     *,
@@ -52,23 +78,26 @@ def _result_fields(
     artifact: Artifact | None = None,
     error: str = "",
     provider_attempts: int = 1,
+    cost: tuple[CostResult, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    cost_result, cost_metadata = cost or _costed(mm_request, output)
     metadata: dict[str, Any] = {
         "provider": mm_request.provider,
         "model": output.model if output else "",
         "attempts": output.attempts if output else provider_attempts,
         "execution_attempts": mm_request.attempts,
         "latency_ms": latency_ms,
+        "options": mm_request.options,
+        **cost_metadata,
     }
     if mm_request.claimed_at and started:
         metadata["queue_ms"] = max(
             0, round((started - mm_request.claimed_at).total_seconds() * 1000)
         )
-    if output and output.usage:
-        metadata["usage"] = output.usage
     if error:
         metadata["error"] = error
     return {
+        "cost_nano_usd": cost_result.nanos,
         "output_text": output.output_text if output else "",
         "output_artifact": artifact,
         "output_data": output.output_data if output else {},
@@ -142,6 +171,7 @@ def request_run(request_id: str, claim_token: str) -> str:
         return fail(timeout_message(mm_request), latency_ms=latency_ms, output=output)
 
     artifact: Artifact | None = None
+    cost = _costed(mm_request, output)
     try:
         # The output artifact and the completion commit together: a request that was
         # cancelled or reaped meanwhile leaves neither a result nor an orphaned artifact row.
@@ -156,16 +186,22 @@ def request_run(request_id: str, claim_token: str) -> str:
                 RequestState.COMPLETED,
                 claim_token=claim_token,
                 result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
-                                      output=output, artifact=artifact),
+                                      output=output, artifact=artifact, cost=cost),
             ):
                 raise _LateResult
     except _LateResult:
         if artifact is not None:
             artifact.file.delete(save=False)
+        # The provider was paid for output nobody will see (the request was cancelled or
+        # reaped meanwhile, and its reservation given back then): it is still today's spend.
+        if cost[0].nanos:
+            with transaction.atomic():
+                spend_settle(tenant_id=mm_request.tenant_id, day=mm_request.spend_day,
+                             release_nanos=0, cost_nanos=cost[0].nanos)
         return "discarded"
     except InvalidInput:
         return fail(f"{mm_request.provider}: returned output that is not a supported audio or "
-                    "image format", latency_ms=latency_ms)
+                    "image format", latency_ms=latency_ms, output=output)
     return "completed"
 
 
@@ -230,6 +266,7 @@ def reap_timeouts(*, now: datetime | None = None, grace_seconds: float | None = 
                 mm_request,
                 RequestState.FAILED,
                 error_message=message,
+                claim_token=mm_request.claim_token,
                 deadline_before=cutoff,
                 result=_result_fields(mm_request, started=mm_request.started_at,
                                       latency_ms=None, error=message),

@@ -4,8 +4,11 @@ State moves are conditional UPDATEs through the tenant-scoped manager
 (`filter(pk=..., state__in=REQUEST_MACHINE.sources_of(target)).update(...)`), so the check
 and the write are one database step and concurrent callers (a cancel racing a worker's
 finish, two deliveries of one task) cannot both win. Every ending (completed, failed,
-cancelled) goes through `request_end()`, which writes the result row and calls
-`request_ended()` (the outcome events) in the same commit.
+cancelled) goes through `request_end()`, which writes the result row, settles the claim's
+spend and calls `request_ended()` (the outcome events) in the same commit.
+
+Every claim (create with execute_now, execute) counts on the tenant's daily spend, and with a
+limit reserves its estimated cost in the transaction that stores the claim (services/spend.py).
 
 Everything here runs in the caller's tenant scope: the API's token, the admin's staff scope,
 or the scope a task or the reaper sets around one request's work.
@@ -36,12 +39,17 @@ from ..choices import (
     Modality,
     RequestState,
 )
-from ..models import Artifact, MultimodalRequest, MultimodalResult
-from ..resolution import resolve_provider
+from ..metrics import record_spend
+from ..models import Artifact, MultimodalPolicy, MultimodalRequest, MultimodalResult
+from ..pricing import format_usd, from_nanos
+from ..providers.base import OptionsInvalid
+from ..providers.registry import get_provider
+from ..resolution import model_for_request, resolve_provider
 from ..selectors import request_reloaded, results_of
 from ..sniffing import SNIFF_BYTES, sniff_content_type
 from .artifacts import artifact_create, check_artifact_size
 from .policy import policy_for
+from .spend import SpendPlan, input_facts, spend_plan, spend_reserve, spend_settle
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
@@ -92,6 +100,35 @@ def _check_input_type(modality: str, content_type: str, *, field: str) -> None:
         )
 
 
+def _validated_options(provider: str, modality: str, options: dict[str, Any],
+                       input_text: str) -> dict[str, Any]:
+    """The options the provider accepts, checked; 400 `invalid_option` naming each bad one
+    (`errors: {"options.voice": [...]}`)."""
+    engine = get_provider(provider)
+    try:
+        cleaned = engine.validate_options(modality, options)
+    except OptionsInvalid as exc:
+        errors = {f"options.{name}": messages for name, messages in exc.errors.items()}
+        first, messages = next(iter(errors.items()))
+        raise InvalidInput(f"{first}: {messages[0]} (provider {provider}, {modality}).",
+                           code="invalid_option", field=first, errors=errors) from None
+    if modality == Modality.VISION_ANALYSIS and input_text and "prompt" in cleaned:
+        raise InvalidInput(
+            "options.prompt: send the question about the image as input_text or as "
+            "options.prompt, not both.", code="invalid_option", field="options.prompt")
+    return cleaned
+
+
+def _plan_spend(tenant: Tenant, policy: MultimodalPolicy, provider: str, modality: str,
+                options: dict[str, Any], facts_reader) -> SpendPlan:
+    limited = policy.daily_spend_limit_usd is not None
+    return spend_plan(
+        tenant=tenant, policy=policy, provider=provider, modality=modality, options=options,
+        model=model_for_request(tenant, provider, modality, options) if limited else "",
+        facts_reader=facts_reader,
+    )
+
+
 def request_create(
     *,
     tenant: Tenant,
@@ -104,9 +141,12 @@ def request_create(
     requested_by: str = "",
     execute_now: bool = True,
     provider: str = "",
+    options: dict[str, Any] | None = None,
 ) -> MultimodalRequest:
-    """Check the request against the tenant's policy, then its content, then store it (and
-    its inline input); with `execute_now` also claim it for execution in the same commit."""
+    """Check the request against the tenant's policy, then its content, then the provider's
+    options, then store it (and its inline input); with `execute_now` also claim it for
+    execution in the same commit, reserving its estimated cost when the tenant has a daily
+    spend limit (429 `spend_limit_reached`, and nothing stored, when it would pass it)."""
     policy = policy_for(tenant)
 
     # 1. Policy, in the contract's order, so the error names the violated limit first.
@@ -187,17 +227,27 @@ def request_create(
             _check_input_type(modality, artifact.content_type, field="input_artifact_id")
 
     provider_name = resolve_provider(tenant, modality, provider)
+    options = _validated_options(provider_name, modality, options or {}, input_text)
+    plan = _plan_spend(
+        tenant, policy, provider_name, modality, options,
+        lambda: input_facts(modality, text=input_text, data=inline, artifact=artifact),
+    ) if execute_now else None
+    reserving = plan is not None and plan.limit_nanos is not None
 
     # One INSERT needs no transaction of its own (two fewer round trips on the hot path);
-    # an inline input artifact and the request row must commit together.
-    with transaction.atomic() if inline is not None else nullcontext():
+    # a reservation, an inline input artifact and the request row must commit together.
+    with transaction.atomic() if inline is not None or reserving else nullcontext():
+        if reserving:
+            # First: a refused request stores nothing, not even its input.
+            spend_reserve(tenant_id=tenant.pk, plan=plan)
         if inline is not None:
             artifact = artifact_create(tenant=tenant, actor=actor, content=inline,
                                        origin=ArtifactOrigin.INLINE, policy=policy,
                                        field="input_artifact_base64")
         # With execute_now the row is born claimed (pending → processing within this one
         # statement), so no other caller can ever see it pending.
-        claim = _claim_fields(requested_timeout_seconds) if execute_now else {}
+        claim = {**_claim_fields(requested_timeout_seconds), **plan.claim_fields()} \
+            if plan is not None else {}
         mm_request = MultimodalRequest.objects.create(
             tenant=tenant,
             modality=modality,
@@ -207,6 +257,7 @@ def request_create(
             requested_timeout_seconds=requested_timeout_seconds,
             requested_by=requested_by,
             created_by=actor,
+            options=options,
             **claim,
         )
         if execute_now:
@@ -256,21 +307,45 @@ def _sources_text(target: str) -> str:
     return " or ".join(REQUEST_MACHINE.sources_of(target))
 
 
+def _not_executable(mm_request: MultimodalRequest, state: str) -> StateConflict:
+    return StateConflict(
+        f"Request {mm_request.pk} is {state}; only "
+        f"{_sources_text(RequestState.PROCESSING)} requests can be executed.",
+    )
+
+
+def _check_executable(mm_request: MultimodalRequest) -> None:
+    state = _state_of(mm_request)
+    if state not in REQUEST_MACHINE.sources_of(RequestState.PROCESSING):
+        raise _not_executable(mm_request, state)
+
+
 def request_execute(*, mm_request: MultimodalRequest, actor: str) -> MultimodalRequest:
     """Claim a pending (or failed) request and queue it: one conditional UPDATE, and the task
-    is queued when it commits. 409 when processing, completed or cancelled. Eager mode:
-    returns the finished request."""
-    claim = _claim_fields(mm_request.requested_timeout_seconds)
+    is queued when it commits. 409 when processing, completed or cancelled; 429 when its
+    estimated cost would pass the tenant's daily spend limit (the request stays as it was).
+    Eager mode: returns the finished request."""
+    tenant = Tenant(pk=mm_request.tenant_id)
+    policy = policy_for(tenant)
+    if policy.daily_spend_limit_usd is not None:
+        # A request that cannot be executed is a 409 before any estimate or reservation.
+        _check_executable(mm_request)
+    plan = _plan_spend(
+        tenant, policy, mm_request.provider, mm_request.modality,
+        mm_request.options, lambda: input_facts(mm_request.modality,
+                                                text=mm_request.input_text,
+                                                artifact=mm_request.input_artifact),
+    )
+    claim = {**_claim_fields(mm_request.requested_timeout_seconds), **plan.claim_fields()}
     with transaction.atomic():
+        # Rolled back with the transaction when the claim below finds the request taken.
+        spend_reserve(tenant_id=mm_request.tenant_id, plan=plan)
         claimed = MultimodalRequest.objects.filter(
             pk=mm_request.pk,
             state__in=REQUEST_MACHINE.sources_of(RequestState.PROCESSING),
         ).update(**claim)
         if not claimed:
-            raise StateConflict(
-                f"Request {mm_request.pk} is {_state_of(mm_request)}; only "
-                f"{_sources_text(RequestState.PROCESSING)} requests can be executed.",
-            )
+            raise _not_executable(mm_request, _state_of(mm_request))
         # Executing a failed request again: its old (failed) result gives way to the new run.
         results_of(mm_request).delete()
         _enqueue_on_commit(mm_request, claim["claim_token"])
@@ -288,11 +363,22 @@ def request_cancel(
     if len(reason) > MAX_CANCEL_REASON:
         raise InvalidInput(f"reason is longer than {MAX_CANCEL_REASON} characters.",
                            field="reason")
-    ended = request_end(
-        mm_request,
-        RequestState.CANCELLED,
-        extra={"cancelled_by": actor, "cancel_reason": reason},
-    )
+    # Ending under the claim this copy was read with releases exactly that claim's
+    # reservation. A request failed and executed again since it was read has a new claim:
+    # read it again and cancel that one.
+    for _ in range(3):
+        ended = request_end(
+            mm_request,
+            RequestState.CANCELLED,
+            claim_token=mm_request.claim_token,
+            extra={"cancelled_by": actor, "cancel_reason": reason},
+        )
+        if ended:
+            break
+        fresh = MultimodalRequest.objects.filter(pk=mm_request.pk).first()
+        if fresh is None or fresh.claim_token == mm_request.claim_token:
+            break
+        mm_request = fresh
     if not ended:
         state = _state_of(mm_request)
         if state != RequestState.CANCELLED:
@@ -318,9 +404,14 @@ def request_end(
 ) -> bool:
     """THE place where a request ends (completed, failed or cancelled): one conditional
     UPDATE from the states allowed to reach `target` (and, when given, only under
-    `claim_token` / with a deadline before `deadline_before`), then the result row and
+    `claim_token` / with a deadline before `deadline_before`), then the result row, the
+    claim's spend (its reservation given back, the result's `cost_nano_usd` counted) and
     `request_ended()`'s outcome events, all in one transaction. Returns False, changing
-    nothing, when the request had already moved on."""
+    nothing, when the request had already moved on.
+
+    `mm_request` must carry the spend fields of the claim being ended (`spend_day`,
+    `reserved_nano_usd`): every caller passes `claim_token`, so the copy it holds is that
+    claim's."""
     now = timezone.now()
     conditions: dict[str, Any] = {
         "pk": mm_request.pk,
@@ -344,22 +435,26 @@ def request_end(
                 tenant_id=mm_request.tenant_id, request_id=mm_request.pk, state=target,
                 **result,
             )
+        cost_nanos = (result or {}).get("cost_nano_usd")
+        spend_settle(tenant_id=mm_request.tenant_id, day=mm_request.spend_day,
+                     release_nanos=mm_request.reserved_nano_usd, cost_nanos=cost_nanos or 0)
         request_ended(mm_request, target, latency_ms=(result or {}).get("latency_ms"),
-                      finished_at=now)
+                      finished_at=now, cost_nanos=cost_nanos)
     return True
 
 
 def request_ended(
     mm_request: MultimodalRequest, state: str, *, latency_ms: int | None,
-    finished_at: datetime,
+    finished_at: datetime, cost_nanos: int | None = None,
 ) -> None:
     """Runs once whenever a request reaches completed, failed or cancelled, inside the
     transaction that ends it, and records the ending as outcome events (domain
     `multimodal.<modality>`, event type the provider), so the two commit together:
-    `success_rate` 1 for completed, 0 for failed or cancelled, and the provider's
-    `latency_ms` when it answered. So a provider that starts failing shows as a declining
-    trend, which opens an improvement intake. Everything it needs comes from the ending
-    itself, so it reads nothing back."""
+    `success_rate` 1 for completed, 0 for failed or cancelled, the provider's
+    `latency_ms` when it answered, and `cost_usd` for a completed request whose cost is
+    known. So a provider that starts failing shows as a declining trend, which opens an
+    improvement intake. Everything it needs comes from the ending itself, so it reads
+    nothing back."""
     from outcomes.services import event_record_bulk  # the apps' public seam
 
     logger.info("multimodal request %s ended: %s", mm_request.pk, state)
@@ -375,6 +470,12 @@ def request_ended(
     ]
     if latency_ms is not None:
         events.append({**common, "metric_type": "latency_ms", "value": float(latency_ms)})
+    if state == RequestState.COMPLETED and cost_nanos is not None:
+        cost = from_nanos(cost_nanos)
+        events.append({**common, "metric_type": "cost_usd", "value": float(cost),
+                       "metadata": {**common["metadata"], "cost_usd": format_usd(cost)}})
+        transaction.on_commit(partial(record_spend, mm_request.modality, mm_request.provider,
+                                      cost))
     try:
         # Only the tenant's key is used by the outcomes service: no need to load the row.
         event_record_bulk(tenant=Tenant(pk=mm_request.tenant_id), events=events)

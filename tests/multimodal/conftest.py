@@ -44,6 +44,68 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+REQUESTS = "/v1/multimodal/requests"
+CLOUD_KEY = "sk-tenant-PLAINTEXT-5e6f7a8b9c0d1e2f3a4b"
+
+
+def keys_url(tenant, provider: str) -> str:
+    return f"/v1/multimodal/tenants/{tenant.slug}/providers/{provider}"
+
+
+@pytest.fixture
+def cloud(server: HTTPServer) -> Iterator[HTTPServer]:
+    """The loopback cloud provider, empty before and after the test."""
+    server.clear()
+    yield server
+    server.clear()
+
+
+@pytest.fixture
+def configure(client_a, operator_client, tenant_a, cloud):
+    """The split the contract intends: the tenant admin stores its key, an operator token
+    aims the provider at the (loopback) endpoint."""
+
+    def setup(provider: str, *, path: str = "/v1", key: str = CLOUD_KEY, **extra) -> None:
+        stored = client_a.put(keys_url(tenant_a, provider), {"api_key": key, **extra},
+                              format="json")
+        assert stored.status_code == 200, stored.content
+        aimed = operator_client.put(keys_url(tenant_a, provider),
+                                    {"base_url": cloud.url_for(path)}, format="json")
+        assert aimed.status_code == 200, aimed.content
+
+    return setup
+
+
+@pytest.fixture
+def run(django_capture_on_commit_callbacks):
+    """Create (execute_now) and let the eager task run; return (request, result) as a
+    polling client would read them."""
+
+    def create_and_run(client, **body) -> tuple[dict, dict]:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(REQUESTS, body, format="json")
+        assert response.status_code == 201, response.content
+        request_id = response.json()["id"]
+        mm_request = client.get(f"{REQUESTS}/{request_id}").json()
+        result = client.get(f"{REQUESTS}/{request_id}/result")
+        return mm_request, result.json() if result.status_code == 200 else {}
+
+    return create_and_run
+
+
+@pytest.fixture
+def prices(db):
+    """The price table as the data migration seeds it (tests build their database without
+    migrations), returned as {(provider, model): usd_per_unit}."""
+    import importlib
+
+    from django.apps import apps
+
+    seeding = importlib.import_module("multimodal.migrations.0007_seed_prices")
+    seeding.seed(apps, None)
+    return seeding.PRICES
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     """Staff logins in the admin tests: a million PBKDF2 rounds per login buys nothing here."""

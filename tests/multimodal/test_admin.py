@@ -203,3 +203,79 @@ def test_the_hubs_needs_attention_counts_requests_failed_in_the_last_hour(alice,
     listed = alice.get(href)
     assert listed.status_code == 200
     assert [r.pk for r in listed.context["cl"].result_list] == [recent.pk]
+
+
+def test_a_request_page_shows_usage_cost_and_the_price_used(root, tenant_a):
+    metadata = {"provider": "openai", "model": "tts-1", "usage": {"characters": 100},
+                "usage_source": "input", "cost_usd": "0.0015",
+                "price": {"provider": "openai", "model": "tts-1",
+                          "usd_per_unit": {"characters": "0.000015"}, "version": 3,
+                          "updated_at": "2026-11-27T00:00:00+00:00"}}
+    result = MultimodalResultFactory(tenant=tenant_a, metadata=metadata,
+                                     cost_nano_usd=1_500_000)
+    page = root.get(f"{CHANGELIST}{result.request_id}/change/").content.decode()
+    assert "characters: 100" in page and "reported by: input" in page
+    assert "$0.0015" in page
+    assert "openai/tts-1: $0.000015 per characters" in page and "version 3" in page
+    listing = root.get(CHANGELIST).content.decode()
+    assert "$0.0015" in listing  # the cost column
+
+
+def test_policies_show_the_limit_and_todays_spend(alice, tenant_a, tenant_b):
+    from django.utils import timezone
+
+    from multimodal.models import DailySpend
+
+    MultimodalPolicy.all_tenants.create(tenant=tenant_a, daily_spend_limit_usd="5")
+    DailySpend.all_tenants.create(tenant=tenant_a, day=timezone.now().date(),
+                                  settled_nano_usd=1_250_000_000, reserved_nano_usd=10_000_000)
+    DailySpend.all_tenants.create(tenant=tenant_b, day=timezone.now().date(),
+                                  settled_nano_usd=7_770_000_000)
+    listing = alice.get("/admin/multimodal/multimodalpolicy/").content.decode()
+    assert "$5.00" in listing and "$1.25 (+$0.01 reserved)" in listing
+    spend = alice.get("/admin/multimodal/dailyspend/").content.decode()
+    assert "$1.25" in spend and "$7.77" not in spend  # tenant B is not granted
+
+    form = {"tenant": tenant_a.pk, "max_text_chars": 5000, "max_artifact_bytes": 5000000,
+            "max_timeout_seconds": 300, "allowed_modalities": ["text_to_speech"],
+            "daily_spend_limit_usd": "7.5"}
+    policy = MultimodalPolicy.all_tenants.get(tenant=tenant_a)
+    response = alice.post(f"/admin/multimodal/multimodalpolicy/{policy.pk}/change/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    policy.refresh_from_db()
+    assert str(policy.daily_spend_limit_usd) == "7.500000"
+
+
+def test_the_hub_panel_shows_spend_and_todays_spend_against_the_limit(alice, tenant_a,
+                                                                      tenant_b):
+    from django.utils import timezone
+
+    from multimodal.models import DailySpend
+
+    MultimodalResultFactory(tenant=tenant_a, cost_nano_usd=2_000_000)
+    MultimodalPolicy.all_tenants.create(tenant=tenant_a, daily_spend_limit_usd="0.5")
+    DailySpend.all_tenants.create(tenant=tenant_a, day=timezone.now().date(),
+                                  settled_nano_usd=250_000_000)
+    DailySpend.all_tenants.create(tenant=tenant_b, day=timezone.now().date(),
+                                  settled_nano_usd=999_000_000)
+    html = alice.get("/admin/operations/hub/", {"format": "json", "panels": "1"}).json()[
+        "panels"]["multimodal"]
+    assert '<td class="mm-spend">$0.002' in html
+    assert 'data-tenant="tenant-a"' in html and 'data-tenant="tenant-b"' not in html
+    assert '<td class="mm-spent">$0.25</td>' in html
+    assert '<td class="mm-limit">$0.50</td>' in html and "50 %" in html
+
+
+def test_daily_spend_and_price_pages_render(root, tenant_a, prices):
+    from django.utils import timezone
+
+    from multimodal.models import DailySpend, ProviderPrice
+
+    row = DailySpend.all_tenants.create(tenant=tenant_a, day=timezone.now().date())
+    price = ProviderPrice.objects.first()
+    for page in ("/admin/multimodal/dailyspend/",
+                 f"/admin/multimodal/dailyspend/{row.pk}/change/",
+                 "/admin/multimodal/providerprice/",
+                 "/admin/multimodal/providerprice/add/",
+                 f"/admin/multimodal/providerprice/{price.pk}/change/"):
+        assert root.get(page).status_code == 200, page

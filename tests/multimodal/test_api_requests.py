@@ -23,7 +23,7 @@ URL = "/v1/multimodal/requests"
 REQUEST_FIELDS = {
     "id", "tenant_id", "modality", "input_text", "input_artifact_id",
     "requested_timeout_seconds", "requested_by", "state", "result_id", "error_message",
-    "provider", "created_at", "updated_at",
+    "provider", "options", "created_at", "updated_at",
 }
 RESULT_FIELDS = {
     "id", "request_id", "state", "output_text", "output_artifact_id", "output_data",

@@ -10,11 +10,9 @@ import io
 import json
 import time
 import wave
-from collections.abc import Iterator
 
 import pytest
 from cryptography.fernet import Fernet
-from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from agent33.tenancy.context import tenant_scope
@@ -29,20 +27,18 @@ from multimodal.providers import http as provider_http
 from multimodal.providers.audio import pcm16_to_wav
 from multimodal.resolution import provider_call_for
 from tests.factories.multimodal import MultimodalRequestFactory
-from tests.multimodal.conftest import b64
+from tests.multimodal.conftest import CLOUD_KEY as KEY
+from tests.multimodal.conftest import b64, keys_url
 
 pytestmark = pytest.mark.django_db
 
 REQUESTS = "/v1/multimodal/requests"
-KEY = "sk-tenant-PLAINTEXT-5e6f7a8b9c0d1e2f3a4b"
 PLATFORM_KEY = "sk-platform-PLAINTEXT-99887766554433"
 
 
-@pytest.fixture
-def cloud(server: HTTPServer) -> Iterator[HTTPServer]:
-    server.clear()
-    yield server
-    server.clear()
+@pytest.fixture(autouse=True)
+def _seeded_prices(prices):
+    return prices
 
 
 @pytest.fixture(autouse=True)
@@ -51,47 +47,10 @@ def fast_backoff(monkeypatch):
     monkeypatch.setattr(provider_http, "BACKOFF_MAX_SECONDS", 0.05)
 
 
-def keys_url(tenant, provider: str) -> str:
-    return f"/v1/multimodal/tenants/{tenant.slug}/providers/{provider}"
-
-
 def store_key(tenant, **fields) -> ProviderCredential:
     """A stored key, set in the tenant's own scope as its admin's API call would."""
     with tenant_scope(tenant):
         return provider_keys.credential_set(tenant=tenant, actor="t", **fields)
-
-
-@pytest.fixture
-def configure(client_a, operator_client, tenant_a, cloud):
-    """The split the contract intends: the tenant admin stores its key, an operator token
-    aims the provider at the (loopback) endpoint."""
-
-    def setup(provider: str, *, path: str = "/v1", key: str = KEY, **extra) -> None:
-        stored = client_a.put(keys_url(tenant_a, provider), {"api_key": key, **extra},
-                              format="json")
-        assert stored.status_code == 200, stored.content
-        aimed = operator_client.put(keys_url(tenant_a, provider),
-                                    {"base_url": cloud.url_for(path)}, format="json")
-        assert aimed.status_code == 200, aimed.content
-
-    return setup
-
-
-@pytest.fixture
-def run(django_capture_on_commit_callbacks):
-    """Create (execute_now) and let the eager task run; return (request, result) as a
-    polling client would read them."""
-
-    def create_and_run(client, **body) -> tuple[dict, dict]:
-        with django_capture_on_commit_callbacks(execute=True):
-            response = client.post(REQUESTS, body, format="json")
-        assert response.status_code == 201, response.content
-        request_id = response.json()["id"]
-        mm_request = client.get(f"{REQUESTS}/{request_id}").json()
-        result = client.get(f"{REQUESTS}/{request_id}/result")
-        return mm_request, result.json() if result.status_code == 200 else {}
-
-    return create_and_run
 
 
 def wav(seconds: float = 0.25, rate: int = 24000) -> bytes:
@@ -136,6 +95,10 @@ def test_openai_text_to_speech_stores_the_audio_as_an_artifact(client_a, configu
     meta = result["metadata"]
     assert meta["provider"] == "openai" and meta["model"] == "tts-1-hd"
     assert meta["attempts"] == 1 and isinstance(meta["latency_ms"], int)
+    # OpenAI bills speech per input character: 20 at tts-1-hd's $30 per million.
+    assert (meta["usage"], meta["usage_source"]) == ({"characters": 20}, "input")
+    assert meta["cost_usd"] == "0.0006"
+    assert meta["price"]["usd_per_unit"] == {"characters": "0.00003"}
     assert result["output_data"]["duration_seconds"] == 0.5
     assert_no_key(mm_request, result)
 
@@ -151,7 +114,10 @@ def test_openai_speech_to_text_stores_the_transcript(client_a, configure, cloud,
     assert mm_request["state"] == "completed", mm_request
     assert result["output_text"] == "the quick brown fox"
     assert result["metadata"]["model"] == "whisper-1"
-    assert result["metadata"]["usage"] == {"type": "duration", "seconds": 2}
+    # whisper-1's own report, 2 s at $0.006 a minute.
+    assert result["metadata"]["usage"] == {"audio_seconds": 2}
+    assert result["metadata"]["usage_source"] == "provider"
+    assert result["metadata"]["cost_usd"] == "0.0002"
     sent = received.last
     assert (sent["authorization"], sent["model"], sent["audio"]) == (
         f"Bearer {KEY}", "whisper-1", audio)
@@ -171,7 +137,9 @@ def test_openai_vision_answers_the_question_about_the_image(client_a, configure,
                              input_text="What colour is it?", input_artifact_base64=b64(image))
     assert mm_request["state"] == "completed", mm_request
     assert result["output_text"] == "A red square."
-    assert result["metadata"]["usage"]["total_tokens"] == 94
+    assert result["metadata"]["usage"] == {"input_tokens": 90, "output_tokens": 4}
+    # 90 x $0.15 + 4 x $0.60 per million tokens.
+    assert result["metadata"]["cost_usd"] == "0.0000159"
     sent = received.last
     assert (sent["model"], sent["prompt"], sent["image"]) == (
         "gpt-4o-mini", "What colour is it?", image)
@@ -192,7 +160,10 @@ def test_elevenlabs_text_to_speech(client_a, configure, cloud, run):
     stored = artifact_bytes(client_a, result["output_artifact_id"])
     with wave.open(io.BytesIO(stored)) as audio:
         assert audio.getframerate() == 16000 and audio.getnframes() == 16000
+    # ElevenLabs' character-cost header, at $0.10 per 1,000 characters.
     assert result["metadata"]["usage"] == {"characters": 7}
+    assert result["metadata"]["usage_source"] == "provider"
+    assert result["metadata"]["cost_usd"] == "0.0007"
     assert result["metadata"]["model"] == "eleven_multilingual_v2"
 
 

@@ -109,11 +109,14 @@ def test_openai_transcription(httpserver: HTTPServer) -> None:
     assert out.output_text == "hello world"
     assert out.model == "whisper-1"
     assert out.attempts == 1
-    assert out.usage == {"type": "duration", "seconds": 1}
+    assert out.usage == {"audio_seconds": 1}  # whisper-1's own report
+    assert out.usage_source == "provider"
     assert received.requests == [{
         "authorization": f"Bearer {KEY}",
         "model": "whisper-1",
         "language": "en",
+        "prompt": None,
+        "temperature": None,
         "response_format": "json",
         "filename": "audio.wav",
         "audio": audio,
@@ -138,8 +141,11 @@ def test_openai_speech(httpserver: HTTPServer) -> None:
     assert out.output_bytes == audio
     assert out.output_content_type == "audio/wav"
     assert out.model == "tts-1"
-    assert out.output_data == {"voice": "nova", "duration_seconds": 0.5}
+    assert out.output_data == {"voice": "nova", "response_format": "wav",
+                               "duration_seconds": 0.5}
     assert out.attempts == 1
+    # OpenAI's speech answer reports no usage; it bills the characters sent.
+    assert (out.usage, out.usage_source) == ({"characters": 8}, "input")
 
 
 def test_openai_speech_defaults_voice_and_handles_streamed_wav_header(
@@ -156,7 +162,8 @@ def test_openai_speech_defaults_voice_and_handles_streamed_wav_header(
     ).respond_with_data(bytes(audio), content_type="audio/wav")
 
     out = OpenAIProvider().synthesize("x", openai_call(httpserver))
-    assert out.output_data == {"voice": "alloy", "duration_seconds": 0.25}
+    assert out.output_data == {"voice": "alloy", "response_format": "wav",
+                               "duration_seconds": 0.25}
 
 
 def test_openai_vision(httpserver: HTTPServer) -> None:
@@ -175,7 +182,7 @@ def test_openai_vision(httpserver: HTTPServer) -> None:
     )
     assert out.output_text == "A cat on a sofa."
     assert out.model == "gpt-4o-mini"
-    assert out.usage == {"prompt_tokens": 90, "completion_tokens": 7, "total_tokens": 97}
+    assert out.usage == {"input_tokens": 90, "output_tokens": 7}
     assert out.output_data["finish_reason"] == "stop"
     assert received.requests == [{
         "authorization": f"Bearer {KEY}",
@@ -183,6 +190,8 @@ def test_openai_vision(httpserver: HTTPServer) -> None:
         "prompt": "What animal is this?",
         "image_prefix": "data:image/png;base64",
         "image": IMAGE,
+        "detail": None,
+        "max_tokens": None,
     }]
 
 

@@ -30,6 +30,7 @@ from multimodal.providers.base import (
     MODALITY_SPEECH_TO_TEXT,
     MODALITY_TEXT_TO_SPEECH,
     MODALITY_VISION,
+    Option,
     Provider,
     ProviderCall,
     ProviderError,
@@ -46,6 +47,8 @@ class HookProvider(Provider):
 
     name = "test-hook"
     modalities = frozenset({MODALITY_TEXT_TO_SPEECH, MODALITY_SPEECH_TO_TEXT, MODALITY_VISION})
+    # Takes a prompt with an image, so a vision request's input_text reaches it as one.
+    options = {MODALITY_VISION: {"prompt": Option("string")}}
 
     def __init__(self) -> None:
         self.hook: Callable[[str, ProviderCall], Any] = lambda text, call: None

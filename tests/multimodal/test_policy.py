@@ -14,6 +14,7 @@ DEFAULTS = {
     "max_artifact_bytes": 5_000_000,
     "max_timeout_seconds": 300,
     "allowed_modalities": ["speech_to_text", "text_to_speech", "vision_analysis"],
+    "daily_spend_limit_usd": None,
 }
 
 
