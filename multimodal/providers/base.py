@@ -63,6 +63,8 @@ class ProviderCall:
     """Everything an engine needs for one call besides its input."""
 
     deadline: float  # time.monotonic() value after which the call must have ended
+    # The time the call was given (what a timeout message reports: the rule, not a clock).
+    timeout_seconds: float | None = None
     model: str = ""  # "" = the engine's default
     api_key: str = ""
     base_url: str = ""
@@ -72,7 +74,7 @@ class ProviderCall:
 
     @classmethod
     def with_timeout(cls, seconds: float, **kwargs: Any) -> ProviderCall:
-        return cls(deadline=time.monotonic() + seconds, **kwargs)
+        return cls(deadline=time.monotonic() + seconds, timeout_seconds=seconds, **kwargs)
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()

@@ -204,9 +204,13 @@ class RetryingClient:
         return self.error(f"unexpected response from {self.provider}: {what}")
 
     def _timed_out(self) -> ProviderError:
-        elapsed = time.monotonic() - self._started
+        # The message names the time the call was given, which the code decided, rather
+        # than a measured one that drifts with load.
+        given = self.call.timeout_seconds
+        if given is None:
+            given = self.call.deadline - self._started
         return self.error(
-            f"timed out after {elapsed:.1f} s {_attempts_note(self.attempts)}", retryable=True
+            f"timed out after {given:.3g} s {_attempts_note(self.attempts)}", retryable=True
         )
 
     # -- requests -------------------------------------------------------------------------

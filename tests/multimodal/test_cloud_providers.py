@@ -277,17 +277,17 @@ def test_429_with_retry_after_then_success(httpserver: HTTPServer) -> None:
     elapsed = time.monotonic() - started
     assert out.attempts == 2
     assert len(httpserver.log) == 2
-    assert 1.0 <= elapsed < 3.0  # waited as told, not the (tiny) backoff
+    assert elapsed >= 1.0  # waited as told, not the (tiny) backoff
 
 
 def test_retry_after_beyond_deadline_fails_without_waiting(httpserver: HTTPServer) -> None:
     httpserver.expect_request("/v1/audio/speech", method="POST").respond_with_json(
-        {"error": {"message": "Rate limit reached"}}, status=429, headers={"Retry-After": "30"}
+        {"error": {"message": "Rate limit reached"}}, status=429, headers={"Retry-After": "600"}
     )
-    started = time.monotonic()
+    call = openai_call(httpserver, seconds=60)
     with pytest.raises(ProviderError) as info:
-        OpenAIProvider().synthesize("x", openai_call(httpserver, seconds=2))
-    assert time.monotonic() - started < 1.0
+        OpenAIProvider().synthesize("x", call)
+    assert time.monotonic() < call.deadline  # gave up at once instead of sleeping 600 s
     err = info.value
     assert err.attempts == 1
     assert "HTTP 429" in str(err) and "Rate limit reached" in str(err)
@@ -316,15 +316,15 @@ def test_500_retries_up_to_max_attempts_then_fails(httpserver: HTTPServer) -> No
 def test_backoff_that_would_pass_deadline_stops_early(
     httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(provider_http, "BACKOFF_BASE_SECONDS", 10.0)
-    monkeypatch.setattr(provider_http, "BACKOFF_MAX_SECONDS", 10.0)
+    monkeypatch.setattr(provider_http, "BACKOFF_BASE_SECONDS", 600.0)
+    monkeypatch.setattr(provider_http, "BACKOFF_MAX_SECONDS", 600.0)
     httpserver.expect_request("/v1/audio/speech", method="POST").respond_with_data(
         "upstream unavailable", status=503
     )
-    started = time.monotonic()
+    call = openai_call(httpserver, seconds=60)
     with pytest.raises(ProviderError) as info:
-        OpenAIProvider().synthesize("x", openai_call(httpserver, seconds=2))
-    assert time.monotonic() - started < 1.0
+        OpenAIProvider().synthesize("x", call)
+    assert time.monotonic() < call.deadline  # gave up at once instead of backing off 600 s
     assert info.value.attempts == 1
     assert "HTTP 503: upstream unavailable" in str(info.value)
     assert "no time left" in str(info.value)
@@ -340,17 +340,17 @@ def test_server_that_never_answers_times_out_at_deadline(httpserver: HTTPServer)
 
     httpserver.expect_request("/v1/chat/completions", method="POST").respond_with_handler(hang)
     call = openai_call(httpserver, seconds=1.5)
-    started = time.monotonic()
     try:
         with pytest.raises(ProviderError) as info:
             OpenAIProvider().analyze(IMAGE, "image/png", call)
+        # The call gave up at its deadline, while the server was still holding the answer.
+        answered_before_giving_up = finished.is_set()
     finally:
         release.set()
         # Let the handler finish so its late log entry cannot land in the next test's log.
         finished.wait(5)
         time.sleep(0.05)
-    elapsed = time.monotonic() - started
-    assert 1.4 <= elapsed < 2.0
+    assert not answered_before_giving_up
     err = info.value
     assert "timed out after 1.5 s" in str(err)
     assert err.attempts == 1
