@@ -155,6 +155,7 @@ WHITENOISE_USE_FINDERS = True  # admin static works without collectstatic in a l
 AGENT33_MAX_BODY_BYTES = int(os.environ.get("AGENT33_MAX_BODY_BYTES", str(20 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = AGENT33_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+DATA_UPLOAD_MAX_NUMBER_FILES = 100
 
 # Cache: Redis when configured (shared by all workers: throttles, token last-use), else local.
 REDIS_URL = os.environ.get("REDIS_URL", os.environ.get("CACHE_URL", ""))

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from agent33.auth.permissions import AUTHENTICATED
 
-from .exceptions import json_error
+from .exceptions import json_error, suspicious_request_error
 
 __all__ = [
     "WhoAmIView",
@@ -76,10 +76,7 @@ def json_bad_request(request, exception=None):
     if _is_api(request):
         if isinstance(exception, MultiPartParserError):  # same wording as DRF's parser
             return json_error(400, f"Multipart form parse error - {exception}", "parse_error")
-        return json_error(
-            400, "Bad request: the request's headers or body could not be accepted.",
-            "bad_request",
-        )
+        return json_error(*suspicious_request_error(exception))
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)
