@@ -245,6 +245,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "multimodal.tasks.reap_timeouts",
         "schedule": 30.0,
     },
+    "purge-idempotency-records": {
+        "task": "agent33.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
     "expire-autonomy-budgets": {
         "task": "operations.tasks.expire_budgets",
         "schedule": 30.0,

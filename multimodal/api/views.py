@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agent33.api.datetimes import parse_utc_datetime_param
-from agent33.api.viewsets import TenantScopedViewSet, actor_of, tenant_of
+from agent33.api.viewsets import ApiView, TenantScopedViewSet, actor_of, tenant_of
 from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
 from agent33.errors import NotFound
 from agent33.tenancy.models import Tenant
@@ -198,7 +198,7 @@ def _policy_tenant(request, tenant_id: str) -> Tenant:
     return tenant
 
 
-class PolicyView(APIView):
+class PolicyView(ApiView):
     required_scopes = {"get": MULTIMODAL_READ, "post": MULTIMODAL_ADMIN}
 
     @extend_schema(responses={200: PolicySerializer, **OBJECT_ERRORS},
