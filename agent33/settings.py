@@ -255,10 +255,6 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
-# How long a worker process trusts a token it looked up (revocation reaches other workers
-# within this many seconds; the revoking process forgets it at once). 0 disables the cache.
-AGENT33_TOKEN_CACHE_SECONDS = float(os.environ.get("AGENT33_TOKEN_CACHE_SECONDS", "10"))
-
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 

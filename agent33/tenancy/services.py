@@ -94,7 +94,4 @@ def token_revoke(*, token: ApiToken) -> ApiToken:
             revoked_at=timezone.now()
         )
     token.refresh_from_db(fields=["revoked_at"])
-    from agent33.auth.authentication import forget_cached_tokens
-
-    forget_cached_tokens(token.prefix)
     return token

@@ -1,0 +1,101 @@
+"""Revocation and tenant deactivation apply to the very next request on every worker: a real
+gunicorn with 2 worker processes, embedded (no shared cache) and scaled out (Redis), after
+each way of revoking — `manage.py revoke_token` in another process, the service, the admin
+action, a tenant deactivated in the admin, and a plain UPDATE as psql would send.
+
+Before each change every worker has just accepted the token (a worker that remembered it
+would keep answering 200; until this change one did for AGENT33_TOKEN_CACHE_SECONDS)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from agent33.tenancy.models import ApiToken, Tenant
+from agent33.tenancy.services import token_revoke
+from tests.workers import ROOT, gunicorn_server, worker_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+REDIS_DB10 = "redis://127.0.0.1:6379/10"
+REQUESTS = 16  # one connection each, so both workers answer some
+
+
+def _statuses(url: str, token: str) -> list[int]:
+    statuses = []
+    for _ in range(REQUESTS):
+        with httpx.Client(base_url=url, timeout=10) as client:  # a new connection each time
+            response = client.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {token}"})
+            statuses.append(response.status_code)
+    return statuses
+
+
+def _revoke_with_command(token: ApiToken, staff) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "revoke_token", token.display_prefix],
+        cwd=ROOT, env=worker_env("memory://"), capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _revoke_with_service(token: ApiToken, staff) -> None:
+    token_revoke(token=token)
+
+
+def _revoke_in_the_admin(token: ApiToken, staff) -> None:
+    client = Client()
+    client.force_login(staff)
+    response = client.post(
+        "/admin/tenancy/apitoken/",
+        {"action": "revoke_tokens", "_selected_action": [token.pk]},
+    )
+    assert response.status_code == 302
+
+
+def _deactivate_tenant_in_the_admin(token: ApiToken, staff) -> None:
+    client = Client()
+    client.force_login(staff)
+    response = client.post(
+        f"/admin/tenancy/tenant/{token.tenant_id}/change/",
+        {"name": token.tenant.name, "is_active": ""},
+    )
+    assert response.status_code == 302, response.content[:500]
+    assert not Tenant.objects.get(pk=token.tenant_id).is_active
+
+
+def _revoke_with_plain_update(token: ApiToken, staff) -> None:
+    ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
+
+
+WAYS = {
+    "manage.py revoke_token": _revoke_with_command,
+    "token_revoke service": _revoke_with_service,
+    "admin action": _revoke_in_the_admin,
+    "tenant deactivated in the admin": _deactivate_tenant_in_the_admin,
+    "plain UPDATE": _revoke_with_plain_update,
+}
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def server_env(request):
+    if request.param == "redis":
+        request.getfixturevalue("require_redis")
+        return {"REDIS_URL": REDIS_DB10, "CACHE_KEY_PREFIX": "agent33-revocation-test"}
+    return {}
+
+
+@pytest.mark.parametrize("revoke", list(WAYS.values()), ids=list(WAYS))
+def test_the_next_request_after_revocation_is_401_on_every_worker(
+    require_postgres, api_client_for, tenant_a, staff_user_factory, server_env, revoke
+):
+    client = api_client_for(tenant_a, scopes=["workflows:read"])
+    staff = staff_user_factory("root", superuser=True)
+    with gunicorn_server(workers=2, **server_env) as url:
+        assert _statuses(url, client.plaintext) == [200] * REQUESTS
+        revoke(client.token, staff)
+        assert _statuses(url, client.plaintext) == [401] * REQUESTS
