@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by this service (no CDN)
     "guardian",
     "axes",
     "agent33.tenancy",
@@ -59,6 +60,7 @@ MIDDLEWARE = [
     "agent33.observability.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "agent33.api.middleware.NoStoreMiddleware",
     "agent33.api.middleware.BodySizeLimitMiddleware",
     "agent33.tenancy.middleware.TenantContextMiddleware",
     "agent33.api.idempotency.IdempotencyMiddleware",
@@ -212,6 +214,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # /v1/docs/ loads Swagger UI from this service's static files: it works offline, and no
+    # third-party script runs on a page staff open with an admin session.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "TraceStatusEnum": "operations.choices.TraceStatus",
@@ -254,6 +261,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 30.0,
     },
 }
+
+# How long a worker trusts a token it looked up when nothing says it changed. Revocation,
+# tenant deactivation and every token or tenant saved through the application bump the
+# auth generation (agent33/auth/revocation.py), which every request checks, so they apply
+# at once; this bound is for rows edited behind the application's back (psql). 0: no cache.
+AGENT33_TOKEN_CACHE_SECONDS = float(os.environ.get("AGENT33_TOKEN_CACHE_SECONDS", "10"))
+# Where processes on one host without a shared cache (REDIS_URL) keep the auth generation.
+AGENT33_AUTH_STAMP_DIR = os.environ.get("AGENT33_AUTH_STAMP_DIR", "")
 
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")

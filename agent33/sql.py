@@ -118,15 +118,11 @@ def select_columns(
     model: type[models.Model],
     connection: BaseDatabaseWrapper,
     field_names: Sequence[str] | None = None,
-    *,
-    qualified: bool = False,
 ) -> str:
     """The quoted columns of `field_names` (default: every concrete field, in
-    `_meta.concrete_fields` order, as `instance_from_row` expects); `qualified` prefixes
-    each with its table, for joins."""
+    `_meta.concrete_fields` order, as `instance_from_row` expects)."""
     quote = connection.ops.quote_name
-    table = f"{quote(model._meta.db_table)}." if qualified else ""
-    return ", ".join(table + quote(field.column) for field in _fields(model, field_names))
+    return ", ".join(quote(field.column) for field in _fields(model, field_names))
 
 
 def converted_values(

@@ -54,6 +54,7 @@ def main() -> int:
     env = bench_env(
         f"sqlite:///{workdir / 'fuzz.sqlite3'}",
         MEDIA_ROOT=str(workdir / "media"),
+        AGENT33_TOKEN_CACHE_SECONDS="10",
         # Configured as a production server must be: without an encryption key, storing a
         # provider key is refused with 503 (a server fault), which the fuzzer rightly flags.
         AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),

@@ -71,6 +71,16 @@ def _media_in_tmp(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_token_cache():
+    """Each test starts with no token remembered by the authenticator."""
+    from agent33.auth.authentication import forget_cached_tokens
+
+    forget_cached_tokens()
+    yield
+    forget_cached_tokens()
+
+
 @pytest.fixture
 def require_postgres(db):
     """For locking and race tests: they run in the PostgreSQL pass of the suite."""

@@ -2,65 +2,75 @@
 
 from __future__ import annotations
 
-import functools
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connection
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
 from agent33.observability import context as request_context
-from agent33.sql import instance_from_row, select_columns
 from agent33.tenancy.context import ALL_TENANTS, set_scope
 from agent33.tenancy.models import ApiToken, Tenant
 from agent33.tenancy.services import parse_token_text
 
+from .revocation import auth_generation, bump_auth_generation
+
 __all__ = [
     "ApiPrincipal",
     "BearerTokenAuthentication",
+    "forget_cached_tokens",
     "token_from_header",
 ]
 
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+_CACHE_MAX_ENTRIES = 10_000
+
+# Tokens found in the database recently, by prefix, so a busy client costs no query per
+# request. The secret is still checked against the stored hash on every request, and a
+# remembered token is used only while the auth generation is the one it was remembered
+# under (agent33/auth/revocation.py): any revocation or deactivation, in any process,
+# changes the generation, and the next request here forgets every remembered token.
+_recent_tokens: dict[str, tuple[float, ApiToken]] = {}
+_generation_seen: list[object] = [object()]  # a value no generation equals
 
 
-@functools.cache
-def _token_lookup_sql(vendor: str) -> str:
-    quote = connection.ops.quote_name
-    token, tenant = quote(ApiToken._meta.db_table), quote(Tenant._meta.db_table)
-    tenant_key = quote(Tenant._meta.pk.column)
-    token_tenant = quote(ApiToken._meta.get_field("tenant").column)
-    prefix = quote(ApiToken._meta.get_field("prefix").column)
-    return (
-        f"SELECT {select_columns(ApiToken, connection, qualified=True)}, "  # noqa: S608
-        f"{select_columns(Tenant, connection, qualified=True)} FROM {token} "
-        f"LEFT JOIN {tenant} ON {tenant}.{tenant_key} = {token}.{token_tenant} "
-        f"WHERE {token}.{prefix} = %s"
-    )
+def forget_cached_tokens() -> None:
+    _recent_tokens.clear()
+
+
+@receiver(post_save, sender=ApiToken)
+def _token_saved(sender, instance: ApiToken, created: bool, **kwargs) -> None:
+    if not created:  # a new token is read from the database when first used anyway
+        bump_auth_generation()
+
+
+@receiver(post_save, sender=Tenant)
+@receiver(post_delete, sender=Tenant)
+@receiver(post_delete, sender=ApiToken)
+def _tenant_or_token_changed(sender, **kwargs) -> None:
+    bump_auth_generation()
 
 
 def _load_token(prefix: str) -> ApiToken | None:
-    """The token and its tenant as the database has them now.
-
-    Read on every request, never remembered: a revoked token, a deactivated tenant or an
-    expiry changed by any path (the service, the admin, `manage.py revoke_token`, psql) is
-    refused on the very next request on every worker and every host, with no cache to
-    invalidate. One indexed statement written from the models' metadata: the ORM's
-    `select_related` lookup costs several times as much CPU per request
-    (bench/auth_overhead.py prints both)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_token_lookup_sql(connection.vendor), [prefix])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    width = len(ApiToken._meta.concrete_fields)
-    token = instance_from_row(ApiToken, row[:width], connection)
-    tenant = None
-    if token.tenant_id is not None and row[width] is not None:
-        tenant = instance_from_row(Tenant, row[width:], connection)
-    ApiToken._meta.get_field("tenant").set_cached_value(token, tenant)
+    generation = auth_generation()
+    if generation != _generation_seen[0]:
+        _recent_tokens.clear()
+        _generation_seen[0] = generation
+    ttl = settings.AGENT33_TOKEN_CACHE_SECONDS
+    now = time.monotonic()
+    cached = _recent_tokens.get(prefix)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    token = ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
+    if token is not None and ttl > 0:
+        if len(_recent_tokens) >= _CACHE_MAX_ENTRIES:
+            _recent_tokens.clear()
+        _recent_tokens[prefix] = (now, token)
     return token
 
 

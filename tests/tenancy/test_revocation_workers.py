@@ -1,20 +1,20 @@
 """Revocation and tenant deactivation apply to the very next request on every worker: a real
-gunicorn with 2 worker processes, embedded (no shared cache) and scaled out (Redis), after
-each way of revoking — `manage.py revoke_token` in another process, the service, the admin
-action, a tenant deactivated in the admin, and a plain UPDATE as psql would send.
+gunicorn with 2 worker processes, embedded (no shared cache: the auth generation file) and
+scaled out (Redis), after each way of revoking — `manage.py revoke_token` in another process,
+the service, the admin action, and a tenant deactivated in the admin.
 
-Before each change every worker has just accepted the token (a worker that remembered it
-would keep answering 200; until this change one did for AGENT33_TOKEN_CACHE_SECONDS)."""
+Before each change every worker has just accepted (and remembered) the token; until the auth
+generation existed they kept answering 200 for AGENT33_TOKEN_CACHE_SECONDS."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 
 import httpx
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from agent33.tenancy.models import ApiToken, Tenant
 from agent33.tenancy.services import token_revoke
@@ -35,19 +35,20 @@ def _statuses(url: str, token: str) -> list[int]:
     return statuses
 
 
-def _revoke_with_command(token: ApiToken, staff) -> None:
+def _revoke_with_command(token: ApiToken, staff, env: dict[str, str]) -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "revoke_token", token.display_prefix],
-        cwd=ROOT, env=worker_env("memory://"), capture_output=True, text=True, check=False,
+        cwd=ROOT, env=worker_env("memory://", **env), capture_output=True, text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
 
-def _revoke_with_service(token: ApiToken, staff) -> None:
+def _revoke_with_service(token: ApiToken, staff, env: dict[str, str]) -> None:
     token_revoke(token=token)
 
 
-def _revoke_in_the_admin(token: ApiToken, staff) -> None:
+def _revoke_in_the_admin(token: ApiToken, staff, env: dict[str, str]) -> None:
     client = Client()
     client.force_login(staff)
     response = client.post(
@@ -57,7 +58,7 @@ def _revoke_in_the_admin(token: ApiToken, staff) -> None:
     assert response.status_code == 302
 
 
-def _deactivate_tenant_in_the_admin(token: ApiToken, staff) -> None:
+def _deactivate_tenant_in_the_admin(token: ApiToken, staff, env: dict[str, str]) -> None:
     client = Client()
     client.force_login(staff)
     response = client.post(
@@ -68,24 +69,26 @@ def _deactivate_tenant_in_the_admin(token: ApiToken, staff) -> None:
     assert not Tenant.objects.get(pk=token.tenant_id).is_active
 
 
-def _revoke_with_plain_update(token: ApiToken, staff) -> None:
-    ApiToken.objects.filter(pk=token.pk).update(revoked_at=timezone.now())
-
-
 WAYS = {
     "manage.py revoke_token": _revoke_with_command,
     "token_revoke service": _revoke_with_service,
     "admin action": _revoke_in_the_admin,
     "tenant deactivated in the admin": _deactivate_tenant_in_the_admin,
-    "plain UPDATE": _revoke_with_plain_update,
 }
 
 
 @pytest.fixture(params=["embedded", "redis"])
-def server_env(request):
+def server_env(request, settings):
+    """The environment of the server's processes; this test process (the service and the
+    admin run here) shares their cache configuration."""
     if request.param == "redis":
         request.getfixturevalue("require_redis")
-        return {"REDIS_URL": REDIS_DB10, "CACHE_KEY_PREFIX": "agent33-revocation-test"}
+        prefix = f"agent33-revocation-test-{uuid.uuid4().hex}"
+        settings.CACHES = {"default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_DB10, "KEY_PREFIX": prefix,
+        }}
+        return {"REDIS_URL": REDIS_DB10, "CACHE_KEY_PREFIX": prefix}
     return {}
 
 
@@ -97,5 +100,14 @@ def test_the_next_request_after_revocation_is_401_on_every_worker(
     staff = staff_user_factory("root", superuser=True)
     with gunicorn_server(workers=2, **server_env) as url:
         assert _statuses(url, client.plaintext) == [200] * REQUESTS
-        revoke(client.token, staff)
+        revoke(client.token, staff, server_env)
         assert _statuses(url, client.plaintext) == [401] * REQUESTS
+
+
+def test_an_unwritable_auth_generation_directory_fails_the_system_check(settings, tmp_path):
+    from agent33.auth.revocation import check_stamp_directory
+
+    settings.AGENT33_AUTH_STAMP_DIR = str(tmp_path / "missing")
+    assert [error.id for error in check_stamp_directory()] == ["agent33.E001"]
+    settings.AGENT33_AUTH_STAMP_DIR = str(tmp_path)
+    assert check_stamp_directory() == []
