@@ -232,6 +232,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "agent33.api.schema.add_error_responses",
+        "agent33.api.schema.add_object_links",
     ],
 }
 

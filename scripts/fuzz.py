@@ -3,8 +3,15 @@
 A scratch database gets two tenants and an operator; a real gunicorn serves it on 127.0.0.1;
 `st run` then exercises every operation with each of the three tokens, checking
 not_a_server_error, status_code_conformance, content_type_conformance and
-response_schema_conformance. The seed is printed so a failure can be replayed:
+response_schema_conformance, in four phases: the schema's examples, coverage of its
+boundaries, random fuzzing, and stateful sequences that follow the schema's OpenAPI links
+(create -> read/act on what was created). The seed is printed so a failure can be replayed:
 `FUZZ_SEED=<seed> make fuzz`. FUZZ_EXAMPLES (default 100) sets examples per operation.
+
+The database is a SQLite file in a scratch folder, or FUZZ_DATABASE_URL (CI: an empty
+PostgreSQL database, where offsets, ranges and types are stricter than SQLite's).
+A "missing test data" warning (an operation that only ever answered 404) fails the run: it
+means the fuzzer never reached the objects behind that route.
 """
 
 from __future__ import annotations
@@ -51,8 +58,10 @@ def main() -> int:
     seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**31))
     examples = os.environ.get("FUZZ_EXAMPLES", "100")
     workdir = Path(tempfile.mkdtemp(prefix="agent33-fuzz-"))
+    database_url = os.environ.get("FUZZ_DATABASE_URL") or f"sqlite:///{workdir / 'fuzz.sqlite3'}"
+    print(f"Fuzzing on {database_url.split(':')[0]}.", flush=True)
     env = bench_env(
-        f"sqlite:///{workdir / 'fuzz.sqlite3'}",
+        database_url,
         MEDIA_ROOT=str(workdir / "media"),
         AGENT33_TOKEN_CACHE_SECONDS="10",
         # Configured as a production server must be: without an encryption key, storing a
@@ -71,6 +80,8 @@ def main() -> int:
     ids = json.loads(manage(env, "shell", "-c", SEED_AND_LIST_IDS).strip().splitlines()[-1])
     config = workdir / "schemathesis.toml"
     config.write_text(
+        "[warnings]\n"
+        'fail-on = ["missing_test_data"]\n'
         "[dictionaries.ids]\n"
         f"values = {json.dumps(ids)}\n"
         "[dictionaries.tenants]\n"
@@ -102,7 +113,7 @@ def main() -> int:
                 "--workers", "2",
                 "--no-color",
                 "--suppress-health-check", "all",
-                "--phases", "examples,coverage,fuzzing",
+                "--phases", "examples,coverage,fuzzing,stateful",
             ]
             result = subprocess.run(command, cwd=ROOT, env=env, check=False)
             failed |= result.returncode != 0

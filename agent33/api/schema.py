@@ -78,3 +78,66 @@ def add_error_responses(result, generator, request, public):
                     },
                 )
     return result
+
+
+def _component(result: dict, node: dict) -> dict:
+    reference = node.get("$ref", "")
+    if reference.startswith("#/components/schemas/"):
+        return result["components"]["schemas"].get(reference.rsplit("/", 1)[1], {})
+    return node
+
+
+def _created_object(result: dict, operation: dict) -> dict | None:
+    """The JSON schema of what a create answers with (201 with an `id`), else None."""
+    created = operation.get("responses", {}).get("201", {})
+    schema = created.get("content", {}).get("application/json", {}).get("schema")
+    if not schema:
+        return None
+    body = _component(result, schema)
+    return body if "id" in body.get("properties", {}) else None
+
+
+def add_object_links(result, generator, request, public):
+    """OpenAPI links from every create to the routes that act on what it created, so
+    clients (and Schemathesis' stateful phase) can follow an id from the answer that made it
+    instead of guessing one:
+
+    - a create at `/x` links to every operation under `/x/{param}` (its id as `param`);
+    - a create whose object has a lifecycle (`status` or `state`: a process) also links to
+      the hub's routes under `/processes/{process_id}`.
+    """
+    paths = result.get("paths", {})
+    operations = [
+        (path, method, operation)
+        for path, methods in paths.items()
+        for method, operation in methods.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    ]
+    process_routes = [
+        (path, operation) for path, _method, operation in operations
+        if "/processes/{process_id}" in path
+    ]
+    for path, method, operation in operations:
+        if method != "post" or "{" in path:
+            continue
+        created = _created_object(result, operation)
+        if created is None:
+            continue
+        targets = [
+            (other_path, other) for other_path, _m, other in operations
+            if other_path.startswith(f"{path}/{{")
+        ]
+        properties = created.get("properties", {})
+        if "status" in properties or "state" in properties:
+            targets += process_routes
+        links = {}
+        for target_path, target in targets:
+            parameter = target_path[target_path.index("{") + 1 : target_path.index("}")]
+            links[target["operationId"]] = {
+                "operationId": target["operationId"],
+                "parameters": {f"path.{parameter}": "$response.body#/id"},
+                "description": f"The created object's id as `{parameter}`.",
+            }
+        if links:
+            operation["responses"]["201"]["links"] = links
+    return result
