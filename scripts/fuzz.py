@@ -24,6 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +49,60 @@ for model in apps.get_models():
 print(json.dumps(ids))
 """
 
+# Object routes and the id prefix of the objects behind them: each route's `{id}` is drawn
+# (half the time) from real ids of its own type, so the fuzzer reaches objects in every
+# state rather than mostly other types' ids (a 404).
+ID_PREFIX_BY_ROUTE = {
+    "^/v1/operations/traces/": "trace-",
+    "^/v1/operations/budgets/": "budget-",
+    "^/v1/operations/improvements/": "intake-",
+    "^/v1/operations/workflow-runs/": "wfrun-",
+    "^/v1/multimodal/requests/": "mmreq-",
+    "^/v1/multimodal/artifacts/": "artifact-",
+    "^/v1/outcomes/events/": "outcome-",
+}
+PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
+# Stored so that DELETE …/providers/{provider} has a key to remove from the start.
+SEEDED_PROVIDERS = ("openai", "elevenlabs")
+
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
     "response_schema_conformance"
 )
+
+
+def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
+    """Before each token's run, through the API: the default policy back (the previous run
+    fuzzed it), provider keys to delete, pending multimodal requests to execute and queued
+    workflow runs to move (the previous run used up the ones it found). Returns the new
+    objects' ids."""
+    created = []
+    for slug in ("fuzz-a", "fuzz-b"):
+        with httpx.Client(base_url=url, timeout=30,
+                          headers={"Authorization": f"Bearer {tokens[slug]}"}) as client:
+            answers = [client.post(f"/v1/multimodal/tenants/{slug}/policy", json={
+                "max_text_chars": 5000, "max_artifact_bytes": 5_000_000,
+                "max_timeout_seconds": 300,
+                "allowed_modalities": ["speech_to_text", "text_to_speech", "vision_analysis"],
+            })]
+            answers += [
+                client.put(f"/v1/multimodal/tenants/{slug}/providers/{provider}",
+                           json={"api_key": f"sk-fuzz-{provider}-0000"})
+                for provider in SEEDED_PROVIDERS
+            ]
+            for number in range(5):
+                answers.append(client.post("/v1/multimodal/requests", json={
+                    "modality": "text_to_speech", "input_text": f"fuzz {number}",
+                    "execute_now": False,
+                }))
+                answers.append(client.post("/v1/operations/workflow-runs",
+                                           json={"workflow_name": f"fuzz {number}"}))
+        for answer in answers:
+            if answer.status_code >= 300:
+                print(f"Could not seed {answer.request.url.path}: {answer.text[:200]}")
+            elif "id" in answer.json():
+                created.append(answer.json()["id"])
+    return created
 
 
 def main() -> int:
@@ -78,19 +129,40 @@ def main() -> int:
     out = manage(env, "issue_token", "--all-tenants", "--scopes", "admin", "--name", "operator")
     tokens["operator"] = out.strip().splitlines()[-1]
     ids = json.loads(manage(env, "shell", "-c", SEED_AND_LIST_IDS).strip().splitlines()[-1])
-    config = workdir / "schemathesis.toml"
-    config.write_text(
-        "[warnings]\n"
-        'fail-on = ["missing_test_data"]\n'
-        "[dictionaries.ids]\n"
-        f"values = {json.dumps(ids)}\n"
-        "[dictionaries.tenants]\n"
-        'values = ["fuzz-a", "fuzz-b", "nobody"]\n'
-        "[parameters]\n"
-        '"path.id" = { dictionary = "ids", probability = 0.5 }\n'
-        '"path.process_id" = { dictionary = "ids", probability = 0.5 }\n'
-        '"path.tenant_id" = { dictionary = "tenants", probability = 0.7 }\n'
-    )
+
+    def dictionary(name: str, values: list[str]) -> str:
+        return f"[dictionaries.{name}]\nvalues = {json.dumps(values)}\n"
+
+    def config_for(who: str, ids: list[str]) -> Path:
+        """Object ids come from both tenants' real records of the route's type (half the
+        time); the tenant in `/tenants/{tenant_id}/...` is the token's own (operators:
+        fuzz-a), so those routes reach a policy and provider keys in every phase (other
+        tenants' 404s are the isolation tests' business, tests/test_route_isolation.py)."""
+        by_type = "".join(
+            "[[operations]]\n"
+            f'include-path-regex = "{route}"\n'
+            f'parameters = {{ "path.id" = {{ dictionary = "{prefix[:-1]}", '
+            "probability = 0.5 } }\n"
+            for route, prefix in ID_PREFIX_BY_ROUTE.items()
+        )
+        config = workdir / f"schemathesis-{who}.toml"
+        config.write_text(
+            "[warnings]\n"
+            'fail-on = ["missing_test_data"]\n'
+            + dictionary("ids", ids)
+            + dictionary("processes", [i for i in ids if i.startswith(PROCESS_PREFIXES)])
+            + "".join(
+                dictionary(prefix[:-1], [i for i in ids if i.startswith(prefix)])
+                for prefix in ID_PREFIX_BY_ROUTE.values()
+            )
+            + "[parameters]\n"
+            '"path.id" = { dictionary = "ids", probability = 0.5 }\n'
+            '"path.process_id" = { dictionary = "processes", probability = 0.5 }\n'
+            f'"path.tenant_id" = "{who if who.startswith("fuzz-") else "fuzz-a"}"\n'
+            + by_type
+        )
+        return config
+
     print(f"Fuzzing with {len(ids)} real object ids of both tenants.", flush=True)
 
     print(f"Schemathesis seed: {seed}  (replay with FUZZ_SEED={seed} make fuzz)", flush=True)
@@ -100,6 +172,7 @@ def main() -> int:
     with gunicorn(env, workers=1, threads=4, extra_args=("--limit-request-line", "0")) as url:
         for who, token in tokens.items():
             print(f"\n=== fuzzing as {who}", flush=True)
+            config = config_for(who, ids + seed_live_objects(url, tokens))
             command = [
                 sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),
                 "run", f"{url}/v1/schema/?format=json",

@@ -104,7 +104,9 @@ def add_object_links(result, generator, request, public):
 
     - a create at `/x` links to every operation under `/x/{param}` (its id as `param`);
     - a create whose object has a lifecycle (`status` or `state`: a process) also links to
-      the hub's routes under `/processes/{process_id}`.
+      the hub's routes under `/processes/{process_id}`;
+    - a PUT (which creates or replaces what its path names) links to the other methods on
+      the same path, with the same path parameters.
     """
     paths = result.get("paths", {})
     operations = [
@@ -118,6 +120,8 @@ def add_object_links(result, generator, request, public):
         if "/processes/{process_id}" in path
     ]
     for path, method, operation in operations:
+        if method == "put":
+            _link_same_path(operation, paths[path], path)
         if method != "post" or "{" in path:
             continue
         created = _created_object(result, operation)
@@ -141,3 +145,22 @@ def add_object_links(result, generator, request, public):
         if links:
             operation["responses"]["201"]["links"] = links
     return result
+
+
+def _link_same_path(operation: dict, methods: dict, path: str) -> None:
+    answered = next((code for code in ("200", "201") if code in operation["responses"]), None)
+    if answered is None:
+        return
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    links = {
+        other["operationId"]: {
+            "operationId": other["operationId"],
+            "parameters": {f"path.{name}": f"$request.path.{name}" for name in names},
+            "description": "The same object, by the path that stored it.",
+        }
+        for method, other in methods.items()
+        if method not in ("put", "parameters") and isinstance(other, dict)
+        and "operationId" in other
+    }
+    if links:
+        operation["responses"][answered].setdefault("links", {}).update(links)
