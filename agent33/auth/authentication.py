@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -18,7 +16,7 @@ from agent33.tenancy.context import ALL_TENANTS, set_scope
 from agent33.tenancy.models import ApiToken, Tenant
 from agent33.tenancy.services import parse_token_text
 
-from .revocation import auth_generation, bump_auth_generation
+from .revocation import auth_generation
 
 __all__ = [
     "ApiPrincipal",
@@ -41,19 +39,6 @@ _generation_seen: list[object] = [object()]  # a value no generation equals
 
 def forget_cached_tokens() -> None:
     _recent_tokens.clear()
-
-
-@receiver(post_save, sender=ApiToken)
-def _token_saved(sender, instance: ApiToken, created: bool, **kwargs) -> None:
-    if not created:  # a new token is read from the database when first used anyway
-        bump_auth_generation()
-
-
-@receiver(post_save, sender=Tenant)
-@receiver(post_delete, sender=Tenant)
-@receiver(post_delete, sender=ApiToken)
-def _tenant_or_token_changed(sender, **kwargs) -> None:
-    bump_auth_generation()
 
 
 def _load_token(prefix: str) -> ApiToken | None:

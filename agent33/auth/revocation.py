@@ -33,6 +33,10 @@ from django.core.cache import caches
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 from django.db import connection, transaction
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from agent33.tenancy.models import ApiToken, Tenant
 
 __all__ = ["auth_generation", "bump_auth_generation", "stamp_path"]
 
@@ -87,6 +91,18 @@ def bump_auth_generation() -> None:
 
     forget_cached_tokens()  # this process, at once
     transaction.on_commit(_write_generation, robust=False)
+
+
+@receiver(post_save, sender=ApiToken)
+@receiver(post_save, sender=Tenant)
+@receiver(post_delete, sender=ApiToken)
+@receiver(post_delete, sender=Tenant)
+def _token_or_tenant_changed(sender, created: bool = False, **kwargs) -> None:
+    """Every save through the ORM (the admin's tenant page, a deactivation in a shell), in
+    every process: this module is imported at start-up (TenancyConfig.ready). A new row
+    changes nothing anyone remembered."""
+    if not created:
+        bump_auth_generation()
 
 
 @checks.register(checks.Tags.security)

@@ -1,7 +1,7 @@
 """Revocation and tenant deactivation apply to the very next request on every worker: a real
 gunicorn with 2 worker processes, embedded (no shared cache: the auth generation file) and
 scaled out (Redis), after each way of revoking — `manage.py revoke_token` in another process,
-the service, the admin action, and a tenant deactivated in the admin.
+the service, the admin action, and a tenant deactivated in the admin or in a shell.
 
 Before each change every worker has just accepted (and remembered) the token; until the auth
 generation existed they kept answering 200 for AGENT33_TOKEN_CACHE_SECONDS."""
@@ -69,11 +69,28 @@ def _deactivate_tenant_in_the_admin(token: ApiToken, staff, env: dict[str, str])
     assert not Tenant.objects.get(pk=token.tenant_id).is_active
 
 
+def _deactivate_tenant_in_a_shell(token: ApiToken, staff, env: dict[str, str]) -> None:
+    """A fresh process that never loads the API's authentication: the signals that change
+    the generation are connected at start-up."""
+    code = (
+        "from agent33.tenancy.models import Tenant; "
+        f"tenant = Tenant.objects.get(pk={token.tenant_id!r}); "
+        "tenant.is_active = False; tenant.save()"
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT, env=worker_env("memory://", **env), capture_output=True, text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 WAYS = {
     "manage.py revoke_token": _revoke_with_command,
     "token_revoke service": _revoke_with_service,
     "admin action": _revoke_in_the_admin,
     "tenant deactivated in the admin": _deactivate_tenant_in_the_admin,
+    "tenant deactivated in manage.py shell": _deactivate_tenant_in_a_shell,
 }
 
 
