@@ -8,9 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
-from rest_framework.exceptions import ValidationError
 
-from agent33.api.datetimes import parse_utc_datetime_param
+from agent33.api.datetimes import parse_utc_query_datetime
 from agent33.errors import InvalidInput, NotFound
 from agent33.tenancy.context import current_scope
 
@@ -51,9 +50,9 @@ class HubQuery:
 
 def _parse_since(raw: str, now: datetime) -> datetime:
     try:
-        return parse_utc_datetime_param(raw, field="since")
-    except ValidationError as exc:
-        problem = exc.detail["since"][0]
+        return parse_utc_query_datetime(raw)
+    except ValueError as exc:
+        problem = str(exc)
     raise InvalidInput(
         f"Invalid since value '{raw[:100]}': {problem} Use an ISO 8601 date-time such as "
         f"{iso(now.replace(microsecond=0))}.",
