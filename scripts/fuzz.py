@@ -22,6 +22,10 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -71,6 +75,37 @@ CHECKS = (
 )
 
 
+class _RefusingProvider(BaseHTTPRequestHandler):
+    """Stands in for every cloud provider: a 400 at once (no retries), so requests routed to
+    a provider by a key the fuzzer or the seeding stored fail fast, here."""
+
+    def _refuse(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b'{"error": {"message": "fuzzing: no cloud provider here"}}'
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _refuse
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def local_provider_stub() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingProvider)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
 def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
     """Before each token's run, through the API: the default policy back (the previous run
     fuzzed it), provider keys to delete, pending multimodal requests to execute and queued
@@ -106,6 +141,11 @@ def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
 
 
 def main() -> int:
+    with local_provider_stub() as provider_url:
+        return fuzz(provider_url)
+
+
+def fuzz(provider_url: str) -> int:
     seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**31))
     examples = os.environ.get("FUZZ_EXAMPLES", "100")
     workdir = Path(tempfile.mkdtemp(prefix="agent33-fuzz-"))
@@ -118,6 +158,12 @@ def main() -> int:
         # Configured as a production server must be: without an encryption key, storing a
         # provider key is refused with 503 (a server fault), which the fuzzer rightly flags.
         AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
+        # Keys stored without a base URL (the seeding's, the fuzzer's) use the platform's:
+        # the local stub, so no request ever leaves the machine for a real provider.
+        OPENAI_BASE_URL=provider_url,
+        ELEVENLABS_BASE_URL=provider_url,
+        OPENAI_COMPATIBLE_BASE_URL=provider_url,
+        AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8",
     )
     env.pop("CELERY_BROKER_URL", None)
     manage(env, "migrate", "--noinput")
