@@ -108,9 +108,10 @@ def local_provider_stub() -> Iterator[str]:
 
 def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
     """Before each token's run, through the API: the default policy back (the previous run
-    fuzzed it), provider keys to delete, pending multimodal requests to execute and queued
-    workflow runs to move (the previous run used up the ones it found). Returns the new
-    objects' ids."""
+    fuzzed it), provider keys to delete, failed multimodal requests to execute again (they
+    run on the seeded key, against the refusing stub; a failed request can always be
+    executed again and never cancelled) and queued workflow runs to move (the previous run
+    used up the ones it found). Returns the new objects' ids."""
     created = []
     for slug in ("fuzz-a", "fuzz-b"):
         with httpx.Client(base_url=url, timeout=30,
@@ -128,7 +129,6 @@ def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
             for number in range(5):
                 answers.append(client.post("/v1/multimodal/requests", json={
                     "modality": "text_to_speech", "input_text": f"fuzz {number}",
-                    "execute_now": False,
                 }))
                 answers.append(client.post("/v1/operations/workflow-runs",
                                            json={"workflow_name": f"fuzz {number}"}))
