@@ -68,6 +68,18 @@ ID_PREFIX_BY_ROUTE = {
 PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
 # Stored so that DELETE …/providers/{provider} has a key to remove from the start.
 SEEDED_PROVIDERS = ("openai", "elevenlabs")
+# Fresh objects in their first states before each token's run, so every action route has
+# something it may act on (the previous run used up what it found). A multimodal request
+# run at once fails against the stub: a failed request can always be executed again.
+SEEDED_OBJECTS = (
+    ("/v1/operations/traces", {"task_id": "fuzz"}),
+    ("/v1/operations/budgets", {"task_id": "fuzz"}),
+    ("/v1/operations/improvements", {"title": "fuzz"}),
+    ("/v1/operations/workflow-runs", {"workflow_name": "fuzz"}),
+    ("/v1/multimodal/requests",
+     {"modality": "text_to_speech", "input_text": "fuzz", "execute_now": False}),
+    ("/v1/multimodal/requests", {"modality": "text_to_speech", "input_text": "fuzz"}),
+)
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -108,10 +120,8 @@ def local_provider_stub() -> Iterator[str]:
 
 def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
     """Before each token's run, through the API: the default policy back (the previous run
-    fuzzed it), provider keys to delete, failed multimodal requests to execute again (they
-    run on the seeded key, against the refusing stub; a failed request can always be
-    executed again and never cancelled) and queued workflow runs to move (the previous run
-    used up the ones it found). Returns the new objects' ids."""
+    fuzzed it), provider keys to delete, and SEEDED_OBJECTS, five of each. Returns the new
+    objects' ids."""
     created = []
     for slug in ("fuzz-a", "fuzz-b"):
         with httpx.Client(base_url=url, timeout=30,
@@ -126,12 +136,9 @@ def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
                            json={"api_key": f"sk-fuzz-{provider}-0000"})
                 for provider in SEEDED_PROVIDERS
             ]
-            for number in range(5):
-                answers.append(client.post("/v1/multimodal/requests", json={
-                    "modality": "text_to_speech", "input_text": f"fuzz {number}",
-                }))
-                answers.append(client.post("/v1/operations/workflow-runs",
-                                           json={"workflow_name": f"fuzz {number}"}))
+            answers += [
+                client.post(path, json=body) for path, body in SEEDED_OBJECTS for _ in range(5)
+            ]
         for answer in answers:
             if answer.status_code >= 300:
                 print(f"Could not seed {answer.request.url.path}: {answer.text[:200]}")
