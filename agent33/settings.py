@@ -274,6 +274,11 @@ AGENT33_AUTH_STAMP_DIR = os.environ.get("AGENT33_AUTH_STAMP_DIR", "")
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 
+# Networks a provider base_url may point into although they are private, loopback, ...
+# (comma-separated CIDRs, e.g. a self-hosted OpenAI-compatible server on the LAN). Empty: the
+# server calls public addresses only (multimodal/network.py).
+AGENT33_PROVIDER_PRIVATE_NETWORKS = os.environ.get("AGENT33_PROVIDER_PRIVATE_NETWORKS", "")
+
 # Platform default cloud provider settings.
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")

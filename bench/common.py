@@ -1,7 +1,10 @@
-"""Shared helpers for benchmarks: a real gunicorn server, a scratch database, percentiles."""
+"""Shared helpers for benchmarks: a real gunicorn server, a scratch database, percentiles,
+and the figures each benchmark returns (`make bench-smoke` reports them)."""
 
 from __future__ import annotations
 
+import math
+import operator
 import os
 import socket
 import statistics
@@ -10,12 +13,56 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+_COMPARISONS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt,
+                "==": operator.eq}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure, and the target it must meet (`"<= 1.2"`, `">= 0.25"`, `"== 1"`;
+    None: reported, not judged)."""
+
+    metric: str
+    value: float
+    unit: str
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target is not None:
+            comparison, _, bound = self.target.partition(" ")
+            if comparison not in _COMPARISONS:
+                raise ValueError(f"target {self.target!r}: expected '<op> <number>'")
+            float(bound)
+
+    @property
+    def met(self) -> bool | None:
+        """None without a target; a value that is not a finite number meets none."""
+        if self.target is None:
+            return None
+        if not math.isfinite(self.value):
+            return False
+        comparison, _, bound = self.target.partition(" ")
+        return bool(_COMPARISONS[comparison](self.value, float(bound)))
+
+
+def missed(figures: list[Figure]) -> list[Figure]:
+    return [figure for figure in figures if figure.met is False]
+
+
+def database_name(name: str) -> str:
+    """A scratch database's name, prefixed with $BENCH_DB_PREFIX when set, so that runs of
+    several checkouts on one PostgreSQL server never drop each other's databases."""
+    prefix = os.environ.get("BENCH_DB_PREFIX", "")
+    return f"{prefix}_{name}" if prefix else name
 
 
 def percentile(samples: list[float], pct: float) -> float:
@@ -43,6 +90,7 @@ def fresh_postgres_database(name: str, admin_url: str = PG_ADMIN_URL) -> str:
     `admin_url` is any database URL on the server (its database is only used to connect)."""
     import psycopg
 
+    name = database_name(name)
     with psycopg.connect(admin_url.replace("postgres://", "postgresql://"), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         c.execute(f'CREATE DATABASE "{name}"')
@@ -52,6 +100,7 @@ def fresh_postgres_database(name: str, admin_url: str = PG_ADMIN_URL) -> str:
 def drop_postgres_database(name: str, admin_url: str = PG_ADMIN_URL) -> None:
     import psycopg
 
+    name = database_name(name)
     with psycopg.connect(admin_url.replace("postgres://", "postgresql://"), autocommit=True) as c:
         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
@@ -83,14 +132,20 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 @contextmanager
 def gunicorn(
-    env: dict[str, str], *, workers: int = 1, threads: int = 1, extra_args: tuple[str, ...] = ()
+    env: dict[str, str],
+    *,
+    workers: int = 1,
+    threads: int = 1,
+    extra_args: tuple[str, ...] = (),
+    stdout: IO | None = None,
+    stderr: IO | None = None,
 ) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "agent33.wsgi:application", "--bind",
          f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
          "--log-level", "warning", *extra_args],
-        cwd=ROOT, env=env,
+        cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -107,14 +162,3 @@ def gunicorn(
     finally:
         process.terminate()
         process.wait(timeout=20)
-
-
-def time_requests(client: httpx.Client, method: str, url: str, count: int, **kwargs) -> list[float]:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        response = client.request(method, url, **kwargs)
-        samples.append(time.perf_counter() - start)
-        if response.status_code >= 400:
-            raise SystemExit(f"{method} {url} → {response.status_code}: {response.text[:300]}")
-    return samples

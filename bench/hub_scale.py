@@ -4,7 +4,7 @@ Does the hub stay as fast for a tenant with 100,000 processes as for one with 1,
 control cost little more than the cheapest durable write the same stack can make?
 
     .venv/bin/python bench/hub_scale.py [--pg postgres://postgres@127.0.0.1:5432/postgres]
-                                        [--requests 300] [--keep]
+                                        [--big 100000] [--requests 300] [--keep]
 
 `--pg` is a PostgreSQL server URL whose user may create databases (default: $BENCH_PG_URL or
 postgres://postgres@127.0.0.1:5432/postgres). The script creates its own database
@@ -28,6 +28,9 @@ Reported:
   ORM insert in a transaction; bench/auth_urls.py), interleaved in the same run; target:
   ratio <= 3.0. (A control is a locked read, a conditional save, an audit insert and the
   process's detail and history; whoami, the earlier baseline, wrote nothing at all.)
+
+`--big` sets the size of `big` (the eight others get a tenth of it each); `run()` returns the
+figures (`make bench-smoke` calls it with a smaller `big`).
 """
 
 from __future__ import annotations
@@ -46,10 +49,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import drop_postgres_database, fresh_postgres_database  # noqa: E402
+from bench.common import (  # noqa: E402
+    Figure,
+    drop_postgres_database,
+    fresh_postgres_database,
+    missed,
+)
 
 DB_NAME = "agent33_bench_hub"
-TENANT_SIZES = {"big": 100_000, "small": 1_000, **{f"other-{i}": 10_000 for i in range(1, 9)}}
+PG_URL = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def tenant_sizes(big: int = 100_000) -> dict[str, int]:
+    """`big`, `small` (1,000: its default hub view still fills 100 rows) and eight others
+    of big / 10 each."""
+    return {"big": big, "small": 1_000, **{f"other-{i}": big // 10 for i in range(1, 9)}}
 
 
 def setup_django(database_url: str) -> None:
@@ -110,12 +124,12 @@ def _row(kind: str, tenant: str, n: int, status: str, started: datetime) -> tupl
             None if status in ("queued", "running", "paused") else 1000, "", f"job-{n}", started)
 
 
-def load_data(now: datetime) -> None:
+def load_data(now: datetime, sizes: dict[str, int]) -> None:
     from django.db import connection
 
     from agent33.tenancy.models import Tenant
 
-    Tenant.objects.bulk_create([Tenant(slug=slug, name=slug) for slug in TENANT_SIZES])
+    Tenant.objects.bulk_create([Tenant(slug=slug, name=slug) for slug in sizes])
     statuses = _statuses()
     rng = random.Random(33)
     started_loading = time.perf_counter()
@@ -124,7 +138,7 @@ def load_data(now: datetime) -> None:
         for kind, (table, columns) in COLUMNS.items():
             active, final = statuses[kind]
             with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                for tenant, size in TENANT_SIZES.items():
+                for tenant, size in sizes.items():
                     for n in range(size // 4):
                         if n % 2 == 0:  # recent half: 30 % still active
                             started = now - timedelta(seconds=rng.uniform(60, 20 * 3600))
@@ -134,9 +148,9 @@ def load_data(now: datetime) -> None:
                             pool = final
                         copy.write_row(_row(kind, tenant, n, rng.choice(pool), started))
         cursor.execute("ANALYZE")
-    total = sum(TENANT_SIZES.values())
+    total = sum(sizes.values())
     print(f"loaded {total:,} processes in {time.perf_counter() - started_loading:.1f} s "
-          f"({len(TENANT_SIZES)} tenants)")
+          f"({len(sizes)} tenants)")
 
 
 # --- measuring --------------------------------------------------------------------------
@@ -259,23 +273,24 @@ def measure_control_vs_durable_write(executor, count: int) -> tuple[float, float
     return percentiles(control_samples)[0], percentiles(write_samples)[0]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--pg",
-        default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-    )
-    parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--controls", type=int, default=200)
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
-    args = parser.parse_args()
-
+def run(
+    *,
+    pg: str = PG_URL,
+    big: int = 100_000,
+    requests: int = 300,
+    controls: int = 200,
+    keep: bool = False,
+) -> list[Figure]:
+    """The measurement; returns its figures (`make bench-smoke` runs it with a smaller `big`
+    tenant). Sets up Django in this process, so run it once per process."""
+    sizes = tenant_sizes(big)
     started = time.perf_counter()
-    setup_django(fresh_postgres_database(DB_NAME, args.pg))
+    setup_django(fresh_postgres_database(DB_NAME, pg))
     failures = []
+    figures: list[Figure] = []
     try:
         now = datetime.now(UTC)
-        load_data(now)
+        load_data(now, sizes)
         read = ["workflows:read"]
         clients = {slug: client_for(slug, read) for slug in ("small", "big")}
 
@@ -283,7 +298,7 @@ def main() -> int:
         results = {}
         for label, params in (("default", {}), ("status=completed", {"status": "completed"}),
                               ("status=running", {"status": "running"})):
-            measured = measure_hub(clients, params, args.requests)
+            measured = measure_hub(clients, params, requests)
             for slug in ("small", "big"):
                 p50, p95, rows = measured[slug]
                 results[(label, slug)] = p50
@@ -295,32 +310,49 @@ def main() -> int:
             print(f"  {label:<19} {ratio:.2f}  {verdict}")
             if ratio > 2.0:
                 failures.append(f"hub {label} ratio {ratio:.2f}")
+            figures.append(Figure(f"hub {label}: big ÷ small tenant p50", ratio, "ratio",
+                                  "<= 2.0"))
 
         operator = {"operator": client_for(None, read)}
-        p50, p95, rows = measure_hub(operator, {}, max(20, args.requests // 5))["operator"]
-        print(f"  (info) operator token, all {len(TENANT_SIZES)} tenants, default view: "
+        p50, p95, rows = measure_hub(operator, {}, max(20, requests // 5))["operator"]
+        print(f"  (info) operator token, all {len(sizes)} tenants, default view: "
               f"{rows} rows, p50 {p50:.2f} ms, p95 {p95:.2f} ms")
 
         print("\nquery plans for tenant 'big' (node types, index names)")
+        problems = []
         for params in ({}, {"status": "completed"}):
-            failures += explain_hub(clients["big"], params)
+            problems += explain_hub(clients["big"], params)
+        failures += problems
+        figures.append(Figure("hub plans: seq scans, indexes not led by tenant_id",
+                              len(problems), "problems", "== 0"))
 
         executor = client_for("big", ["workflows:execute"])
-        control_p50, write_p50 = measure_control_vs_durable_write(executor, args.controls)
+        control_p50, write_p50 = measure_control_vs_durable_write(executor, controls)
         ratio = control_p50 / write_p50
         print(f"\ncontrol p50 {control_p50:.2f} ms, minimal durable write p50 {write_p50:.2f} ms, "
               f"ratio {ratio:.2f} (target <= 3.0) {'ok' if ratio <= 3.0 else 'OVER TARGET'}")
         if ratio > 3.0:
             failures.append(f"control/durable-write ratio {ratio:.2f}")
+        figures.append(Figure("control ÷ minimal durable write p50", ratio, "ratio", "<= 3.0"))
     finally:
         from django.db import connections
 
         connections.close_all()
-        if not args.keep:
-            drop_postgres_database(DB_NAME, args.pg)
+        if not keep:
+            drop_postgres_database(DB_NAME, pg)
     print(f"\ntotal {time.perf_counter() - started:.0f} s; "
           + ("all targets met" if not failures else "FAILED: " + "; ".join(failures)))
-    return 1 if failures else 0
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pg", default=PG_URL)
+    parser.add_argument("--big", type=int, default=100_000, help="processes of tenant 'big'")
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--controls", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    return 1 if missed(run(**vars(parser.parse_args()))) else 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ second worker can show; its CPU per request is printed). Both configurations are
 in the same run with the same clients, in alternating rounds so that a machine whose speed
 drifts during the run weighs on both alike; the printed ratio (2 workers / 1 worker
 throughput, target >= 1.6) compares like with like, and the per-round ratios show its spread.
+`run()` returns the figures (`make bench-smoke` calls it for fewer seconds).
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
+    Figure,
     bench_env,
+    drop_postgres_database,
     fresh_postgres_database,
     gunicorn,
     manage,
+    missed,
     percentile,
 )
 
@@ -45,6 +49,8 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "20"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
 RUNS_PER_CLIENT = 4
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+DB_NAME = "agent33_bench_scale"
+TARGET_RATIO = 1.6
 
 
 class LeanClient:
@@ -107,21 +113,25 @@ class Configuration:
     workers: int
     client: LeanClient
     runs: list[str]
+    concurrency: int
     # Per client thread, kept across rounds: which of its runs it paused, its random stream.
-    paused: list[set[str]] = field(default_factory=lambda: [set() for _ in range(CONCURRENCY)])
-    rngs: list[random.Random] = field(
-        default_factory=lambda: [random.Random(i) for i in range(CONCURRENCY)])
+    paused: list[set[str]] = field(init=False)
+    rngs: list[random.Random] = field(init=False)
     samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     elapsed: float = 0.0
     client_cpu: float = 0.0
     round_rates: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.paused = [set() for _ in range(self.concurrency)]
+        self.rngs = [random.Random(i) for i in range(self.concurrency)]
 
     @property
     def requests(self) -> int:
         return sum(len(values) for values in self.samples.values())
 
     def drive(self, seconds: float) -> None:
-        """CONCURRENCY client threads for `seconds`, each on its own RUNS_PER_CLIENT runs."""
+        """`concurrency` client threads for `seconds`, each on its own RUNS_PER_CLIENT runs."""
         before = self.requests
         cpu_started, started = time.process_time(), time.perf_counter()
         stop_at = started + seconds
@@ -129,7 +139,7 @@ class Configuration:
             threading.Thread(target=client_loop, args=(
                 self.client, self.runs[i * RUNS_PER_CLIENT:(i + 1) * RUNS_PER_CLIENT],
                 self.paused[i], stop_at, self.samples, self.rngs[i]))
-            for i in range(CONCURRENCY)
+            for i in range(self.concurrency)
         ]
         for thread in threads:
             thread.start()
@@ -153,14 +163,18 @@ def create_runs(url: str, token: str, count: int) -> list[str]:
     return ids
 
 
-def main() -> None:
-    database_url = fresh_postgres_database("agent33_bench_scale")
+def run(
+    *, seconds: float = SECONDS, concurrency: int = CONCURRENCY, rounds: int = ROUNDS
+) -> list[Figure]:
+    """The measurement; returns its figures (`make bench-smoke` runs it for fewer seconds)."""
+    database_url = fresh_postgres_database(DB_NAME)
     env = bench_env(database_url)
     manage(env, "migrate", "--noinput")
     manage(env, "create_tenant", "bench")
     token = manage(env, "issue_token", "--tenant", "bench", "--scopes", "admin").strip()
     token = token.splitlines()[-1]
     with ExitStack() as servers:
+        servers.callback(drop_postgres_database, DB_NAME)
         configurations = []
         for workers in (1, 2):
             url = servers.enter_context(gunicorn(env, workers=workers))
@@ -168,13 +182,13 @@ def main() -> None:
             client = LeanClient((host, int(port)), token)
             for _ in range(20):  # warm-up
                 client.request("GET", "/v1/operations/hub")
-            runs = create_runs(url, token, CONCURRENCY * RUNS_PER_CLIENT)
-            configurations.append(Configuration(workers, client, runs))
+            runs = create_runs(url, token, concurrency * RUNS_PER_CLIENT)
+            configurations.append(Configuration(workers, client, runs, concurrency))
         # Short rounds in ABBA order: a machine that speeds up or slows down during the run
         # (shared hosts do) weighs on both configurations alike.
-        for index in range(ROUNDS):
+        for index in range(rounds):
             for configuration in configurations[:: 1 if index % 2 == 0 else -1]:
-                configuration.drive(SECONDS / ROUNDS)
+                configuration.drive(seconds / rounds)
     for configuration in configurations:
         rate = configuration.requests / configuration.elapsed
         cpu_ms = configuration.client_cpu / configuration.requests * 1000
@@ -189,8 +203,18 @@ def main() -> None:
     per_round = [b / a for a, b in zip(one.round_rates, two.round_rates, strict=True)]
     ratio = (two.requests / two.elapsed) / (one.requests / one.elapsed)
     print("per-round ratios: " + ", ".join(f"{r:.2f}" for r in per_round))
-    print(f"throughput ratio 2 workers / 1 worker: {ratio:.2f}  (target >= 1.6)")
+    print(f"throughput ratio 2 workers / 1 worker: {ratio:.2f}  (target >= {TARGET_RATIO})")
+    return [
+        Figure("throughput, 2 workers ÷ 1 worker", ratio, "ratio", f">= {TARGET_RATIO}"),
+        Figure("throughput, 1 worker", one.requests / one.elapsed, "req/s"),
+        Figure("throughput, 2 workers", two.requests / two.elapsed, "req/s"),
+        Figure("lowest per-round ratio", min(per_round), "ratio"),
+    ]
+
+
+def main() -> int:
+    return 1 if missed(run()) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -92,6 +92,7 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
         "state",
         ("provider", admin.AllValuesFieldListFilter),
         ("created_at", admin.DateFieldListFilter),
+        ("finished_at", admin.DateFieldListFilter),
         StaffTenantFilter,
     )
     search_fields = ("id", "input_text", "requested_by", "error_message", "provider")
@@ -125,7 +126,7 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
         actor = actor_of(request)
         apply_service_to_each(
             self, request, queryset,
-            lambda obj: services.request_execute(request=obj, actor=actor),
+            lambda mm_request: services.request_execute(mm_request=mm_request, actor=actor),
             done_message="Executed: {count} request(s).",
         )
 
@@ -134,8 +135,8 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
         actor = actor_of(request)
         apply_service_to_each(
             self, request, queryset,
-            lambda obj: services.request_cancel(request=obj, actor=actor,
-                                                reason="cancelled in the admin"),
+            lambda mm_request: services.request_cancel(mm_request=mm_request, actor=actor,
+                                                       reason="cancelled in the admin"),
             done_message="Cancelled: {count} request(s).",
         )
 

@@ -10,10 +10,18 @@ class MultimodalConfig(AppConfig):
     def ready(self) -> None:
         from agent33.observability.metrics import register_collector
         from agent33.observability.row_counts import register_row_counter
-        from operations.hub import register_hub_panel, register_process_source
+        from operations.hub import (
+            register_attention_item,
+            register_hub_panel,
+            register_process_source,
+        )
 
         from . import metrics
-        from .hub_source import MultimodalRequestSource, render_stats_panel
+        from .hub_source import (
+            MultimodalRequestSource,
+            recently_failed_item,
+            render_stats_panel,
+        )
         from .providers import load_builtin_providers
 
         load_builtin_providers()
@@ -21,6 +29,7 @@ class MultimodalConfig(AppConfig):
         # these; operations itself never imports this app.
         register_process_source(MultimodalRequestSource())
         register_hub_panel("multimodal", render_stats_panel)
+        register_attention_item(recently_failed_item())
         register_row_counter(metrics.ROW_COUNTER)
         register_collector("multimodal", metrics.collect)
         # Extra engines (a deployment's own, or a test-only one in worker processes) are

@@ -1,15 +1,18 @@
-"""Modalities, request states and their transition table (DESIGN §5.2).
+"""Modalities, request states and the request's state machine (DESIGN §5.2, §7.1).
 
 States: pending → processing → completed | failed | cancelled. A failed request may be
 executed again (the contract's execute 409 list names completed, cancelled and processing
-only), so failed → processing is a transition too. Models put a CheckConstraint on the column
-from `values`; services move states with one conditional UPDATE whose source set comes from
-`sources_for()`.
+only), so failed → processing is a transition too. `REQUEST_MACHINE` is the one rule set:
+services move states with one conditional UPDATE whose source set is
+`REQUEST_MACHINE.sources_of(target)`, and the Operations Hub reads its controls and
+`allowed_actions` from it. Models put a CheckConstraint on the column from `values`.
 """
 
 from __future__ import annotations
 
 from django.db import models
+
+from operations.choices import ControlActionChoice, ControlRule, StateMachine
 
 from .providers.base import MODALITY_SPEECH_TO_TEXT, MODALITY_TEXT_TO_SPEECH, MODALITY_VISION
 
@@ -19,11 +22,11 @@ __all__ = [
     "CONTENT_TYPES_FOR_INPUT",
     "IMAGE_CONTENT_TYPES",
     "OFFLINE_PROVIDERS",
+    "REQUEST_MACHINE",
     "TERMINAL",
     "ArtifactOrigin",
     "Modality",
     "RequestState",
-    "sources_for",
 ]
 
 
@@ -50,15 +53,25 @@ ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     RequestState.COMPLETED: frozenset(),
     RequestState.CANCELLED: frozenset(),
 }
-# Terminal for cancel and for the "ended" hook; failed may still be retried by execute.
+# The states a request ends in (each ending records its outcome events); failed may still be
+# executed again, so it is final for the hub's "active" view, not for execute.
 TERMINAL: frozenset[str] = frozenset(
     {RequestState.COMPLETED, RequestState.FAILED, RequestState.CANCELLED}
 )
 
-
-def sources_for(target: str) -> frozenset[str]:
-    """The states from which `target` may be reached: the WHERE clause of a transition."""
-    return frozenset(src for src, targets in ALLOWED_TRANSITIONS.items() if target in targets)
+REQUEST_MACHINE = StateMachine(
+    label="multimodal request",
+    states=tuple(RequestState.values),
+    transitions=ALLOWED_TRANSITIONS,
+    terminal=TERMINAL,
+    controls={
+        # The hub's only control; `POST /v1/multimodal/requests/{id}/cancel` is the same move.
+        ControlActionChoice.CANCEL.value: ControlRule(
+            RequestState.CANCELLED,
+            frozenset({RequestState.PENDING, RequestState.PROCESSING}),
+        ),
+    },
+)
 
 
 class ArtifactOrigin(models.TextChoices):

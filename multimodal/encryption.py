@@ -188,3 +188,19 @@ def check_secret_keys(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             )]
     return []
 
+
+
+@checks.register(checks.Tags.security)
+def check_private_networks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """A malformed AGENT33_PROVIDER_PRIVATE_NETWORKS is an error at start-up."""
+    from django.conf import settings
+
+    from .network import parse_networks
+
+    try:
+        parse_networks(getattr(settings, "AGENT33_PROVIDER_PRIVATE_NETWORKS", ""))
+    except ValueError as exc:
+        return [checks.Error(f"AGENT33_PROVIDER_PRIVATE_NETWORKS: {exc}.",
+                             hint="Comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8",
+                             id="multimodal.E002")]
+    return []

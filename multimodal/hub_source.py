@@ -1,7 +1,9 @@
 """Multimodal requests in the Operations Hub: a process source and the stats panel.
 
-Registered from MultimodalConfig.ready(), so operations never imports this app. Cancelling
-through the hub calls the same service as `POST /v1/multimodal/requests/{id}/cancel`.
+Registered from MultimodalConfig.ready(), so operations never imports this app. The source's
+statuses, controls and `allowed_actions` come from `REQUEST_MACHINE`, and its cancel runs
+the same service as `POST /v1/multimodal/requests/{id}/cancel`, so both paths give the same
+answer in every state.
 """
 
 from __future__ import annotations
@@ -10,17 +12,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 
 from agent33.errors import NotFound, StateConflict
-from operations.hub import ControlOutcome, ProcessDetail, ProcessRow, iso
+from operations.hub import AttentionItem, ControlOutcome, ProcessDetail, ProcessRow, iso
 
-from .choices import RequestState
+from .choices import REQUEST_MACHINE, RequestState
 from .models import MultimodalRequest
+from .services import request_cancel
 
-__all__ = ["MultimodalRequestSource", "render_stats_panel"]
+__all__ = ["MultimodalRequestSource", "recently_failed_item", "render_stats_panel"]
 
-ACTIVE = (RequestState.PENDING.value, RequestState.PROCESSING.value)
 _ROW_FIELDS = ("id", "tenant_id", "state", "created_at", "modality", "provider",
                "requested_timeout_seconds")
 
@@ -29,12 +33,12 @@ class MultimodalRequestSource:
     type_name = "multimodal_request"
     include_key = "multimodal"
     id_prefix = "mmreq-"
-    statuses = tuple(RequestState.values)
-    active_statuses = ACTIVE
-    actions = ("cancel",)
+    statuses = REQUEST_MACHINE.states
+    active_statuses = REQUEST_MACHINE.active
+    actions = tuple(REQUEST_MACHINE.controls)  # cancel: the service below is its only one
 
     def allowed_actions(self, status: str) -> tuple[str, ...]:
-        return ("cancel",) if status in ACTIVE else ()
+        return REQUEST_MACHINE.allowed_actions(status)
 
     def _row(self, values: dict[str, Any]) -> ProcessRow:
         return ProcessRow(
@@ -63,58 +67,56 @@ class MultimodalRequestSource:
         )
         return [self._row(values) for values in rows]
 
-    def _detail(self, request: MultimodalRequest) -> ProcessDetail:
-        values = {name: getattr(request, name) for name in _ROW_FIELDS}
-        result = request.results.values("id").first()  # one result per request
+    def _detail(self, mm_request: MultimodalRequest) -> ProcessDetail:
+        values = {name: getattr(mm_request, name) for name in _ROW_FIELDS}
+        if hasattr(mm_request, "result_ref"):  # annotated by the service's reload
+            result_id = mm_request.result_ref or ""
+        else:
+            result = mm_request.results.values("id").first()  # one result per request
+            result_id = result["id"] if result else ""
         return ProcessDetail(
             row=self._row(values),
-            tenant_id=request.tenant_id,
+            tenant_id=mm_request.tenant_id,
             extra={
-                "input_text": request.input_text[:500],
-                "input_artifact_id": request.input_artifact_id or "",
-                "error_message": request.error_message,
-                "result_id": result["id"] if result else "",
-                "attempts": request.attempts,
-                "deadline_at": iso(request.deadline_at),
-                "finished_at": iso(request.finished_at),
+                "input_text": mm_request.input_text[:500],
+                "input_artifact_id": mm_request.input_artifact_id or "",
+                "error_message": mm_request.error_message,
+                "result_id": result_id,
+                "attempts": mm_request.attempts,
+                "deadline_at": iso(mm_request.deadline_at),
+                "finished_at": iso(mm_request.finished_at),
             },
         )
 
     def get(self, process_id: str) -> ProcessDetail | None:
-        request = MultimodalRequest.objects.filter(pk=process_id).first()
-        return None if request is None else self._detail(request)
+        mm_request = MultimodalRequest.objects.filter(pk=process_id).first()
+        return None if mm_request is None else self._detail(mm_request)
 
     def control(self, process_id: str, *, action: str, reason: str, actor: str) -> ControlOutcome:
-        from .services import request_cancel
-
-        if action not in self.actions:
-            raise StateConflict(
-                f"A multimodal request does not support '{action}' (supported controls: "
-                "cancel).",
-                code="unsupported_action",
-            )
-        # Locked inside the hub's transaction, so the state before is exact and no worker
-        # can finish the request between this read and the cancel.
-        request = (
+        # Locked inside the hub's transaction, so `state_before` is exact: no worker or
+        # other cancel can move the request between this read and the service's UPDATE.
+        mm_request = (
             MultimodalRequest.objects.select_for_update(of=("self",), no_key=True)
             .filter(pk=process_id)
             .first()
         )
-        if request is None:
+        if mm_request is None:
             raise NotFound(f"Process {process_id} not found.")
-        before = request.state
-        if before not in ACTIVE:
+        if action not in REQUEST_MACHINE.controls:
             raise StateConflict(
-                f"Cannot cancel multimodal request {process_id}: it is '{before}', and cancel "
-                "needs 'pending' or 'processing'.",
-                code="invalid_transition",
+                f"A {REQUEST_MACHINE.label} does not support '{action}' (supported controls: "
+                f"{', '.join(REQUEST_MACHINE.controls)}).",
+                code="unsupported_action",
             )
-        request = request_cancel(request=request, actor=actor, reason=reason)
+        before = mm_request.state
+        # The service decides, as it does for the API's cancel: pending and processing
+        # requests are cancelled, a cancelled one stays as it is, others are a 409.
+        mm_request = request_cancel(mm_request=mm_request, actor=actor, reason=reason)
         return ControlOutcome(
-            tenant_id=request.tenant_id,
+            tenant_id=mm_request.tenant_id,
             state_before=before,
-            state_after=request.state,
-            detail=self._detail(request),
+            state_after=mm_request.state,
+            detail=self._detail(mm_request),
         )
 
 
@@ -127,3 +129,24 @@ def render_stats_panel(request) -> str:
     return render_to_string(
         "multimodal/hub_panel.html", {"stats": request_stats(since=since), "since": since}
     )
+
+
+def recently_failed_item() -> AttentionItem:
+    """The hub's "Needs attention" count of requests that failed in the last hour, linked to
+    the admin list of exactly those."""
+
+    def cutoff():
+        return timezone.now() - timedelta(hours=1)
+
+    def count() -> int:
+        return MultimodalRequest.objects.filter(
+            state=RequestState.FAILED, finished_at__gte=cutoff()
+        ).count()
+
+    def list_url() -> str:
+        query = {"state__exact": RequestState.FAILED.value,
+                 "finished_at__gte": cutoff().isoformat(timespec="seconds")}
+        return reverse("admin:multimodal_multimodalrequest_changelist") + "?" + urlencode(query)
+
+    return AttentionItem(key="multimodalrequest-failed", label="Requests failed in the last hour",
+                         count=count, list_url=list_url)

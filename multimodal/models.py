@@ -16,6 +16,7 @@ from agent33.tenancy.models import TenantOwnedModel
 
 from . import encryption
 from .choices import ArtifactOrigin, Modality, RequestState
+from .network import allowed_networks, refusal
 from .sniffing import EXTENSIONS
 
 __all__ = [
@@ -202,6 +203,12 @@ class MultimodalRequest(TenantOwnedModel):
             # The reaper's scan: processing rows by deadline.
             models.Index(fields=["tenant", "state", "deadline_at"], name="mmreq_tenant_deadline"),
             models.Index(fields=["tenant", "input_artifact"], name="mmreq_tenant_input"),
+            # The hub's "Needs attention": requests that failed recently (failed rows only).
+            models.Index(
+                fields=["tenant", "finished_at"],
+                condition=Q(state="failed"),
+                name="mmreq_tenant_failed",
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -217,8 +224,9 @@ class MultimodalRequest(TenantOwnedModel):
 
     @property
     def result(self) -> MultimodalResult | None:
-        """The result, if any (at most one exists: see MultimodalResult's constraint)."""
-        return MultimodalResult.all_tenants.filter(tenant_id=self.tenant_id, request=self).first()
+        """The result, if any (at most one exists: see MultimodalResult's constraint), read in
+        the current tenant scope."""
+        return MultimodalResult.objects.filter(tenant_id=self.tenant_id, request=self).first()
 
 
 class MultimodalResult(TenantOwnedModel):
@@ -302,7 +310,8 @@ MAX_BASE_URL = 500
 def validate_base_url(value: str) -> None:
     """An absolute http(s) URL with a host and nothing the engines would mangle or leak: no
     user:password@ (credentials belong in the encrypted key, not in a plain column that
-    admins and GET responses show), no query or fragment (engines append API paths)."""
+    admins and GET responses show), no query or fragment (engines append API paths), and a
+    host the server may call (multimodal/network.py: no private addresses unless allowed)."""
     if not value:
         return
     if len(value) > MAX_BASE_URL:
@@ -324,6 +333,9 @@ def validate_base_url(value: str) -> None:
         raise ValidationError("base_url must name a host.")
     if parts.query or parts.fragment or value.endswith(("?", "#")):
         raise ValidationError("base_url must not have a query string or fragment.")
+    refused = refusal(value, allowed_networks())
+    if refused is not None:
+        raise ValidationError(refused, code="base_url_not_allowed")
 
 
 class ProviderCredential(TenantOwnedModel):

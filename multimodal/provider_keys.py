@@ -1,7 +1,9 @@
 """Tenants' stored provider keys (DESIGN §5.2): the only code that writes ProviderCredential.
 
-The API and the admin both call these functions. Authorisation (who may set `base_url`)
-is the caller's job: the API refuses it from tenant tokens, the admin is staff-only.
+The API and the admin both call these functions, in their tenant scope (a tenant token's
+own tenant, an operator's or a staff member's tenants): the tenant-scoped manager refuses to
+run without one. Authorisation (who may set `base_url`) is the caller's job: the API refuses
+it from tenant tokens, the admin is staff-only.
 Nothing here logs, returns or puts into an error message the plaintext key.
 """
 
@@ -113,11 +115,12 @@ def _checked(validator, value: str, field: str) -> None:
     try:
         validator(value)
     except ValidationError as exc:
-        raise InvalidInput(exc.messages[0], field=field) from None
+        code = exc.error_list[0].code or InvalidInput.code
+        raise InvalidInput(exc.messages[0], code=code, field=field) from None
 
 
 def credentials_list(tenant: Tenant) -> list[ProviderCredential]:
-    return list(ProviderCredential.all_tenants.filter(tenant=tenant).order_by("provider"))
+    return list(ProviderCredential.objects.filter(tenant=tenant).order_by("provider"))
 
 
 def credential_set(
@@ -147,7 +150,7 @@ def credential_set(
 
     with transaction.atomic():
         credential = (
-            ProviderCredential.all_tenants.select_for_update()
+            ProviderCredential.objects.select_for_update(no_key=True)
             .filter(tenant=tenant, provider=provider)
             .first()
         )
@@ -187,7 +190,7 @@ def credential_set(
 
 def credential_delete(*, tenant: Tenant, actor: str, provider: str) -> None:
     known_provider(provider)
-    deleted, _ = ProviderCredential.all_tenants.filter(tenant=tenant, provider=provider).delete()
+    deleted, _ = ProviderCredential.objects.filter(tenant=tenant, provider=provider).delete()
     if not deleted:
         raise NotFound(f"Tenant {tenant.pk} has no stored {provider} key.")
     logger.info("%s key of tenant %s deleted by %s", provider, tenant.pk, actor)

@@ -7,8 +7,11 @@ Two functions, the only places these decisions are made:
   cloud provider chosen by any of these must have a key (the tenant's or the platform's),
   and `openai-compatible` a base URL, or the request is refused with 400
   `provider_not_configured`: never a silent switch to another engine.
-- `provider_call_for(request, timeout_seconds)` at execution: the `ProviderCall` (deadline,
-  model, key, base URL) for the request's provider.
+- `provider_call_for(mm_request, timeout_seconds)` at execution: the `ProviderCall`
+  (deadline, model, key, base URL) for the request's provider.
+
+Both read the tenant's stored credentials and policy through the tenant-scoped managers, in
+the caller's scope (the API's token at creation, the task's scope at execution).
 
 Definitions (README "Providers"):
 
@@ -37,7 +40,8 @@ from agent33.tenancy.models import Tenant
 
 from . import encryption
 from .choices import OFFLINE_PROVIDERS
-from .models import POLICY_DEFAULTS, MultimodalPolicy, ProviderCredential
+from .models import POLICY_DEFAULTS, MultimodalPolicy, MultimodalRequest, ProviderCredential
+from .network import allowed_networks
 from .provider_keys import model_for
 from .providers.base import MODALITY_VISION, ProviderCall, ProviderError
 from .providers.registry import get_provider, provider_names
@@ -89,13 +93,10 @@ def _supports(name: str, modality: str) -> bool:
         return False
 
 
-def _stored(tenant: Tenant | str) -> dict[str, str]:
+def _stored(tenant: Tenant) -> dict[str, str]:
     """The tenant's stored providers → their base URL (one query, no decryption)."""
-    tenant_id = tenant if isinstance(tenant, str) else tenant.pk
     return dict(
-        ProviderCredential.all_tenants.filter(tenant_id=tenant_id).values_list(
-            "provider", "base_url"
-        )
+        ProviderCredential.objects.filter(tenant=tenant).values_list("provider", "base_url")
     )
 
 
@@ -203,7 +204,7 @@ def credentials_for(tenant: Tenant | str, provider: str) -> ProviderCredentials:
     if provider not in _PLATFORM_KEY_SETTINGS:
         return ProviderCredentials()
     tenant_id = tenant if isinstance(tenant, str) else tenant.pk
-    stored = ProviderCredential.all_tenants.filter(tenant_id=tenant_id, provider=provider).first()
+    stored = ProviderCredential.objects.filter(tenant_id=tenant_id, provider=provider).first()
     if stored is None:
         return ProviderCredentials(
             api_key=_platform_key(provider), base_url=_platform_base_url(provider)
@@ -230,7 +231,7 @@ def credentials_for(tenant: Tenant | str, provider: str) -> ProviderCredentials:
 
 def _policy_timeout_cap(tenant_id: str) -> float:
     cap = (
-        MultimodalPolicy.all_tenants.filter(tenant_id=tenant_id)
+        MultimodalPolicy.objects.filter(tenant_id=tenant_id)
         .values_list("max_timeout_seconds", flat=True)
         .first()
     )
@@ -238,24 +239,26 @@ def _policy_timeout_cap(tenant_id: str) -> float:
 
 
 def provider_call_for(
-    request, timeout_seconds: float, *, policy_cap_seconds: float | None = None
+    mm_request: MultimodalRequest, timeout_seconds: float, *,
+    policy_cap_seconds: float | None = None,
 ) -> ProviderCall:
     """The engine call for a request: it ends `timeout_seconds` from now (the time left
     before the request's deadline), and never later than the tenant's current policy allows
     (a policy lowered after the request was accepted still binds its execution).
     `policy_cap_seconds`: that cap when the caller read it already; read here otherwise."""
-    credentials = credentials_for(request.tenant_id, request.provider)
+    credentials = credentials_for(mm_request.tenant_id, mm_request.provider)
     if policy_cap_seconds is None:
-        policy_cap_seconds = _policy_timeout_cap(request.tenant_id)
+        policy_cap_seconds = _policy_timeout_cap(mm_request.tenant_id)
     seconds = min(max(timeout_seconds, 0.0), policy_cap_seconds)
     options = {}
-    if request.modality == MODALITY_VISION and request.input_text:
+    if mm_request.modality == MODALITY_VISION and mm_request.input_text:
         # Text sent with an image is the question about it (engines that take a prompt).
-        options["prompt"] = request.input_text
+        options["prompt"] = mm_request.input_text
     return ProviderCall.with_timeout(
         seconds,
-        model=model_for(credentials.default_model, request.modality),
+        model=model_for(credentials.default_model, mm_request.modality),
         api_key=credentials.api_key,
         base_url=credentials.base_url,
         options=options,
+        allowed_networks=allowed_networks(),
     )

@@ -7,10 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
 from django.db.models import Count, OuterRef, QuerySet, Subquery
-
-from agent33.sql import select_instance
 
 from .choices import RequestState
 from .models import MultimodalRequest, MultimodalResult
@@ -21,55 +18,42 @@ __all__ = [
     "request_result",
     "request_stats",
     "requests_with_result_id",
+    "results_of",
 ]
 
 LAST_ERRORS_PER_GROUP = 5
 
 
+def results_of(mm_request: MultimodalRequest) -> QuerySet[MultimodalResult]:
+    """The request's result rows (at most one), in the current tenant scope. Naming the
+    request's tenant keeps the (tenant, request) unique index usable under an operator's
+    all-tenants scope, where the manager adds no tenant condition of its own."""
+    return MultimodalResult.objects.filter(tenant_id=mm_request.tenant_id,
+                                           request_id=mm_request.pk)
+
+
 def _result_id_subquery() -> Subquery:
     return Subquery(
-        MultimodalResult.all_tenants.filter(
+        MultimodalResult.objects.filter(
             tenant_id=OuterRef("tenant_id"), request_id=OuterRef("pk")
         ).values("pk")[:1]
     )
 
 
 def requests_with_result_id() -> QuerySet[MultimodalRequest]:
-    """The caller's requests (tenant-scoped manager) with `result_ref` annotated, so lists
-    render `result_id` without a query per row."""
+    """The requests in the current tenant scope with `result_ref` (the result's id, or
+    None) annotated, so lists render `result_id` without a query per row."""
     return MultimodalRequest.objects.annotate(result_ref=_result_id_subquery())
 
 
-def request_reloaded(request: MultimodalRequest) -> MultimodalRequest:
-    """A fresh copy of a request the caller already holds (so no scope check), with its
-    result id as `result_ref`, in one query. Hand-written (agent33.sql): every create,
-    execute and cancel answers with it, and the ORM's annotate-and-get cost ~2 ms of CPU."""
-    quote = connection.ops.quote_name
-    result = MultimodalResult._meta
-    requests = quote(MultimodalRequest._meta.db_table)
-    result_id = (
-        f"(SELECT {quote(result.pk.column)} FROM {quote(result.db_table)} "  # noqa: S608
-        f"WHERE {quote('tenant_id')} = {requests}.{quote('tenant_id')} "
-        f"AND {quote('request_id')} = {requests}.{quote('id')} LIMIT 1)"
-    )
-    reloaded = select_instance(
-        MultimodalRequest,
-        connection,
-        f"{quote('id')} = %s AND {quote('tenant_id')} = %s",
-        [request.pk, request.tenant_id],
-        annotations={"result_ref": result_id},
-    )
-    if reloaded is None:
-        raise MultimodalRequest.DoesNotExist(f"Request {request.pk} no longer exists.")
-    return reloaded
+def request_reloaded(mm_request: MultimodalRequest) -> MultimodalRequest:
+    """A fresh copy of a request, with `result_ref`, in one query: what create, execute and
+    cancel answer with."""
+    return requests_with_result_id().get(pk=mm_request.pk)
 
 
-def request_result(request: MultimodalRequest) -> MultimodalResult | None:
-    return (
-        MultimodalResult.all_tenants.filter(tenant_id=request.tenant_id, request_id=request.pk)
-        .select_related("request")
-        .first()
-    )
+def request_result(mm_request: MultimodalRequest) -> MultimodalResult | None:
+    return results_of(mm_request).select_related("request").first()
 
 
 def percentile(values: list[int], fraction: float) -> int | None:

@@ -16,12 +16,13 @@ from agent33.tenancy.staff import staff_tenants
 
 from . import selectors
 from .charts import format_number, line_chart
-from .choices import METRIC_TYPES, MetricType
+from .choices import METRIC_TYPES, MetricType, TrendDirection
 
 __all__ = ["DashboardFilterForm", "dashboard_page"]
 
 PAGE_PERMISSION = "outcomes.view_outcomeevent"
 RECENT_ON_PAGE = 20
+DOMAINS_ON_PAGE = selectors.DEFAULT_DOMAINS_LIMIT
 ARROWS = {"improving": "▲", "declining": "▼", "stable": "▶"}
 
 
@@ -69,6 +70,36 @@ def _clean_or_default(form: forms.Form, name: str, default):
     return default if value in (None, "") else value
 
 
+def _domain_rows(dashboard: selectors.Dashboard, tenant, labels: dict) -> list[dict]:
+    """The per-domain table: a cell per metric (None where the domain has none), declining
+    cells carrying the intake their decline opened while it is open."""
+    rows = []
+    for row in dashboard.domains:
+        cells = []
+        for metric_type in METRIC_TYPES:
+            trend = row.trends.get(metric_type)
+            if trend is None:
+                cells.append(None)
+                continue
+            intake = dashboard.intakes.get((metric_type, row.domain))
+            cells.append({
+                "metric_type": metric_type,
+                "label": labels[metric_type],
+                "direction": trend.direction,
+                "arrow": ARROWS[trend.direction],
+                "change": f"{trend.change_pct:+.1f}%",
+                "sample_size": trend.sample_size,
+                "intake": intake if trend.direction == TrendDirection.DECLINING else None,
+            })
+        rows.append({
+            "domain": row.domain,
+            "declining": row.declining,
+            "cells": cells,
+            "url": "?" + urlencode({"tenant": tenant.slug, "domain": row.domain}),
+        })
+    return rows
+
+
 def dashboard_page(request):
     if not request.user.has_perm(PAGE_PERMISSION):
         raise PermissionDenied
@@ -111,6 +142,7 @@ def dashboard_page(request):
             metric_types=[metric] if metric else METRIC_TYPES,
             since=since,
             until=until,
+            domains_limit=DOMAINS_ON_PAGE,
         )
         labels = dict(MetricType.choices)
         context["cards"] = [
@@ -129,6 +161,9 @@ def dashboard_page(request):
             }
             for trend in dashboard.trends
         ]
+        context["domain_rows"] = _domain_rows(dashboard, tenant, labels)
+        context["domains_limit"] = DOMAINS_ON_PAGE
+        context["default_window"] = selectors.DEFAULT_WINDOW
         context["recent_events"] = dashboard.recent_events
         context["summary"] = dashboard.summary
         context["metric_labels"] = labels

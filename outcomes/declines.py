@@ -1,8 +1,9 @@
 """Declines open improvement intakes (DESIGN §5.3, issue 8).
 
 After events commit, each (metric, domain) trend they touched is evaluated once — per domain,
-never the "all" aggregate, so one decline cannot open two intakes. A trend that is now
-`declining` over at least MIN_VALUES values opens an intake through operations' public
+never the "all" aggregate, so one decline cannot open two intakes. Every evaluation is stored
+as the key's trend snapshot (the dashboard's per-domain table reads them). A trend that is
+now `declining` over at least MIN_VALUES values opens an intake through operations' public
 service, which admits exactly one open intake per declining key (a partial unique constraint).
 """
 
@@ -16,6 +17,7 @@ from agent33.tenancy.models import Tenant
 
 from .choices import TrendDirection
 from .selectors import trend_stats_many
+from .services import trend_snapshots_save
 from .trends import TrendStats
 
 __all__ = ["MIN_VALUES", "declines_evaluate", "urgency_for"]
@@ -46,12 +48,14 @@ def _describe(metric_type: str, domain: str, stats: TrendStats) -> tuple[str, st
 
 
 def declines_evaluate(*, tenant: Tenant, keys: Iterable[tuple[str, str]]) -> list[str]:
-    """Evaluate each touched (metric_type, domain) once; return the ids of intakes opened."""
+    """Evaluate each touched (metric_type, domain) once, store the results as the keys' trend
+    snapshots, and return the ids of the intakes opened."""
     from operations.services import intake_open_for_decline  # the apps' public seam
 
     opened: list[str] = []
     with tenant_scope(tenant):
         trends = trend_stats_many(tenant=tenant, keys=sorted(set(keys)))
+        trend_snapshots_save(tenant=tenant, trends=trends)
         for (metric_type, domain), stats in trends.items():
             if stats.direction != TrendDirection.DECLINING or stats.sample_size < MIN_VALUES:
                 continue

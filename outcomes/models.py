@@ -1,4 +1,5 @@
-"""Outcome events (facts, never edited) and the per-key counts that summarise them."""
+"""Outcome events (facts, never edited), the per-key counts that summarise them, and the
+latest evaluation of each (metric, domain) trend."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from django.utils import timezone
 from agent33.ids import PrefixedIdField
 from agent33.tenancy.models import TenantOwnedModel
 
-from .choices import METRIC_TYPES, MetricType
+from .choices import METRIC_TYPES, MetricType, TrendDirection
 
-__all__ = ["MAX_LABEL_LENGTH", "MAX_METADATA_BYTES", "OutcomeCount", "OutcomeEvent"]
+__all__ = [
+    "MAX_LABEL_LENGTH",
+    "MAX_METADATA_BYTES",
+    "OutcomeCount",
+    "OutcomeEvent",
+    "OutcomeTrendSnapshot",
+]
 
 MAX_LABEL_LENGTH = 200  # domain and event_type
 MAX_METADATA_BYTES = 16 * 1024
@@ -84,3 +91,43 @@ class OutcomeCount(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.metric_type}/{self.domain}/{self.event_type}: {self.count}"
+
+
+class OutcomeTrendSnapshot(TenantOwnedModel):
+    """The latest evaluation of one (metric, domain) trend over decline detection's window.
+
+    Decline detection evaluates every (metric, domain) trend that new events touched, after
+    they commit, and stores the result here (outcomes.services.trend_snapshots_save);
+    `manage.py outcomes_rebuild_counts` recomputes every row. The dashboard's per-domain
+    table reads these rows (a few per domain) instead of every domain's events, so it is as
+    fresh as the last evaluation.
+    """
+
+    metric_type = models.CharField(max_length=32, choices=MetricType.choices)
+    domain = models.CharField(max_length=MAX_LABEL_LENGTH)
+    direction = models.CharField(max_length=16, choices=TrendDirection.choices)
+    change_pct = models.FloatField()
+    sample_size = models.PositiveIntegerField()
+    previous_avg = models.FloatField()
+    current_avg = models.FloatField()
+    # Events of this metric in this domain when it was evaluated: ranks the domains table.
+    event_count = models.BigIntegerField()
+    evaluated_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Also the index of the dashboard's read: a tenant's rows, by domain.
+            models.UniqueConstraint(
+                fields=["tenant", "domain", "metric_type"], name="outcome_trend_key_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(metric_type__in=METRIC_TYPES), name="outcome_trend_metric_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(direction__in=TrendDirection.values),
+                name="outcome_trend_direction_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric_type}/{self.domain}: {self.direction} ({self.change_pct:+.1f}%)"

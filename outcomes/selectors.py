@@ -1,8 +1,10 @@
-"""Reads behind the API and the staff dashboard: trends, recent events, summaries.
+"""Reads behind the API and the staff dashboard: trends, recent events, summaries and the
+per-domain table.
 
 Every query is bounded by an index that leads with the tenant: a trend is "the latest N by
-occurred_at" (ORDER BY occurred_at DESC, id DESC LIMIT N, a backward index scan), and the
-summary reads the per-key counts, so none of them grows with the tenant's history.
+occurred_at" (ORDER BY occurred_at DESC, id DESC LIMIT N, a backward index scan), the summary
+reads the per-key counts and the per-domain table the trend snapshots, so none of them grows
+with the tenant's history.
 """
 
 from __future__ import annotations
@@ -11,26 +13,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from django.db import connections
-from django.db.models import Count, QuerySet
+from django.db.models import Case, Count, F, IntegerField, Max, QuerySet, Sum, Value, When, Window
 
-from agent33.tenancy.managers import scope_condition_sql
 from agent33.tenancy.models import Tenant
 
-from .choices import METRIC_TYPES
-from .models import OutcomeCount, OutcomeEvent
+from .choices import METRIC_TYPES, TrendDirection
+from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
 from .trends import TrendStats, compute_trend
 
 __all__ = [
     "ALL_DOMAINS",
+    "DEFAULT_DOMAINS_LIMIT",
     "DEFAULT_RECENT_LIMIT",
     "DEFAULT_WINDOW",
+    "MAX_DOMAINS_LIMIT",
     "MAX_RECENT_LIMIT",
     "MAX_WINDOW",
     "Dashboard",
+    "DomainRow",
+    "DomainTrend",
     "Summary",
     "Trend",
     "dashboard_get",
+    "domain_rows_list",
     "domains_list",
     "recent_events_list",
     "summary_get",
@@ -43,6 +48,8 @@ DEFAULT_WINDOW = 20
 MAX_WINDOW = 1000
 DEFAULT_RECENT_LIMIT = 10
 MAX_RECENT_LIMIT = 100
+DEFAULT_DOMAINS_LIMIT = 50
+MAX_DOMAINS_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -90,10 +97,32 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class DomainTrend:
+    direction: str
+    change_pct: float
+    sample_size: int
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    """One domain's trends, as decline detection last evaluated them (its window)."""
+
+    domain: str
+    trends: dict[str, DomainTrend]  # metric_type -> trend, only the metrics it has
+
+    @property
+    def declining(self) -> bool:
+        return any(t.direction == TrendDirection.DECLINING for t in self.trends.values())
+
+
+@dataclass(frozen=True)
 class Dashboard:
     trends: list[Trend]
     recent_events: list[OutcomeEvent]
     summary: Summary
+    domains: list[DomainRow] = field(default_factory=list)
+    # Open intakes that declines opened, by (metric_type, domain).
+    intakes: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     filters: dict = field(default_factory=dict)
 
 
@@ -124,6 +153,24 @@ def normalise_domain(domain: str | None) -> str | None:
     return None if domain in ("", ALL_DOMAINS) else domain
 
 
+def _latest_values(
+    tenant: Tenant,
+    metric_type: str,
+    domain: str | None,
+    window: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet:
+    """(occurred_at, value) of a metric's latest `window` events, newest first: a backward
+    scan of the (tenant, metric[, domain], occurred_at, id) index with a LIMIT."""
+    return (
+        _events(tenant, domain=domain, since=since, until=until)
+        .filter(metric_type=metric_type)
+        .order_by("-occurred_at", "-id")
+        .values_list("occurred_at", "value")[:window]
+    )
+
+
 def trend_get(
     *,
     tenant: Tenant,
@@ -135,12 +182,7 @@ def trend_get(
 ) -> Trend:
     """The latest `window` events of a metric (one query, index scan with LIMIT)."""
     domain = normalise_domain(domain)
-    latest = list(
-        _events(tenant, domain=domain, since=since, until=until)
-        .filter(metric_type=metric_type)
-        .order_by("-occurred_at", "-id")
-        .values_list("occurred_at", "value")[:window]
-    )
+    latest = list(_latest_values(tenant, metric_type, domain, window, since, until))
     latest.reverse()  # oldest first
     return Trend(
         metric_type=metric_type,
@@ -154,45 +196,14 @@ def trend_get(
 def trend_stats_many(
     *, tenant: Tenant, keys: Sequence[tuple[str, str]], window: int = DEFAULT_WINDOW
 ) -> dict[tuple[str, str], TrendStats]:
-    """The trend statistics of several (metric_type, domain) keys in one round trip: each
-    key's latest `window` values is the same index range read as `trend_get`'s (a test
-    compares the two), and the reads are glued with UNION ALL (decline detection after an
-    ending that recorded a success and a latency reads both trends at once)."""
-    if not keys:
-        return {}
-    connection = connections[OutcomeEvent.objects.db]
-    quote = connection.ops.quote_name
-    # Hand-written (decline detection runs it after every request's ending, and compiling
-    # two querysets cost ~2 ms of CPU, most of the read): per key the same filter, order and
-    # LIMIT as `trend_get`, in the caller's tenant scope like the default manager.
-    in_scope, scope_params = scope_condition_sql(quote("tenant_id"))
-    table = quote(OutcomeEvent._meta.db_table)
-    parts, params = [], []
-    for index, (metric_type, domain) in enumerate(keys):
-        domain_filter = f" AND {quote('domain')} = %s" if domain else ""
-        parts.append(
-            f"SELECT * FROM (SELECT {index:d} AS k, {quote('occurred_at')}, {quote('id')}, "  # noqa: S608
-            f"{quote('value')} FROM {table} WHERE {quote('tenant_id')} = %s AND {in_scope} "
-            f"AND {quote('metric_type')} = %s{domain_filter} "
-            f"ORDER BY {quote('occurred_at')} DESC, {quote('id')} DESC LIMIT %s) w{index:d}"
-        )
-        params += [tenant.pk, *scope_params, metric_type, *([domain] if domain else []), window]
-    with connection.cursor() as cursor:
-        # Per key, oldest first. Only the key and the value come back: converting each
-        # row's timestamp (SQLite returns text) is work nobody needs here.
-        union = " UNION ALL ".join(parts)
-        cursor.execute(
-            f"SELECT u.k, u.value FROM ({union}) u ORDER BY u.k, u.occurred_at, u.id",  # noqa: S608
-            params,
-        )
-        rows = cursor.fetchall()
-    values: list[list[float]] = [[] for _ in keys]
-    for index, value in rows:
-        values[index].append(value)
-    return {
-        (metric_type, domain): compute_trend(values[index], metric_type=metric_type)
-        for index, (metric_type, domain) in enumerate(keys)
-    }
+    """The trend statistics of several (metric_type, domain) keys (decline detection's read):
+    per key the same query as `trend_get`, one query per key."""
+    stats = {}
+    for metric_type, domain in keys:
+        latest = [value for _, value in _latest_values(tenant, metric_type, domain, window)]
+        latest.reverse()  # oldest first
+        stats[(metric_type, domain)] = compute_trend(latest, metric_type=metric_type)
+    return stats
 
 
 def recent_events_list(
@@ -263,6 +274,46 @@ def domains_list(*, tenant: Tenant) -> list[str]:
     )
 
 
+def domain_rows_list(
+    *, tenant: Tenant, domain: str | None = None, limit: int = DEFAULT_DOMAINS_LIMIT
+) -> list[DomainRow]:
+    """Up to `limit` domains with their trends from the trend snapshots: domains with a
+    declining metric first, then by event count (most first), then by name.
+
+    One query over the tenant's snapshots (a few rows per domain, never its events): window
+    aggregates rank each domain, and a domain has at most one row per metric, so the first
+    `limit` domains are within the first `limit x metrics` rows.
+    """
+    declining = Case(
+        When(direction=TrendDirection.DECLINING, then=Value(1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
+    per_domain = {"partition_by": [F("domain")]}
+    snapshots = OutcomeTrendSnapshot.objects.filter(tenant=tenant)
+    domain = normalise_domain(domain)
+    if domain:
+        snapshots = snapshots.filter(domain=domain)
+    rows = (
+        snapshots.annotate(
+            domain_declining=Window(Max(declining), **per_domain),
+            domain_events=Window(Sum("event_count"), **per_domain),
+        )
+        .order_by("-domain_declining", "-domain_events", "domain", "metric_type")
+        .values_list("domain", "metric_type", "direction", "change_pct", "sample_size")
+    )[: limit * len(METRIC_TYPES)]
+    trends_by_domain: dict[str, dict[str, DomainTrend]] = {}
+    for name, metric_type, direction, change_pct, sample_size in rows:
+        trends_by_domain.setdefault(name, {})[metric_type] = DomainTrend(
+            direction, change_pct, sample_size
+        )
+    order = {metric: index for index, metric in enumerate(METRIC_TYPES)}
+    return [
+        DomainRow(name, dict(sorted(trends.items(), key=lambda item: order[item[0]])))
+        for name, trends in list(trends_by_domain.items())[:limit]
+    ]
+
+
 def dashboard_get(
     *,
     tenant: Tenant,
@@ -272,9 +323,11 @@ def dashboard_get(
     metric_types: Sequence[str] = METRIC_TYPES,
     since: datetime | None = None,
     until: datetime | None = None,
+    domains_limit: int = DEFAULT_DOMAINS_LIMIT,
 ) -> Dashboard:
-    """One trend per metric, the recent events, the summary and the intakes declines opened:
-    len(metric_types) + 3 queries, whatever the amount of data."""
+    """One trend per metric, the recent events, the summary, the per-domain table and the
+    intakes declines opened: len(metric_types) + 4 queries, whatever the amount of data.
+    The per-domain table is decline detection's view (its window, all dates)."""
     from operations.selectors import decline_intakes_open  # the apps' public seam
 
     intakes = decline_intakes_open(tenant_id=tenant.pk)
@@ -307,5 +360,7 @@ def dashboard_get(
             tenant=tenant, domain=domain, limit=recent_limit, since=since, until=until
         ),
         summary=summary_get(tenant=tenant, domain=domain, since=since, until=until),
+        domains=domain_rows_list(tenant=tenant, domain=domain, limit=domains_limit),
+        intakes=intakes,
         filters={"domain": normalise_domain(domain) or ALL_DOMAINS, "window": window},
     )

@@ -1,39 +1,45 @@
-"""Every write to outcome events. Other apps record events through these two functions,
-never by writing the model."""
+"""Every write to outcome events, their counts and the trend snapshots. Other apps record
+events through event_record / event_record_bulk, never by writing the models."""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from celery import current_app
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from django.db.models import Count
-from django.db.transaction import TransactionManagementError
+from django.db import transaction
+from django.db.models import BigIntegerField, Case, Count, F, Sum, Value, When
 from django.utils import timezone
 
 from agent33.ids import new_id
-from agent33.sql import Statement, execute_together, insert_statement
+from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
 
-from .declines import declines_evaluate
-from .models import OutcomeCount, OutcomeEvent
+from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
+from .selectors import trend_stats_many
+from .trends import TrendStats
 from .validation import CleanEvent, EventInvalid, clean_event, clean_events
 
-__all__ = ["event_record", "event_record_bulk", "event_writes", "outcome_counts_rebuild"]
+__all__ = [
+    "event_record",
+    "event_record_bulk",
+    "outcome_counts_rebuild",
+    "trend_snapshots_rebuild",
+    "trend_snapshots_save",
+]
 
 logger = logging.getLogger("agent33.outcomes")
 
 CountKey = tuple[str, str, str]  # (metric_type, domain, event_type)
 TrendKey = tuple[str, str]  # (metric_type, domain)
 
-_INSERT_BATCH = 2_000  # rows per INSERT where COPY is not used (SQLite, a few events)
-_COPY_FROM = 100  # events per request from which PostgreSQL's COPY beats one INSERT
-_UPSERT_BATCH = 500  # counts rows per upsert statement (SQLite's variable limit)
+_INSERT_BATCH = 2_000  # rows per INSERT of bulk_create (SQLite lowers it to its own limit)
+# Count or snapshot keys per statement: 5 to 11 values each, well within SQLite's 32,766.
+_KEY_BATCH = 2_000
 
 
 def event_record(
@@ -45,60 +51,9 @@ def event_record(
     value: float,
     occurred_at: datetime | str | None = None,
     metadata: Mapping[str, Any] | None = None,
-    watch_declines: bool = True,
 ) -> OutcomeEvent:
-    """Record one event. Bad input raises ValidationError naming the field.
-
-    `watch_declines=False` is for events that record a fact rather than measure how well
-    something performs (an operator's control, always a success): they show on the
-    dashboard but do not trigger decline detection, which would only re-read a flat trend.
-    """
-    event = _new_event(tenant, domain, event_type, metric_type, value, occurred_at, metadata)
-    # Joins a caller's transaction whole (no savepoint round trips): an event recorded with
-    # the fact it describes (a request's ending) commits or rolls back with it.
-    with transaction.atomic(savepoint=False):
-        execute_together(connection, _event_statements(event))
-        if watch_declines:
-            _notify_on_commit(tenant, {(event.metric_type, event.domain)})
-    event._state.adding = False  # stored, as if saved
-    return event
-
-
-def event_writes(
-    *,
-    tenant: Tenant,
-    domain: str,
-    event_type: str,
-    metric_type: str,
-    value: float,
-    occurred_at: datetime | str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    watch_declines: bool = True,
-) -> tuple[OutcomeEvent, list[Statement]]:
-    """event_record for a caller that writes the event in its own statement: validates
-    (ValidationError before anything is written) and returns the event and the statements
-    that store it and its count, for `agent33.sql.execute_together` in the caller's
-    transaction. A control uses it so that its state change, audit row and event are one
-    statement on PostgreSQL. Call it inside that transaction: the decline check is
-    registered to run when it commits."""
-    event = _new_event(tenant, domain, event_type, metric_type, value, occurred_at, metadata)
-    if connection.get_autocommit():
-        raise TransactionManagementError("event_writes must run inside the caller's transaction.")
-    if watch_declines:
-        _notify_on_commit(tenant, {(event.metric_type, event.domain)})
-    return event, _event_statements(event)
-
-
-def _new_event(
-    tenant: Tenant,
-    domain: str,
-    event_type: str,
-    metric_type: str,
-    value: float,
-    occurred_at: datetime | str | None,
-    metadata: Mapping[str, Any] | None,
-) -> OutcomeEvent:
-    """A validated, unsaved event; ValidationError naming the field otherwise."""
+    """Record one measurement. Bad input raises ValidationError naming the field. Every
+    event is watched: after commit its trend is evaluated for a decline."""
     try:
         clean = clean_event(
             {
@@ -112,54 +67,31 @@ def _new_event(
         )
     except EventInvalid as exc:
         raise ValidationError(exc.errors) from None
-    now = timezone.now()
-    return OutcomeEvent(
-        tenant_id=tenant.pk,
-        domain=clean.domain,
-        event_type=clean.event_type,
-        metric_type=clean.metric_type,
-        value=clean.value,
-        occurred_at=clean.occurred_at or now,
-        metadata=clean.metadata,
-        created_at=now,
-    )
-
-
-def _event_statements(event: OutcomeEvent) -> list[Statement]:
-    """The event's INSERT and its count's upsert: one statement on PostgreSQL (agent33.sql),
-    as every control and every multimodal request records events on its latency path."""
-    count_key = (event.metric_type, event.domain, event.event_type)
-    return [
-        insert_statement(event, connection),
-        *_counts_statements(event.tenant_id, {count_key: 1}),
-    ]
+    [event] = _new_events(tenant, [clean], timezone.now())
+    # Joins a caller's transaction whole (no savepoint round trips): an event recorded with
+    # the fact it describes (a request's ending) commits or rolls back with it.
+    with transaction.atomic(savepoint=False), tenant_scope(tenant):
+        event.save(force_insert=True)
+        _counts_add(tenant, {(event.metric_type, event.domain, event.event_type): 1})
+        _notify_on_commit(tenant, {(event.metric_type, event.domain)})
+    return event
 
 
 def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) -> int:
     """Record up to 10,000 events, all or nothing; returns how many were stored.
 
     The first bad event raises ValidationError with fields `events.<index>.<field>`, and
-    nothing is stored. On PostgreSQL the rows go in with COPY, elsewhere with multi-row
-    INSERTs, inside one transaction together with the summary counts.
+    nothing is stored. The rows go in with `bulk_create`, in one transaction together with
+    the summary counts.
     """
     cleaned = clean_events(events)
     now = timezone.now()
-    tenant_id = tenant.pk
     counts: Counter[CountKey] = Counter(
         (e.metric_type, e.domain, e.event_type) for e in cleaned
     )
-    with transaction.atomic(savepoint=False):  # as in event_record
-        if connection.vendor == "postgresql" and len(cleaned) >= _COPY_FROM:
-            _copy_events(tenant_id, cleaned, now)
-            execute_together(connection, _counts_statements(tenant_id, counts))
-        else:
-            # A few events (a multimodal request's ending records two) go in with the
-            # counts as one statement on PostgreSQL; SQLite runs the same statements in turn.
-            execute_together(
-                connection,
-                [*_insert_statements(tenant_id, cleaned, now),
-                 *_counts_statements(tenant_id, counts)],
-            )
+    with transaction.atomic(savepoint=False), tenant_scope(tenant):  # as in event_record
+        _insert_events(tenant, cleaned, now)
+        _counts_add(tenant, counts)
         _notify_on_commit(tenant, {(metric, domain) for metric, domain, _ in counts})
     return len(cleaned)
 
@@ -170,38 +102,18 @@ def _ordered_ids(count: int) -> list[str]:
     return sorted(new_id("outcome") for _ in range(count))
 
 
-def _copy_events(tenant_id: str, cleaned: list[CleanEvent], now: datetime) -> None:
-    meta = OutcomeEvent._meta
-    quote = connection.ops.quote_name
-    fields = ("id", "tenant", "domain", "event_type", "metric_type", "value", "occurred_at",
-              "metadata", "created_at")
-    columns = ", ".join(quote(meta.get_field(name).column) for name in fields)
-    sql = f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN"
-    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
-        write_row = copy.write_row
-        for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True):
-            write_row(
-                (
-                    pk,
-                    tenant_id,
-                    event.domain,
-                    event.event_type,
-                    event.metric_type,
-                    event.value,
-                    event.occurred_at or now,
-                    event.metadata_json,
-                    now,
-                )
-            )
+def _insert_events(tenant: Tenant, cleaned: list[CleanEvent], now: datetime) -> None:
+    """The events' rows, a multi-row INSERT per 2,000. PostgreSQL's COPY is not used: on a
+    100,000-event ingest it was about 2x faster at the service level, short of the 3x a
+    hand-written statement must earn (bench/outcomes_ingest.py, README Design notes)."""
+    OutcomeEvent.objects.bulk_create(_new_events(tenant, cleaned, now), batch_size=_INSERT_BATCH)
 
 
-def _insert_statements(
-    tenant_id: str, cleaned: list[CleanEvent], now: datetime
-) -> list[Statement]:
-    events = [
+def _new_events(tenant: Tenant, cleaned: list[CleanEvent], now: datetime) -> list[OutcomeEvent]:
+    return [
         OutcomeEvent(
             id=pk,
-            tenant_id=tenant_id,
+            tenant_id=tenant.pk,
             domain=event.domain,
             event_type=event.event_type,
             metric_type=event.metric_type,
@@ -212,33 +124,47 @@ def _insert_statements(
         )
         for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True)
     ]
-    return [
-        insert_statement(events[start : start + _INSERT_BATCH], connection)
-        for start in range(0, len(events), _INSERT_BATCH)
-    ]
 
 
-def _counts_statements(tenant_id: str, counts: Mapping[CountKey, int]) -> list[Statement]:
-    """Upserts adding to the per-key counts, one per 500 keys. Keys go in sorted order so
-    two concurrent requests lock the same count rows in the same order (no deadlock)."""
-    table = connection.ops.quote_name(OutcomeCount._meta.db_table)
-    count_col = connection.ops.quote_name("count")
+def _counts_add(tenant: Tenant, counts: Mapping[CountKey, int]) -> None:
+    """Add to the per-key counts, two statements per 2,000 keys, in the events' transaction.
+
+    The first statement creates the missing count rows and row-locks the existing ones, in
+    key order (an upsert whose conflict "update" sets a key column to itself); the second
+    adds the increments to the rows it now holds. Keys go in sorted order, so concurrent
+    writers take the count rows' locks in the same order and never deadlock.
+    """
     items = sorted(counts.items())
-    # Only quoted identifiers are interpolated; every value is a parameter.
-    head = f"INSERT INTO {table} (tenant_id, metric_type, domain, event_type, {count_col}) VALUES "  # noqa: S608
-    tail = (
-        " ON CONFLICT (tenant_id, metric_type, domain, event_type) "
-        f"DO UPDATE SET {count_col} = {table}.{count_col} + EXCLUDED.{count_col}"
-    )
-    statements = []
-    for start in range(0, len(items), _UPSERT_BATCH):
-        chunk = items[start : start + _UPSERT_BATCH]
-        params: list[Any] = []
-        for (metric_type, domain, event_type), count in chunk:
-            params += [tenant_id, metric_type, domain, event_type, count]
-        rows = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
-        statements.append((head + rows + tail, params))
-    return statements
+    for start in range(0, len(items), _KEY_BATCH):
+        chunk = items[start : start + _KEY_BATCH]
+        rows = OutcomeCount.objects.bulk_create(
+            [
+                OutcomeCount(
+                    tenant_id=tenant.pk,
+                    metric_type=metric_type,
+                    domain=domain,
+                    event_type=event_type,
+                    count=0,
+                )
+                for (metric_type, domain, event_type), _ in chunk
+            ],
+            update_conflicts=True,
+            unique_fields=["tenant", "metric_type", "domain", "event_type"],
+            update_fields=["metric_type"],  # unchanged: the row is only locked
+        )
+        by_increment: dict[int, list[int]] = defaultdict(list)
+        for row, (_, increment) in zip(rows, chunk, strict=True):
+            by_increment[increment].append(row.pk)
+        if len(by_increment) == 1:
+            [(increment, pks)] = by_increment.items()
+            added = Value(increment)
+        else:
+            pks = [row.pk for row in rows]
+            added = Case(
+                *(When(pk__in=ids, then=Value(n)) for n, ids in by_increment.items()),
+                output_field=BigIntegerField(),
+            )
+        OutcomeCount.objects.filter(tenant=tenant, pk__in=pks).update(count=F("count") + added)
 
 
 def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
@@ -246,9 +172,10 @@ def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
 
 
 def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
-    """Once per request, after commit: evaluate the touched trends for declines, on a worker
-    (a Celery task) when there is a broker. A failure there never undoes or fails the
-    recorded events."""
+    """Once per request, after commit: evaluate the touched trends (snapshots, declines), on
+    a worker (a Celery task) when there is a broker. A failure there never undoes or fails
+    the recorded events."""
+    from .declines import declines_evaluate
     from .tasks import evaluate_declines
 
     try:
@@ -262,9 +189,59 @@ def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
         logger.exception("Could not evaluate declines for %s", tenant.pk)
 
 
+def trend_snapshots_save(*, tenant: Tenant, trends: Mapping[TrendKey, TrendStats]) -> None:
+    """Store the latest evaluation of each (metric, domain) trend, with the number of events
+    behind it (from the counts), for the dashboard's per-domain table. Call it in the
+    tenant's scope. Keys go in sorted order (no deadlock between concurrent evaluations);
+    a concurrent evaluation of the same key may win with the older reading until the next
+    event of that key evaluates it again."""
+    keys = sorted(trends, key=lambda key: (key[1], key[0]))
+    now = timezone.now()
+    for start in range(0, len(keys), _KEY_BATCH):
+        chunk = keys[start : start + _KEY_BATCH]
+        event_counts = {
+            (metric_type, domain): total
+            for metric_type, domain, total in OutcomeCount.objects.filter(
+                tenant=tenant,
+                metric_type__in={metric_type for metric_type, _ in chunk},
+                domain__in={domain for _, domain in chunk},
+            )
+            .order_by()
+            .values("metric_type", "domain")
+            .annotate(total=Sum("count"))
+            .values_list("metric_type", "domain", "total")
+        }
+        snapshots = []
+        for metric_type, domain in chunk:
+            stats = trends[(metric_type, domain)]
+            snapshots.append(
+                OutcomeTrendSnapshot(
+                    tenant_id=tenant.pk,
+                    metric_type=metric_type,
+                    domain=domain,
+                    direction=stats.direction,
+                    change_pct=stats.change_pct,
+                    sample_size=stats.sample_size,
+                    previous_avg=stats.previous_avg,
+                    current_avg=stats.current_avg,
+                    event_count=event_counts.get((metric_type, domain), 0),
+                    evaluated_at=now,
+                )
+            )
+        OutcomeTrendSnapshot.objects.bulk_create(
+            snapshots,
+            update_conflicts=True,
+            unique_fields=["tenant", "domain", "metric_type"],
+            update_fields=[
+                "direction", "change_pct", "sample_size", "previous_avg", "current_avg",
+                "event_count", "evaluated_at",
+            ],
+        )
+
+
 def outcome_counts_rebuild(*, tenant: Tenant | None = None) -> int:
-    """Recompute the summary counts from the events (after a raw load or a repair).
-    Returns the number of count rows written."""
+    """Recompute the summary counts from the events (after a raw load or a repair), then the
+    trend snapshots from them. Returns the number of count rows written."""
     events = OutcomeEvent.all_tenants.all()
     existing = OutcomeCount.all_tenants.all()
     if tenant is not None:
@@ -290,4 +267,30 @@ def outcome_counts_rebuild(*, tenant: Tenant | None = None) -> int:
             ],
             batch_size=1_000,
         )
+    trend_snapshots_rebuild(tenant=tenant)
     return len(created)
+
+
+def trend_snapshots_rebuild(*, tenant: Tenant | None = None) -> int:
+    """Re-evaluate every (metric, domain) trend that has events, for one tenant or all, and
+    replace the snapshots with the results (opening no intakes: that is decline detection's
+    job when events arrive). Returns the number of snapshots written."""
+    counts = OutcomeCount.all_tenants.filter(count__gt=0)
+    snapshots = OutcomeTrendSnapshot.all_tenants.all()
+    if tenant is not None:
+        counts = counts.filter(tenant=tenant)
+        snapshots = snapshots.filter(tenant=tenant)
+    keys_by_tenant: dict[str, set[TrendKey]] = defaultdict(set)
+    for tenant_id, metric_type, domain in counts.values_list(
+        "tenant_id", "metric_type", "domain"
+    ).distinct():
+        keys_by_tenant[tenant_id].add((metric_type, domain))
+    written = 0
+    with transaction.atomic():
+        snapshots.delete()
+        for owner in Tenant.objects.filter(pk__in=keys_by_tenant).order_by("pk"):
+            with tenant_scope(owner):
+                trends = trend_stats_many(tenant=owner, keys=sorted(keys_by_tenant[owner.pk]))
+                trend_snapshots_save(tenant=owner, trends=trends)
+            written += len(trends)
+    return written

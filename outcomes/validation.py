@@ -46,7 +46,7 @@ class CleanEvent:
     value: float
     occurred_at: dt.datetime | None  # None: "now", filled in by the service
     metadata: dict
-    metadata_json: str  # compact JSON of `metadata`, ready for COPY
+    metadata_json: str  # compact JSON of `metadata` (its size is what the limit counts)
 
     def as_kwargs(self) -> dict[str, Any]:
         return {
@@ -240,7 +240,3 @@ def clean_events(events: Any) -> list[CleanEvent]:
                 }
             ) from None
     return cleaned
-
-
-def as_validation_error(exc: EventInvalid) -> ValidationError:
-    return ValidationError(exc.errors)

@@ -65,6 +65,16 @@ def _no_platform_cloud_keys(settings):
         setattr(settings, name, "")
 
 
+# The loopback HTTP servers that stand in for cloud providers live on this machine, which the
+# server refuses to call unless the operator allows it (multimodal/network.py).
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+@pytest.fixture(autouse=True)
+def _loopback_providers_allowed(settings):
+    settings.AGENT33_PROVIDER_PRIVATE_NETWORKS = LOOPBACK_NETWORKS
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Artifacts written by a test land in its own temporary folder."""
@@ -104,19 +114,18 @@ def chromium_path() -> str:
 
 @pytest.fixture
 def refused_outcome_counts(monkeypatch):
-    """Outcome events' count upserts replaced by a write the database refuses (NOT NULL):
-    a real failure inside the statement or transaction that records events, after the
-    event rows and whatever the caller wrote with them."""
-    from django.db import connection
-
+    """Outcome events' count write replaced by a write the database refuses (NOT NULL): a
+    real failure inside the transaction that records events, after the event rows and
+    whatever the caller wrote with them."""
     from outcomes import services
     from outcomes.models import OutcomeCount
 
-    def refused(tenant_id, counts):
-        table = connection.ops.quote_name(OutcomeCount._meta.db_table)
-        return [(f"INSERT INTO {table} (tenant_id) VALUES (NULL)", [])]
+    def refused(tenant, counts):
+        OutcomeCount.all_tenants.bulk_create(
+            [OutcomeCount(tenant_id=None, metric_type="success_rate", domain="", event_type="")]
+        )
 
-    monkeypatch.setattr(services, "_counts_statements", refused)
+    monkeypatch.setattr(services, "_counts_add", refused)
 
 
 @pytest.fixture

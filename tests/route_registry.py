@@ -318,10 +318,12 @@ def _tenant_route(tenant) -> Built:
 
 
 def _provider_key(tenant) -> Built:
+    from agent33.tenancy.context import tenant_scope
     from multimodal.provider_keys import credential_set
 
-    credential_set(tenant=tenant, actor="test:isolation", provider="openai",
-                   api_key="sk-probe-original-1234")
+    with tenant_scope(tenant):  # as the tenant admin's own API call runs
+        credential_set(tenant=tenant, actor="test:isolation", provider="openai",
+                       api_key="sk-probe-original-1234")
     return Built(kwargs={"tenant_id": tenant.slug}, fixed={"provider": "openai"})
 
 
@@ -453,11 +455,28 @@ def _outcomes() -> dict[str, dict[str, list[Probe]]]:
                   note="tenant_id in the body is ignored"),
         ]},
         f"{OUT}/events/<id>": {"GET": [_object_probe(OutcomeEventFactory)]},
+        # Issue 18: a CTRF report's tests become the token tenant's events (two per test).
+        f"{OUT}/ctrf": {"POST": [
+            Probe(build=_nothing_of_a,
+                  body=lambda b: {**_ctrf_report(), "tenant_id": b.refs["tenant"]},
+                  status=201, code=None, own_status=201,
+                  check_b=lambda r, b, t: _only_own_events(t, count=2),
+                  note="tenant_id in the body is ignored"),
+        ]},
     }
 
 
-def _only_own_events(tenant) -> None:
-    assert OutcomeEvent.all_tenants.filter(tenant=tenant).count() == 1
+def _ctrf_report() -> dict:
+    return {"results": {
+        "tool": {"name": "probe"},
+        "summary": {"tests": 1, "passed": 1, "failed": 0, "skipped": 0, "pending": 0,
+                    "other": 0, "start": 1_767_225_600_000, "stop": 1_767_225_601_000},
+        "tests": [{"name": "probe", "status": "passed", "duration": 5}],
+    }}
+
+
+def _only_own_events(tenant, count: int = 1) -> None:
+    assert OutcomeEvent.all_tenants.filter(tenant=tenant).count() == count
 
 
 # --- the whole API ------------------------------------------------------------------------

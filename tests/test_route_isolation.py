@@ -403,6 +403,7 @@ def test_scope_is_enforced(route, method, tenant_a, api_client_for):
     response = send(make_client(), method, path, body, query, probe.multipart)
     assert response.status_code == 401, f"{where}: anonymous got {response.status_code}"
     assert response.json()["code"] in ("not_authenticated", "authentication_failed"), where
+    assert response.headers.get("WWW-Authenticate", "").startswith("Bearer"), where
 
     path, body, query = probe.render(built, route.key)  # a fresh body (uploads are read once)
     if scope == AUTHENTICATED:

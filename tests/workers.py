@@ -36,6 +36,7 @@ def worker_env(broker_url: str, **overrides: str) -> dict[str, str]:
         "CELERY_BROKER_URL": broker_url,
         "DJANGO_SETTINGS_MODULE": "agent33.settings",
         "PYTHONPATH": str(ROOT),
+        "AGENT33_PROVIDER_PRIVATE_NETWORKS": "127.0.0.0/8,::1/128",  # loopback provider fakes
         **overrides,
     }
 

@@ -1,4 +1,5 @@
-"""drf-spectacular: declare the bearer scheme for our authentication class."""
+"""drf-spectacular: the bearer scheme of our authentication class, and the one error body
+on every documented error response."""
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
@@ -44,7 +45,11 @@ _MEANINGS = {
 
 def add_error_responses(result, generator, request, public):
     """Every operation documents the one error format for every error it can answer, so
-    clients (and schema fuzzers) can rely on the schema: added centrally, not per view."""
+    clients (and schema fuzzers) can rely on the schema: added centrally, not per view.
+
+    A view declares only what it wants to say about an error (`OpenApiResponse(description=
+    ...)`, no serializer); this hook adds the errors every operation can answer and gives
+    every error response (4xx, 429, 5xx) the shared `Error` body where it has none."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas["Error"] = ERROR_SCHEMA
     reference = {"$ref": "#/components/schemas/Error"}
@@ -69,15 +74,19 @@ def add_error_responses(result, generator, request, public):
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                     }
                 )
+            responses = operation["responses"]
             for code in codes:
-                operation["responses"].setdefault(
-                    code,
-                    {
-                        "description": _MEANINGS[code],
-                        "content": {"application/json": {"schema": reference}},
-                    },
-                )
+                responses.setdefault(code, {"description": _MEANINGS[code]})
+            for code, response in responses.items():
+                # A view that documents an error with its own description only (for its
+                # wording) still answers in the one format.
+                if str(code)[0] in "45" and not _has_body_schema(response):
+                    response["content"] = {"application/json": {"schema": reference}}
     return result
+
+
+def _has_body_schema(response: dict) -> bool:
+    return any("schema" in media for media in response.get("content", {}).values())
 
 
 def _component(result: dict, node: dict) -> dict:

@@ -6,7 +6,7 @@ from django.db import models
 
 from .context import ALL_TENANTS, TenantScopeMissing, TenantSet, current_scope, has_scope
 
-__all__ = ["AllTenantsManager", "TenantScopedManager", "scope_condition_sql"]
+__all__ = ["AllTenantsManager", "TenantScopedManager"]
 
 
 class _RequireTenantScope(models.Expression):
@@ -44,17 +44,3 @@ class TenantScopedManager(models.Manager):
 
 class AllTenantsManager(models.Manager):
     """The explicit, greppable escape hatch: admin, commands, operator code paths."""
-
-
-def scope_condition_sql(column: str) -> tuple[str, list]:
-    """The current tenant scope as a SQL condition on `column` (already quoted), for the few
-    hand-written statements: the same rows the default manager would let a queryset see, and
-    failing closed the same way (TenantScopeMissing when no scope is set)."""
-    scope = current_scope()
-    if scope is ALL_TENANTS:
-        return "1 = 1", []
-    if isinstance(scope, TenantSet):
-        if not scope:
-            return "1 = 0", []
-        return f"{column} IN ({', '.join(['%s'] * len(scope))})", sorted(scope)
-    return f"{column} = %s", [scope.pk]

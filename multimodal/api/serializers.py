@@ -4,6 +4,8 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from agent33.errors import InvalidInput
+
 from .. import provider_keys
 from ..choices import Modality
 from ..models import (
@@ -238,13 +240,19 @@ class StatsSerializer(serializers.Serializer):
 
 
 
-def _django_validator(validator):
-    """Run a Django-style validator inside a DRF field (messages never quote the value)."""
+def _django_validator(validator, *, field: str):
+    """Run a Django-style validator inside a DRF field (messages never quote the value). A
+    rule with a code of its own (base_url_not_allowed) answers with that code, so clients can
+    branch on it; other failures are the usual `invalid` validation error."""
 
     def run(value: str) -> None:
         try:
             validator(value)
         except DjangoValidationError as exc:
+            code = exc.error_list[0].code
+            if code and code != "invalid":
+                raise InvalidInput(f"{field}: {exc.messages[0]}", code=code,
+                                   field=field) from None
             raise serializers.ValidationError(exc.messages) from None
 
     return run
@@ -269,19 +277,19 @@ class ProviderKeyUpdateSerializer(serializers.Serializer):
     api_key = serializers.CharField(
         required=False, write_only=True, trim_whitespace=True,
         style={"input_type": "password"},
-        validators=[_django_validator(provider_keys.validate_api_key)],
+        validators=[_django_validator(provider_keys.validate_api_key, field="api_key")],
         help_text=f"{provider_keys.API_KEY_MIN}-{provider_keys.API_KEY_MAX} characters; "
         "stored encrypted, never returned. Required when no key is stored yet.",
     )
     default_model = serializers.CharField(
         required=False, allow_blank=True, allow_null=True,
-        validators=[_django_validator(provider_keys.validate_model_name)],
+        validators=[_django_validator(provider_keys.validate_model_name, field="default_model")],
         help_text="A model name for every modality, or per modality: "
         "`text_to_speech=tts-1-hd;vision_analysis=gpt-4o`. Empty: the engine defaults.",
     )
     base_url = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, max_length=MAX_BASE_URL,
-        validators=[_django_validator(validate_base_url)],
+        validators=[_django_validator(validate_base_url, field="base_url")],
         help_text="Operator tokens only (a tenant token sending it gets 403). http(s), no "
         "credentials, no query. Empty: the platform's base URL, else the provider's API.",
     )

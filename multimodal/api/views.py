@@ -157,7 +157,8 @@ class RequestViewSet(
     @extend_schema(request=None, responses={200: RequestSerializer, **OBJECT_ERRORS, **CONFLICT})
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
-        updated = services.request_execute(request=self.get_object(), actor=actor_of(request))
+        updated = services.request_execute(mm_request=self.get_object(),
+                                           actor=actor_of(request))
         return Response(RequestSerializer(updated).data)
 
     @extend_schema(request=CancelSerializer,
@@ -167,7 +168,7 @@ class RequestViewSet(
         payload = CancelSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         updated = services.request_cancel(
-            request=self.get_object(),
+            mm_request=self.get_object(),
             actor=actor_of(request),
             reason=payload.validated_data["reason"],
         )

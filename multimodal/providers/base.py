@@ -48,6 +48,8 @@ class ProviderCall:
     api_key: str = ""
     base_url: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # e.g. {"voice": "alloy"}
+    # Private networks the call may reach (multimodal/network.py); empty: public hosts only.
+    allowed_networks: tuple[Any, ...] = ()
 
     @classmethod
     def with_timeout(cls, seconds: float, **kwargs: Any) -> ProviderCall:

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from ..network import refusal
 from .base import ProviderCall, ProviderError
 from .metrics import provider_call_seconds, provider_retries
 
@@ -241,6 +242,10 @@ class RetryingClient:
                     raise self.error("deadline passed before the request was sent")
                 raise self._timed_out()
 
+            # Before every attempt: a name may resolve elsewhere than when it was set.
+            refused = refusal(url, self.call.allowed_networks)
+            if refused is not None:
+                raise self.error(refused)
             self.attempts += 1
             retry_after: float | None = None
             try:

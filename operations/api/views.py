@@ -44,14 +44,6 @@ __all__ = [
 ]
 
 
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    errors = serializers.DictField(
-        child=serializers.ListField(child=serializers.CharField()), required=False
-    )
-
-
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     meaning = {
         400: "Invalid input (the detail names the field).",
@@ -60,7 +52,8 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
         404: "Not found (or another tenant's).",
         409: "The current state forbids it (the detail names the states).",
     }
-    return {code: OpenApiResponse(ErrorSerializer, description=meaning[code]) for code in codes}
+    # The error body itself is added to every error response by agent33.api.schema.
+    return {code: OpenApiResponse(description=meaning[code]) for code in codes}
 
 
 class StartedAtPagination(LinkHeaderCursorPagination):

@@ -9,12 +9,17 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from ..choices import METRIC_TYPES, MetricType, TrendDirection
+from ..ctrf import MAX_NAME_CHARS
 from ..models import MAX_LABEL_LENGTH, OutcomeEvent
+from ..selectors import DEFAULT_WINDOW
 from ..validation import MAX_BULK_EVENTS
 
 __all__ = [
     "BulkCreatedSerializer",
+    "CtrfIngestedSerializer",
+    "CtrfReportSerializer",
     "DashboardSerializer",
+    "DomainRowSerializer",
     "OutcomeEventBulkSerializer",
     "OutcomeEventCreateSerializer",
     "OutcomeEventSerializer",
@@ -122,7 +127,119 @@ class SummarySerializer(serializers.Serializer):
     metric_counts = MetricCountsSerializer()
 
 
+class DomainTrendSerializer(serializers.Serializer):
+    direction = serializers.ChoiceField(choices=TrendDirection.choices)
+    change_pct = serializers.FloatField(help_text="Relative change x 100; positive is better.")
+    sample_size = serializers.IntegerField()
+
+
+class DomainTrendsSerializer(serializers.Serializer):
+    """metric_type -> trend, only for the metrics the domain has."""
+
+    def get_fields(self):
+        return {metric: DomainTrendSerializer(required=False) for metric in METRIC_TYPES}
+
+
+class DomainRowSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    trends = DomainTrendsSerializer(
+        help_text="Per metric the domain has: its trend over the latest "
+        f"{DEFAULT_WINDOW} events, as decline detection last evaluated it."
+    )
+
+    def to_representation(self, row):
+        return {
+            "domain": row.domain,
+            "trends": {
+                metric_type: {
+                    "direction": trend.direction,
+                    "change_pct": trend.change_pct,
+                    "sample_size": trend.sample_size,
+                }
+                for metric_type, trend in row.trends.items()
+            },
+        }
+
+
 class DashboardSerializer(serializers.Serializer):
     trends = DashboardTrendSerializer(many=True)
     recent_events = OutcomeEventSerializer(many=True)
     summary = SummarySerializer()
+    domains = DomainRowSerializer(
+        many=True,
+        help_text="One row per domain (the `domain` filter's only, if given): domains with a "
+        "declining metric first, then by event count, then by name; at most `domains_limit`. "
+        f"Trends use decline detection's window ({DEFAULT_WINDOW}) whatever `window` says, "
+        "and are as fresh as its last evaluation (after events commit; with a broker, a task "
+        "shortly after).",
+    )
+
+
+LAST_MILLISECOND = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+# --- CTRF reports (POST /v1/outcomes/ctrf): the shape the schema documents; outcomes.ctrf
+# validates it and names the JSON path of any problem.
+
+
+class CtrfToolSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        max_length=MAX_LABEL_LENGTH, help_text="The default domain is `benchmarks.<name>`."
+    )
+    version = serializers.CharField(required=False)
+
+
+class CtrfSummarySerializer(serializers.Serializer):
+    tests = serializers.IntegerField(min_value=0)
+    passed = serializers.IntegerField(min_value=0)
+    failed = serializers.IntegerField(min_value=0)
+    skipped = serializers.IntegerField(min_value=0)
+    pending = serializers.IntegerField(min_value=0)
+    other = serializers.IntegerField(min_value=0)
+    start = serializers.IntegerField(
+        min_value=0, max_value=LAST_MILLISECOND,
+        help_text="Milliseconds since the Unix epoch; every event's occurred_at.",
+    )
+    stop = serializers.IntegerField(min_value=0)
+
+
+class CtrfTestSerializer(serializers.Serializer):
+    name = serializers.CharField(
+        max_length=MAX_NAME_CHARS,
+        help_text="The events' event_type (longer than 200 characters: cut, with a hash of "
+        "the whole name).",
+    )
+    status = serializers.ChoiceField(
+        choices=["passed", "failed", "skipped", "pending", "other"],
+        help_text="passed → success_rate 1, failed → 0; the others record nothing.",
+    )
+    duration = serializers.FloatField(min_value=0, help_text="Milliseconds: the latency_ms event.")
+    extra = serializers.DictField(
+        required=False, help_text="Kept in both events' metadata (with the metadata limit)."
+    )
+
+
+class CtrfEnvironmentSerializer(serializers.Serializer):
+    commit = serializers.CharField(required=False, help_text="Kept in metadata as `commit`.")
+    branchName = serializers.CharField(  # CTRF spells it so
+        required=False, help_text="Kept in metadata as `branch`."
+    )
+
+
+class CtrfResultsSerializer(serializers.Serializer):
+    tool = CtrfToolSerializer()
+    summary = CtrfSummarySerializer()
+    tests = CtrfTestSerializer(many=True)
+    environment = CtrfEnvironmentSerializer(required=False)
+
+
+class CtrfReportSerializer(serializers.Serializer):
+    reportFormat = serializers.ChoiceField(
+        choices=["CTRF"], required=False
+    )
+    specVersion = serializers.CharField(required=False)
+    results = CtrfResultsSerializer()
+
+
+class CtrfIngestedSerializer(serializers.Serializer):
+    created = serializers.IntegerField(help_text="Events stored: two per passed or failed test.")
+    domain = serializers.CharField()

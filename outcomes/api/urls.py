@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .views import DashboardView, OutcomeEventViewSet, TrendView
+from .views import CtrfIngestView, DashboardView, OutcomeEventViewSet, TrendView
 
 router = SimpleRouter(trailing_slash=False)
 router.register("events", OutcomeEventViewSet, basename="outcome-event")
@@ -9,5 +9,6 @@ router.register("events", OutcomeEventViewSet, basename="outcome-event")
 urlpatterns = [
     path("trends/<str:metric_type>", TrendView.as_view(), name="outcome-trend"),
     path("dashboard", DashboardView.as_view(), name="outcome-dashboard"),
+    path("ctrf", CtrfIngestView.as_view(), name="outcome-ctrf"),
     *router.urls,
 ]

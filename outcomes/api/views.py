@@ -18,6 +18,7 @@ from agent33.tenancy.models import Tenant
 
 from .. import selectors
 from ..choices import METRIC_TYPES
+from ..ctrf import MAX_RECORDED_TESTS, ctrf_ingest
 from ..filtersets import OutcomeEventFilter
 from ..models import MAX_LABEL_LENGTH, OutcomeEvent
 from ..services import event_record, event_record_bulk
@@ -26,6 +27,8 @@ from .pagination import OccurredAtKeysetPagination
 from .parsers import OutcomesJSONParser
 from .serializers import (
     BulkCreatedSerializer,
+    CtrfIngestedSerializer,
+    CtrfReportSerializer,
     DashboardSerializer,
     OutcomeEventBulkSerializer,
     OutcomeEventCreateSerializer,
@@ -33,7 +36,7 @@ from .serializers import (
     TrendSerializer,
 )
 
-__all__ = ["DashboardView", "OutcomeEventViewSet", "TrendView"]
+__all__ = ["CtrfIngestView", "DashboardView", "OutcomeEventViewSet", "TrendView"]
 
 ERRORS = {
     400: OpenApiResponse(description="Invalid input: `{detail, code, errors}`."),
@@ -199,7 +202,7 @@ class DashboardView(APIView):
     required_scopes = {"get": OUTCOMES_READ}
 
     @extend_schema(
-        summary="Four trends, recent events and a summary",
+        summary="Four trends, recent events, a summary and the per-domain table",
         parameters=[
             DOMAIN_PARAM,
             WINDOW_PARAM,
@@ -208,6 +211,13 @@ class DashboardView(APIView):
                 OpenApiTypes.INT,
                 description=f"Recent events, 1..{selectors.MAX_RECENT_LIMIT} "
                 f"(default {selectors.DEFAULT_RECENT_LIMIT}).",
+            ),
+            OpenApiParameter(
+                "domains_limit",
+                OpenApiTypes.INT,
+                description=f"Rows of `domains`, 1..{selectors.MAX_DOMAINS_LIMIT} "
+                f"(default {selectors.DEFAULT_DOMAINS_LIMIT}); declining domains come first, "
+                "so they are the last to be cut.",
             ),
             TENANT_PARAM,
         ],
@@ -224,7 +234,57 @@ class DashboardView(APIView):
             default=selectors.DEFAULT_RECENT_LIMIT,
             maximum=selectors.MAX_RECENT_LIMIT,
         )
+        domains_limit = _int_param(
+            request,
+            "domains_limit",
+            default=selectors.DEFAULT_DOMAINS_LIMIT,
+            maximum=selectors.MAX_DOMAINS_LIMIT,
+        )
         dashboard = selectors.dashboard_get(
-            tenant=_read_tenant(request), domain=domain, window=window, recent_limit=recent_limit
+            tenant=_read_tenant(request),
+            domain=domain,
+            window=window,
+            recent_limit=recent_limit,
+            domains_limit=domains_limit,
         )
         return Response(DashboardSerializer(dashboard).data)
+
+
+class CtrfIngestView(APIView):
+    required_scopes = {"post": OUTCOMES_WRITE}
+    parser_classes = [OutcomesJSONParser]  # NaN in a report is refused naming its path
+
+    @extend_schema(
+        summary="Record a CTRF test report as outcome events",
+        description="Per passed or failed test: a `success_rate` event (1 passed, 0 failed) "
+        "and a `latency_ms` event (its duration), event_type = the test's name, occurred_at "
+        "= `results.summary.start`; metadata keeps the test's `extra` and the report's "
+        "`environment.commit` / `branchName`. Skipped, pending and other tests record "
+        f"nothing. At most {MAX_RECORDED_TESTS} passed or failed tests (one bulk insert, all "
+        "or nothing); decline detection applies as to any event. An invalid report is a 400 "
+        "whose `errors` key names the JSON path of the problem (`results.tests[3].status`).",
+        parameters=[
+            OpenApiParameter(
+                "domain", {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH},
+                description="The events' domain (default: `benchmarks.<results.tool.name>`).",
+            ),
+        ],
+        request=CtrfReportSerializer,
+        responses={
+            201: CtrfIngestedSerializer,
+            **ERRORS,
+            400: OpenApiResponse(description="Not a valid CTRF report (or a bad `domain`): "
+                                 "the `errors` key names the JSON path of the problem."),
+            413: OpenApiResponse(description="Request body too large."),
+        },
+    )
+    def post(self, request):
+        ingested = ctrf_ingest(
+            tenant=tenant_of(request),
+            report=request.data,
+            domain=request.query_params.get("domain"),
+        )
+        return Response(
+            {"created": ingested.created, "domain": ingested.domain},
+            status=status.HTTP_201_CREATED,
+        )

@@ -44,16 +44,6 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def openai_vision_parts(body: dict) -> tuple[str, str, bytes]:
-    """What an OpenAI chat-completions vision request carries: (prompt text, the image data
-    URL's prefix such as `data:image/png;base64`, the decoded image bytes)."""
-    parts = body["messages"][0]["content"]
-    text = next(p["text"] for p in parts if p["type"] == "text")
-    url = next(p["image_url"]["url"] for p in parts if p["type"] == "image_url")
-    prefix, encoded = url.split(",", 1)
-    return text, prefix, base64.b64decode(encoded)
-
-
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     """Staff logins in the admin tests: a million PBKDF2 rounds per login buys nothing here."""

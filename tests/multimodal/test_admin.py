@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from multimodal.models import MultimodalPolicy, MultimodalRequest
+from multimodal.models import MultimodalPolicy, MultimodalRequest, MultimodalResult
 from tests.conftest import STAFF_PASSWORD
 from tests.factories.multimodal import (
     ArtifactFactory,
@@ -111,7 +111,8 @@ def test_execute_and_cancel_actions_use_the_services(root, tenant_a):
     assert f"Skipped {done.pk}: Request {done.pk} is completed" in text
     pending.refresh_from_db()
     assert pending.state == "completed"  # eager: the engine ran on commit
-    assert pending.result.output_artifact.content_type == "audio/wav"
+    result = MultimodalResult.all_tenants.get(request=pending)
+    assert result.output_artifact.content_type == "audio/wav"
 
     waiting = MultimodalRequestFactory(tenant=tenant_a)
     root.post(CHANGELIST, {"action": "cancel_requests", "_selected_action": [waiting.pk]})
@@ -128,10 +129,10 @@ def test_actions_cannot_touch_other_tenants(alice, tenant_b):
 
 
 def test_requests_are_not_added_or_deleted_in_the_admin(root, tenant_a):
-    request = MultimodalRequestFactory(tenant=tenant_a)
+    mm_request = MultimodalRequestFactory(tenant=tenant_a)
     assert root.get(f"{CHANGELIST}add/").status_code == 403
-    assert root.get(f"{CHANGELIST}{request.pk}/delete/").status_code == 403
-    assert MultimodalRequest.all_tenants.filter(pk=request.pk).exists()
+    assert root.get(f"{CHANGELIST}{mm_request.pk}/delete/").status_code == 403
+    assert MultimodalRequest.all_tenants.filter(pk=mm_request.pk).exists()
 
 
 def test_policies_are_editable(alice, tenant_a, tenant_b):
@@ -179,3 +180,26 @@ def test_every_multimodal_admin_page_renders(root, tenant_a, django_assert_max_n
         assert root.get(page).status_code == 200, page
     with django_assert_max_num_queries(20):  # no query per row
         assert root.get(CHANGELIST).status_code == 200
+
+
+def test_the_hubs_needs_attention_counts_requests_failed_in_the_last_hour(alice, tenant_a,
+                                                                          tenant_b):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    now = timezone.now()
+    recent = MultimodalRequestFactory(tenant=tenant_a, state="failed", finished_at=now)
+    MultimodalRequestFactory(tenant=tenant_a, state="failed",
+                             finished_at=now - timedelta(hours=2))  # too old
+    MultimodalRequestFactory(tenant=tenant_a, state="completed", finished_at=now)
+    MultimodalRequestFactory(tenant=tenant_b, state="failed", finished_at=now)  # not granted
+
+    panels = alice.get("/admin/operations/hub/", {"format": "json", "panels": "1"}).json()
+    html = panels["panels"]["attention"]
+    assert 'id="attention-multimodalrequest-failed" data-count="1"' in html
+    href = html.split('id="attention-multimodalrequest-failed"')[1].split('href="')[1]
+    href = href.split('"')[0].replace("&amp;", "&")
+    listed = alice.get(href)
+    assert listed.status_code == 200
+    assert [r.pk for r in listed.context["cl"].result_list] == [recent.pk]

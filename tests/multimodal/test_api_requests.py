@@ -103,11 +103,11 @@ def test_execute_a_pending_request_then_conflicts(client_a):
 @pytest.mark.django_db
 @pytest.mark.parametrize("state", ["processing", "cancelled", "completed"])
 def test_execute_conflicts(client_a, tenant_a, state):
-    request = MultimodalRequestFactory(tenant=tenant_a, state=state)
-    response = client_a.post(f"{URL}/{request.pk}/execute")
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, state=state)
+    response = client_a.post(f"{URL}/{mm_request.pk}/execute")
     assert response.status_code == 409
     assert response.json() == {
-        "detail": f"Request {request.pk} is {state}; only pending or failed requests can be "
+        "detail": f"Request {mm_request.pk} is {state}; only pending or failed requests can be "
         "executed.",
         "code": "invalid_transition",
     }
@@ -116,43 +116,43 @@ def test_execute_conflicts(client_a, tenant_a, state):
 @pytest.mark.django_db
 @pytest.mark.parametrize("state", ["completed", "failed"])
 def test_cancel_conflicts(client_a, tenant_a, state):
-    request = MultimodalRequestFactory(tenant=tenant_a, state=state)
-    response = client_a.post(f"{URL}/{request.pk}/cancel")
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, state=state)
+    response = client_a.post(f"{URL}/{mm_request.pk}/cancel")
     assert response.status_code == 409
     assert response.json()["code"] == "invalid_transition"
-    request.refresh_from_db()
-    assert request.state == state
+    mm_request.refresh_from_db()
+    assert mm_request.state == state
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("state", ["pending", "processing"])
 def test_cancel_pending_or_processing(client_a, tenant_a, state):
-    request = MultimodalRequestFactory(tenant=tenant_a, state=state)
-    response = client_a.post(f"{URL}/{request.pk}/cancel", {"reason": "not needed"},
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, state=state)
+    response = client_a.post(f"{URL}/{mm_request.pk}/cancel", {"reason": "not needed"},
                              format="json")
     assert response.status_code == 200
     assert response.json()["state"] == "cancelled"
-    request.refresh_from_db()
-    assert request.cancel_reason == "not needed"
-    assert request.cancelled_by.startswith("token:")
+    mm_request.refresh_from_db()
+    assert mm_request.cancel_reason == "not needed"
+    assert mm_request.cancelled_by.startswith("token:")
     # Cancelling again is harmless and changes nothing.
-    again = client_a.post(f"{URL}/{request.pk}/cancel")
+    again = client_a.post(f"{URL}/{mm_request.pk}/cancel")
     assert again.status_code == 200 and again.json()["state"] == "cancelled"
-    assert not MultimodalResult.all_tenants.filter(request=request).exists()
+    assert not MultimodalResult.all_tenants.filter(request=mm_request).exists()
 
 
 @pytest.mark.django_db
 def test_a_failed_request_can_be_executed_again(client_a, tenant_a,
                                                 django_capture_on_commit_callbacks):
-    request = MultimodalRequestFactory(tenant=tenant_a, state=RequestState.FAILED,
-                                       error_message="espeak: boom")
-    MultimodalResultFactory(tenant=tenant_a, request=request, state=RequestState.FAILED)
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, state=RequestState.FAILED,
+                                          error_message="espeak: boom")
+    MultimodalResultFactory(tenant=tenant_a, request=mm_request, state=RequestState.FAILED)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client_a.post(f"{URL}/{request.pk}/execute")
+        response = client_a.post(f"{URL}/{mm_request.pk}/execute")
     assert response.status_code == 200
     assert response.json()["error_message"] == ""
-    assert client_a.get(f"{URL}/{request.pk}").json()["state"] == "completed"
-    results = MultimodalResult.all_tenants.filter(request=request)
+    assert client_a.get(f"{URL}/{mm_request.pk}").json()["state"] == "completed"
+    results = MultimodalResult.all_tenants.filter(request=mm_request)
     assert [r.state for r in results] == ["completed"]
 
 
@@ -386,18 +386,18 @@ def test_list_query_count_does_not_grow_with_rows(client_a, tenant_a,
 
 @pytest.mark.django_db
 def test_read_only_token_can_read_but_not_write(api_client_for, tenant_a):
-    request = MultimodalResultFactory(tenant=tenant_a).request
+    mm_request = MultimodalResultFactory(tenant=tenant_a).request
     reader = api_client_for(tenant_a, scopes=[MULTIMODAL_READ])
-    assert reader.get(f"{URL}/{request.pk}").status_code == 200
-    assert reader.get(f"{URL}/{request.pk}/result").status_code == 200
-    denied = reader.post(f"{URL}/{request.pk}/cancel")
+    assert reader.get(f"{URL}/{mm_request.pk}").status_code == 200
+    assert reader.get(f"{URL}/{mm_request.pk}/result").status_code == 200
+    denied = reader.post(f"{URL}/{mm_request.pk}/cancel")
     assert denied.status_code == 403
     assert denied.json()["detail"] == f"Missing required scope: {MULTIMODAL_WRITE}"
 
 
 @pytest.mark.django_db
 def test_operator_reads_any_tenants_request(operator_client, tenant_b):
-    request = MultimodalRequestFactory(tenant=tenant_b)
-    response = operator_client.get(f"{URL}/{request.pk}")
+    mm_request = MultimodalRequestFactory(tenant=tenant_b)
+    response = operator_client.get(f"{URL}/{mm_request.pk}")
     assert response.status_code == 200
     assert response.json()["tenant_id"] == tenant_b.slug

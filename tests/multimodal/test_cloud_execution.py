@@ -17,13 +17,19 @@ from cryptography.fernet import Fernet
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from multimodal import provider_keys
-from multimodal.models import MultimodalPolicy, MultimodalRequest, ProviderCredential
+from agent33.tenancy.context import tenant_scope
+from multimodal import provider_fakes, provider_keys
+from multimodal.models import (
+    MultimodalPolicy,
+    MultimodalRequest,
+    MultimodalResult,
+    ProviderCredential,
+)
 from multimodal.providers import http as provider_http
 from multimodal.providers.audio import pcm16_to_wav
 from multimodal.resolution import provider_call_for
 from tests.factories.multimodal import MultimodalRequestFactory
-from tests.multimodal.conftest import b64, openai_vision_parts
+from tests.multimodal.conftest import b64
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +53,12 @@ def fast_backoff(monkeypatch):
 
 def keys_url(tenant, provider: str) -> str:
     return f"/v1/multimodal/tenants/{tenant.slug}/providers/{provider}"
+
+
+def store_key(tenant, **fields) -> ProviderCredential:
+    """A stored key, set in the tenant's own scope as its admin's API call would."""
+    with tenant_scope(tenant):
+        return provider_keys.credential_set(tenant=tenant, actor="t", **fields)
 
 
 @pytest.fixture
@@ -75,9 +87,9 @@ def run(django_capture_on_commit_callbacks):
             response = client.post(REQUESTS, body, format="json")
         assert response.status_code == 201, response.content
         request_id = response.json()["id"]
-        request = client.get(f"{REQUESTS}/{request_id}").json()
+        mm_request = client.get(f"{REQUESTS}/{request_id}").json()
         result = client.get(f"{REQUESTS}/{request_id}/result")
-        return request, result.json() if result.status_code == 200 else {}
+        return mm_request, result.json() if result.status_code == 200 else {}
 
     return create_and_run
 
@@ -110,85 +122,73 @@ def assert_no_key(*texts: object) -> None:
 def test_openai_text_to_speech_stores_the_audio_as_an_artifact(client_a, configure, cloud, run):
     configure("openai", default_model="text_to_speech=tts-1-hd")
     audio = wav(0.5)
-    cloud.expect_request(
-        "/v1/audio/speech", method="POST",
-        headers={"Authorization": f"Bearer {KEY}"},
-        json={"model": "tts-1-hd", "input": "Hello from the cloud", "voice": "alloy",
-              "response_format": "wav"},
-    ).respond_with_data(audio, content_type="audio/wav")
+    received = provider_fakes.openai_speech(cloud, audio=audio)
 
-    request, result = run(client_a, modality="text_to_speech", input_text="Hello from the cloud")
-    assert request["state"] == "completed", request
-    assert request["provider"] == "openai"  # the tenant's default: it stored an OpenAI key
+    mm_request, result = run(client_a, modality="text_to_speech", input_text="Hello from the cloud")
+    assert mm_request["state"] == "completed", mm_request
+    assert mm_request["provider"] == "openai"  # the tenant's default: it stored an OpenAI key
+    assert received.requests == [{
+        "authorization": f"Bearer {KEY}",
+        "json": {"model": "tts-1-hd", "input": "Hello from the cloud", "voice": "alloy",
+                 "response_format": "wav"},
+    }]
     assert artifact_bytes(client_a, result["output_artifact_id"]) == audio
     meta = result["metadata"]
     assert meta["provider"] == "openai" and meta["model"] == "tts-1-hd"
     assert meta["attempts"] == 1 and isinstance(meta["latency_ms"], int)
     assert result["output_data"]["duration_seconds"] == 0.5
-    assert_no_key(request, result)
+    assert_no_key(mm_request, result)
 
 
 def test_openai_speech_to_text_stores_the_transcript(client_a, configure, cloud, run):
     configure("openai")
-    seen = {}
-
-    def handler(req: Request) -> Response:
-        seen["auth"] = req.headers.get("Authorization")
-        seen["model"] = req.form.get("model")
-        seen["audio"] = req.files["file"].read()
-        body = {"text": "the quick brown fox", "usage": {"type": "duration", "seconds": 2}}
-        return Response(json.dumps(body), content_type="application/json")
-
-    cloud.expect_request("/v1/audio/transcriptions", method="POST").respond_with_handler(handler)
+    received = provider_fakes.openai_transcription(
+        cloud, text="the quick brown fox", usage={"type": "duration", "seconds": 2}
+    )
     audio = wav(0.3, 16000)
-    request, result = run(client_a, modality="speech_to_text", provider="openai",
-                          input_artifact_base64=b64(audio))
-    assert request["state"] == "completed", request
+    mm_request, result = run(client_a, modality="speech_to_text", provider="openai",
+                             input_artifact_base64=b64(audio))
+    assert mm_request["state"] == "completed", mm_request
     assert result["output_text"] == "the quick brown fox"
     assert result["metadata"]["model"] == "whisper-1"
     assert result["metadata"]["usage"] == {"type": "duration", "seconds": 2}
-    assert seen == {"auth": f"Bearer {KEY}", "model": "whisper-1", "audio": audio}
+    sent = received.last
+    assert (sent["authorization"], sent["model"], sent["audio"]) == (
+        f"Bearer {KEY}", "whisper-1", audio)
     # Stored with the request's result, readable later.
-    stored = MultimodalRequest.all_tenants.get(pk=request["id"]).result
+    stored = MultimodalResult.all_tenants.get(request_id=mm_request["id"])
     assert stored.output_text == "the quick brown fox"
 
 
 def test_openai_vision_answers_the_question_about_the_image(client_a, configure, cloud, run):
     configure("openai")
     image = png()
-    seen = {}
-
-    def handler(req: Request) -> Response:
-        body = req.get_json()
-        seen["model"] = body["model"]
-        seen["prompt"], _, seen["image"] = openai_vision_parts(body)
-        reply = {"model": body["model"],
-                 "choices": [{"message": {"role": "assistant", "content": "A red square."},
-                              "finish_reason": "stop"}],
-                 "usage": {"prompt_tokens": 90, "completion_tokens": 4, "total_tokens": 94}}
-        return Response(json.dumps(reply), content_type="application/json")
-
-    cloud.expect_request("/v1/chat/completions", method="POST").respond_with_handler(handler)
-    request, result = run(client_a, modality="vision_analysis",
-                          input_text="What colour is it?", input_artifact_base64=b64(image))
-    assert request["state"] == "completed", request
+    received = provider_fakes.openai_chat_vision(
+        cloud, reply="A red square.",
+        usage={"prompt_tokens": 90, "completion_tokens": 4, "total_tokens": 94},
+    )
+    mm_request, result = run(client_a, modality="vision_analysis",
+                             input_text="What colour is it?", input_artifact_base64=b64(image))
+    assert mm_request["state"] == "completed", mm_request
     assert result["output_text"] == "A red square."
     assert result["metadata"]["usage"]["total_tokens"] == 94
-    assert seen == {"model": "gpt-4o-mini", "prompt": "What colour is it?", "image": image}
+    sent = received.last
+    assert (sent["model"], sent["prompt"], sent["image"]) == (
+        "gpt-4o-mini", "What colour is it?", image)
 
 
 def test_elevenlabs_text_to_speech(client_a, configure, cloud, run):
     configure("elevenlabs", path="/")
     pcm = b"\x02\x00" * 16000  # one second at 16 kHz
-    cloud.expect_request(
-        "/v1/text-to-speech/JBFqnCBsd6RMkjVDRZzb", method="POST",
-        headers={"xi-api-key": KEY}, query_string={"output_format": "pcm_16000"},
-        json={"text": "Bonjour", "model_id": "eleven_multilingual_v2"},
-    ).respond_with_data(pcm, content_type="audio/pcm", headers={"character-cost": "7"})
+    received = provider_fakes.elevenlabs_speech(cloud, pcm=pcm, character_cost=7)
 
-    request, result = run(client_a, modality="text_to_speech", input_text="Bonjour")
-    assert request["state"] == "completed", request
-    assert request["provider"] == "elevenlabs"
+    mm_request, result = run(client_a, modality="text_to_speech", input_text="Bonjour")
+    assert mm_request["state"] == "completed", mm_request
+    assert mm_request["provider"] == "elevenlabs"
+    assert received.requests == [{
+        "api_key": KEY, "output_format": "pcm_16000",
+        "json": {"text": "Bonjour", "model_id": "eleven_multilingual_v2"},
+    }]
     stored = artifact_bytes(client_a, result["output_artifact_id"])
     with wave.open(io.BytesIO(stored)) as audio:
         assert audio.getframerate() == 16000 and audio.getnframes() == 16000
@@ -208,15 +208,15 @@ def test_a_401_fails_at_once_naming_provider_and_status_without_the_key(
                        "type": "invalid_request_error", "code": "invalid_api_key"}}
     cloud.expect_request("/v1/audio/speech", method="POST").respond_with_json(error, status=401)
 
-    request, result = run(client_a, modality="text_to_speech", input_text="hi")
-    assert request["state"] == "failed"
-    message = request["error_message"]
+    mm_request, result = run(client_a, modality="text_to_speech", input_text="hi")
+    assert mm_request["state"] == "failed"
+    message = mm_request["error_message"]
     assert message.startswith("openai:") and "HTTP 401" in message
     assert "Incorrect API key provided" in message and "[redacted]" in message
     assert "1 attempt" in message
     assert len(cloud.log) == 1  # no retry for a 401
     assert result["state"] == "failed" and result["output_artifact_id"] == ""
-    assert_no_key(request, result, message)
+    assert_no_key(mm_request, result, message)
 
 
 def test_429_with_retry_after_then_success_records_two_attempts(client_a, configure, cloud, run):
@@ -228,8 +228,8 @@ def test_429_with_retry_after_then_success_records_two_attempts(client_a, config
         wav(), content_type="audio/wav"
     )
     started = time.monotonic()
-    request, result = run(client_a, modality="text_to_speech", input_text="hi")
-    assert request["state"] == "completed", request
+    mm_request, result = run(client_a, modality="text_to_speech", input_text="hi")
+    assert mm_request["state"] == "completed", mm_request
     assert result["metadata"]["attempts"] == 2
     assert time.monotonic() - started >= 1.0  # Retry-After was honoured
     assert len(cloud.log) == 2
@@ -240,21 +240,21 @@ def test_persistent_5xx_fails_after_the_allowed_attempts(client_a, configure, cl
     cloud.expect_request("/v1/chat/completions", method="POST").respond_with_json(
         {"error": {"message": "upstream overloaded"}}, status=500
     )
-    request, _ = run(client_a, modality="vision_analysis", input_artifact_base64=b64(png()))
-    assert request["state"] == "failed"
-    assert "HTTP 500: upstream overloaded" in request["error_message"]
-    assert f"({provider_http.MAX_ATTEMPTS} attempts); giving up" in request["error_message"]
+    mm_request, _ = run(client_a, modality="vision_analysis", input_artifact_base64=b64(png()))
+    assert mm_request["state"] == "failed"
+    assert "HTTP 500: upstream overloaded" in mm_request["error_message"]
+    assert f"({provider_http.MAX_ATTEMPTS} attempts); giving up" in mm_request["error_message"]
     assert len(cloud.log) == provider_http.MAX_ATTEMPTS
-    result = client_a.get(f"/v1/multimodal/requests/{request['id']}/result").json()
+    result = client_a.get(f"/v1/multimodal/requests/{mm_request['id']}/result").json()
     assert result["metadata"]["attempts"] == provider_http.MAX_ATTEMPTS
 
 
 def test_an_unexpected_response_format_fails_clearly(client_a, configure, cloud, run):
     configure("openai")
     cloud.expect_request("/v1/audio/speech", method="POST").respond_with_json({"ok": True})
-    request, result = run(client_a, modality="text_to_speech", input_text="hi")
-    assert request["state"] == "failed"
-    assert "unexpected response from openai: expected WAV audio" in request["error_message"]
+    mm_request, result = run(client_a, modality="text_to_speech", input_text="hi")
+    assert mm_request["state"] == "failed"
+    assert "unexpected response from openai: expected WAV audio" in mm_request["error_message"]
     assert result["output_artifact_id"] == ""
 
 
@@ -267,9 +267,9 @@ def test_the_platform_key_serves_tenants_without_their_own(client_a, cloud, run,
     cloud.expect_request("/v1/audio/speech", method="POST",
                          headers={"Authorization": f"Bearer {PLATFORM_KEY}"}
                          ).respond_with_data(wav(), content_type="audio/wav")
-    request, _ = run(client_a, modality="text_to_speech", input_text="hi")
-    assert request["provider"] == "openai"  # the platform default, from the environment
-    assert request["state"] == "completed", request
+    mm_request, _ = run(client_a, modality="text_to_speech", input_text="hi")
+    assert mm_request["provider"] == "openai"  # the platform default, from the environment
+    assert mm_request["state"] == "completed", mm_request
 
 
 def test_a_tenant_key_wins_over_the_platform_key(client_a, configure, cloud, run, settings):
@@ -278,8 +278,8 @@ def test_a_tenant_key_wins_over_the_platform_key(client_a, configure, cloud, run
     cloud.expect_request("/v1/audio/speech", method="POST",
                          headers={"Authorization": f"Bearer {KEY}"}
                          ).respond_with_data(wav(), content_type="audio/wav")
-    request, _ = run(client_a, modality="text_to_speech", input_text="hi")
-    assert request["state"] == "completed", request
+    mm_request, _ = run(client_a, modality="text_to_speech", input_text="hi")
+    assert mm_request["state"] == "completed", mm_request
 
 
 def test_a_cloud_provider_without_any_key_is_refused_at_create(client_a, tenant_a):
@@ -294,7 +294,7 @@ def test_a_cloud_provider_without_any_key_is_refused_at_create(client_a, tenant_
 
 
 def test_openai_compatible_without_a_base_url_is_refused_at_create(client_a, tenant_a):
-    provider_keys.credential_set(tenant=tenant_a, actor="t", provider="openai-compatible",
+    store_key(tenant_a, provider="openai-compatible",
                                  api_key=KEY)
     response = client_a.post(REQUESTS, {"modality": "text_to_speech", "input_text": "hi",
                                         "provider": "openai-compatible"}, format="json")
@@ -305,13 +305,12 @@ def test_openai_compatible_without_a_base_url_is_refused_at_create(client_a, ten
 
 def test_openai_compatible_runs_against_the_operator_base_url(client_a, configure, cloud, run):
     configure("openai-compatible", path="/gateway/v1", default_model="local-tts")
-    cloud.expect_request("/gateway/v1/audio/speech", method="POST",
-                         json={"model": "local-tts", "input": "hi", "voice": "alloy",
-                               "response_format": "wav"}
-                         ).respond_with_data(wav(), content_type="audio/wav")
-    request, result = run(client_a, modality="text_to_speech", input_text="hi",
-                          provider="openai-compatible")
-    assert request["state"] == "completed", request
+    received = provider_fakes.openai_speech(cloud, audio=wav(), prefix="/gateway/v1")
+    mm_request, result = run(client_a, modality="text_to_speech", input_text="hi",
+                             provider="openai-compatible")
+    assert mm_request["state"] == "completed", mm_request
+    assert received.last["json"] == {"model": "local-tts", "input": "hi", "voice": "alloy",
+                                     "response_format": "wav"}
     assert result["metadata"]["model"] == "local-tts"
 
 
@@ -325,9 +324,9 @@ def test_a_key_deleted_before_execution_fails_the_request_without_fallback(
     assert client_a.delete(keys_url(tenant_a, "openai")).status_code == 204
     with django_capture_on_commit_callbacks(execute=True):
         client_a.post(f"{REQUESTS}/{created['id']}/execute")
-    request = client_a.get(f"{REQUESTS}/{created['id']}").json()
-    assert request["state"] == "failed"
-    assert request["error_message"] == "openai: no API key is configured"
+    mm_request = client_a.get(f"{REQUESTS}/{created['id']}").json()
+    assert mm_request["state"] == "failed"
+    assert mm_request["error_message"] == "openai: no API key is configured"
     assert len(cloud.log) == 0
 
 
@@ -337,10 +336,10 @@ def test_an_undecryptable_tenant_key_fails_and_never_uses_the_platform_key(
     configure("openai")
     settings.OPENAI_API_KEY = PLATFORM_KEY
     settings.AGENT33_SECRET_KEYS = [Fernet.generate_key().decode()]  # the old key is gone
-    request, _ = run(client_a, modality="text_to_speech", input_text="hi")
-    assert request["state"] == "failed"
-    assert request["error_message"].startswith("openai: the tenant's stored key cannot be "
-                                               "decrypted with AGENT33_SECRET_KEYS")
+    mm_request, _ = run(client_a, modality="text_to_speech", input_text="hi")
+    assert mm_request["state"] == "failed"
+    assert mm_request["error_message"].startswith("openai: the tenant's stored key cannot be "
+                                                  "decrypted with AGENT33_SECRET_KEYS")
     assert len(cloud.log) == 0
 
 
@@ -374,7 +373,7 @@ def test_resolution_order_requested_then_tenant_then_platform_then_offline(
     assert resolved(client_a, "vision_analysis") == "openai"
 
     # The tenant's own key wins over the platform's, for the modalities it serves.
-    provider_keys.credential_set(tenant=tenant_a, actor="t", provider="elevenlabs",
+    store_key(tenant_a, provider="elevenlabs",
                                  api_key=KEY)
     assert resolved(client_a, "text_to_speech") == "elevenlabs"
     assert resolved(client_a, "speech_to_text") == "openai"  # ElevenLabs does TTS only
@@ -390,7 +389,7 @@ def test_resolution_order_requested_then_tenant_then_platform_then_offline(
 
 def test_tenant_default_prefers_the_specialist_then_openai(client_a, tenant_a, settings):
     for provider in ("openai-compatible", "openai", "elevenlabs"):
-        provider_keys.credential_set(tenant=tenant_a, actor="t", provider=provider,
+        store_key(tenant_a, provider=provider,
                                      api_key=KEY, base_url="http://gw.example/v1")
     assert resolved(client_a, "text_to_speech") == "elevenlabs"
     assert resolved(client_a, "vision_analysis") == "openai"
@@ -399,30 +398,32 @@ def test_tenant_default_prefers_the_specialist_then_openai(client_a, tenant_a, s
 
 
 def test_another_tenants_keys_do_not_change_resolution(client_a, tenant_b):
-    provider_keys.credential_set(tenant=tenant_b, actor="t", provider="openai", api_key=KEY)
+    store_key(tenant_b, provider="openai", api_key=KEY)
     assert resolved(client_a, "text_to_speech") == "espeak"
 
 
 def test_resolution_costs_one_query(client_a, tenant_a, django_assert_num_queries):
     from multimodal.resolution import resolve_provider
 
-    with django_assert_num_queries(1):
-        assert resolve_provider(tenant_a, "text_to_speech") == "espeak"
-    with django_assert_num_queries(0):
-        assert resolve_provider(tenant_a, "text_to_speech", "espeak") == "espeak"
+    with tenant_scope(tenant_a):
+        with django_assert_num_queries(1):
+            assert resolve_provider(tenant_a, "text_to_speech") == "espeak"
+        with django_assert_num_queries(0):
+            assert resolve_provider(tenant_a, "text_to_speech", "espeak") == "espeak"
 
 
 # --- deadline ----------------------------------------------------------------------------
 
 
 def test_the_call_deadline_is_the_time_left_capped_by_the_current_policy(tenant_a):
-    request = MultimodalRequestFactory(tenant=tenant_a, requested_timeout_seconds=120)
-    call = provider_call_for(request, 120)
-    assert 119 < call.remaining() <= 120
-    # The policy was lowered after the request was accepted: it still binds the execution.
-    MultimodalPolicy.all_tenants.create(tenant=tenant_a, max_timeout_seconds=5)
-    assert 4 < provider_call_for(request, 120).remaining() <= 5
-    assert provider_call_for(request, 2).remaining() <= 2
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, requested_timeout_seconds=120)
+    with tenant_scope(tenant_a):  # the execution task's scope
+        call = provider_call_for(mm_request, 120)
+        assert 119 < call.remaining() <= 120
+        # The policy was lowered after the request was accepted: it still binds the execution.
+        MultimodalPolicy.all_tenants.create(tenant=tenant_a, max_timeout_seconds=5)
+        assert 4 < provider_call_for(mm_request, 120).remaining() <= 5
+        assert provider_call_for(mm_request, 2).remaining() <= 2
 
 
 def test_a_provider_that_never_answers_fails_at_the_deadline(client_a, configure, cloud, run):
@@ -434,8 +435,8 @@ def test_a_provider_that_never_answers_fails_at_the_deadline(client_a, configure
 
     cloud.expect_request("/v1/audio/speech", method="POST").respond_with_handler(hang)
     started = time.monotonic()
-    request, _ = run(client_a, modality="text_to_speech", input_text="hi",
-                     requested_timeout_seconds=1)
+    mm_request, _ = run(client_a, modality="text_to_speech", input_text="hi",
+                        requested_timeout_seconds=1)
     assert time.monotonic() - started < 2.5
-    assert request["state"] == "failed"
-    assert request["error_message"].startswith("openai: timed out after")
+    assert mm_request["state"] == "failed"
+    assert mm_request["error_message"].startswith("openai: timed out after")

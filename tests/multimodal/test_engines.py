@@ -32,6 +32,7 @@ from multimodal.providers.base import (
     ProviderError,
 )
 from multimodal.providers.registry import get_provider, provider_names
+from tests.multimodal.speech import fresh_process_speech, spoken_in_a_fresh_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FOX = "the quick brown fox jumps over the lazy dog"
@@ -230,11 +231,18 @@ def test_tts_is_thread_safe() -> None:
 # --- speech to text --------------------------------------------------------------------
 
 
+def test_a_fresh_process_speaks_the_same_bytes() -> None:
+    # What makes the transcript assertions below deterministic (tests/multimodal/speech.py).
+    first = spoken_in_a_fresh_process("Please call Stella tomorrow morning.")
+    assert first[:4] == b"RIFF"
+    assert spoken_in_a_fresh_process("Please call Stella tomorrow morning.") == first
+
+
 def test_tts_to_stt_round_trip_recovers_most_words() -> None:
-    # espeak-ng's output varies slightly between calls (its pitch/phase jitter is not
-    # seedable), and at the default 175 wpm tiny.en sometimes hears "round fog stumps";
-    # at 130 wpm it reliably gets 8 of 9 words ("jump" for "jumps").
-    out = get_provider("whisper-local").transcribe(_speak(FOX, rate=130), "audio/wav", _call())
+    # Fixed speech (the first synthesis of a fresh process): at 130 wpm tiny.en gets 8 of 9
+    # words ("jump" for "jumps").
+    out = get_provider("whisper-local").transcribe(fresh_process_speech(FOX, rate=130),
+                                                   "audio/wav", _call())
 
     assert out.model == "tiny.en"
     assert _word_recall(FOX, out.output_text) >= 0.7, out.output_text
@@ -246,9 +254,10 @@ def test_tts_to_stt_round_trip_recovers_most_words() -> None:
 
 
 def test_stt_of_narrowband_flac_speech() -> None:
-    # Telephone-style input: 8 kHz FLAC, exercising decode + upsampling on real speech.
-    speech, rate = sf.read(io.BytesIO(_speak("Please call Stella tomorrow morning.")),
-                           dtype="float32")
+    # Telephone-style input: 8 kHz FLAC, exercising decode + upsampling on real speech
+    # (fixed speech; tiny.en hears 4 of the 5 words, "fellow" for "Stella").
+    speech, rate = sf.read(io.BytesIO(fresh_process_speech(
+        "Please call Stella tomorrow morning.")), dtype="float32")
     narrow = resample(speech, rate, 8_000)
     buffer = io.BytesIO()
     sf.write(buffer, narrow, 8_000, format="FLAC")

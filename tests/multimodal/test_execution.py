@@ -1,9 +1,10 @@
 """Execution in-process: the claim, the task body under redelivery, cancel racing a result,
-deadlines, provider errors, the reaper, and the state machine table.
+deadlines, provider errors, the reaper, tenant scopes, and the state machine table.
 
 Tests without `transaction=True` run inside one transaction, so on-commit callbacks (the
-task enqueue) never fire: each test drives `services.request_run` itself, exactly as a
-worker would, which lets it interleave deliveries, cancels and the reaper deterministically.
+task enqueue) never fire: each test calls the task (`tasks.execute_request`) itself, exactly
+as a worker would, which lets it interleave deliveries, cancels and the reaper
+deterministically. Services are called in the request's tenant scope, as the API calls them.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
-from agent33.errors import StateConflict
+from agent33.errors import NotFound, StateConflict
+from agent33.tenancy.context import TenantScopeMissing, tenant_scope
 from multimodal import services, tasks
-from multimodal.choices import ALLOWED_TRANSITIONS, TERMINAL, RequestState, sources_for
+from multimodal.choices import ALLOWED_TRANSITIONS, REQUEST_MACHINE, TERMINAL, RequestState
 from multimodal.models import Artifact, MultimodalRequest, MultimodalResult
 from multimodal.providers.audio import pcm16_to_wav
 from multimodal.providers.base import (
@@ -71,26 +73,42 @@ def hook() -> Iterator[HookProvider]:
     unregister_provider(provider.name)
 
 
+def execute(mm_request: MultimodalRequest) -> MultimodalRequest:
+    with tenant_scope(mm_request.tenant):
+        return services.request_execute(mm_request=mm_request, actor=ACTOR)
+
+
+def cancel(mm_request: MultimodalRequest, *, actor: str = ACTOR,
+           reason: str = "") -> MultimodalRequest:
+    with tenant_scope(mm_request.tenant):
+        return services.request_cancel(mm_request=mm_request, actor=actor, reason=reason)
+
+
+def run(mm_request: MultimodalRequest, claim_token: str) -> str:
+    """One delivery of the execution task, as a worker runs it (it sets the tenant scope)."""
+    return tasks.execute_request(mm_request.pk, claim_token, mm_request.tenant_id)
+
+
 def claimed(tenant, **kwargs) -> tuple[MultimodalRequest, str]:
     """A request claimed for execution (the enqueue never fires inside a test transaction)."""
-    request = MultimodalRequestFactory(tenant=tenant, provider="test-hook", **kwargs)
-    services.request_execute(request=request, actor=ACTOR)
-    request.refresh_from_db()
-    assert request.state == RequestState.PROCESSING
-    return request, request.claim_token
+    mm_request = MultimodalRequestFactory(tenant=tenant, provider="test-hook", **kwargs)
+    execute(mm_request)
+    mm_request.refresh_from_db()
+    assert mm_request.state == RequestState.PROCESSING
+    return mm_request, mm_request.claim_token
 
 
-def results_of(request) -> list[MultimodalResult]:
-    return list(MultimodalResult.all_tenants.filter(request=request))
+def results_of(mm_request) -> list[MultimodalResult]:
+    return list(MultimodalResult.all_tenants.filter(request=mm_request))
 
 
 # --- the state machine -------------------------------------------------------------------
 
 
 def test_transition_table_is_consistent():
-    assert sources_for(RequestState.PROCESSING) == {"pending", "failed"}
-    assert sources_for(RequestState.CANCELLED) == {"pending", "processing"}
-    assert sources_for(RequestState.COMPLETED) == {"processing"}
+    assert REQUEST_MACHINE.sources_of(RequestState.PROCESSING) == ("pending", "failed")
+    assert REQUEST_MACHINE.sources_of(RequestState.CANCELLED) == ("pending", "processing")
+    assert REQUEST_MACHINE.sources_of(RequestState.COMPLETED) == ("processing",)
     assert {"completed", "failed", "cancelled"} == TERMINAL
     for state in TERMINAL - {"failed"}:
         assert ALLOWED_TRANSITIONS[state] == frozenset()
@@ -99,21 +117,21 @@ def test_transition_table_is_consistent():
 @pytest.mark.django_db
 @pytest.mark.parametrize("state", RequestState.values)
 def test_execute_and_cancel_follow_the_table(tenant_a, hook, state):
-    request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook", state=state)
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook", state=state)
     may_execute = RequestState.PROCESSING in ALLOWED_TRANSITIONS[state]
     if may_execute:
-        assert services.request_execute(request=request, actor=ACTOR).state == "processing"
+        assert execute(mm_request).state == "processing"
     else:
         with pytest.raises(StateConflict):
-            services.request_execute(request=request, actor=ACTOR)
+            execute(mm_request)
 
-    request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook", state=state)
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook", state=state)
     may_cancel = RequestState.CANCELLED in ALLOWED_TRANSITIONS[state]
     if may_cancel or state == RequestState.CANCELLED:
-        assert services.request_cancel(request=request, actor=ACTOR).state == "cancelled"
+        assert cancel(mm_request).state == "cancelled"
     else:
         with pytest.raises(StateConflict):
-            services.request_cancel(request=request, actor=ACTOR)
+            cancel(mm_request)
 
 
 # --- the task body -------------------------------------------------------------------------
@@ -121,12 +139,12 @@ def test_execute_and_cancel_follow_the_table(tenant_a, hook, state):
 
 @pytest.mark.django_db
 def test_run_completes_once_and_a_second_delivery_does_nothing(tenant_a, hook):
-    request, token = claimed(tenant_a)
-    assert services.request_run(request.pk, token) == "completed"
-    assert services.request_run(request.pk, token) == "skipped"
-    request.refresh_from_db()
-    assert request.state == "completed" and request.attempts == 1
-    [result] = results_of(request)
+    mm_request, token = claimed(tenant_a)
+    assert run(mm_request, token) == "completed"
+    assert run(mm_request, token) == "skipped"
+    mm_request.refresh_from_db()
+    assert mm_request.state == "completed" and mm_request.attempts == 1
+    [result] = results_of(mm_request)
     assert result.output_artifact.content_type == "audio/wav"
     assert result.metadata["provider"] == "test-hook"
     assert result.metadata["model"] == "hook-1"
@@ -138,44 +156,44 @@ def test_run_completes_once_and_a_second_delivery_does_nothing(tenant_a, hook):
 
 @pytest.mark.django_db
 def test_redelivery_after_a_dead_worker_finishes_the_job_once(tenant_a, hook):
-    request, token = claimed(tenant_a)
+    mm_request, token = claimed(tenant_a)
     # A first delivery started and its worker died before finishing.
-    MultimodalRequest.all_tenants.filter(pk=request.pk).update(attempts=1,
-                                                               started_at=timezone.now())
-    assert services.request_run(request.pk, token) == "completed"
-    assert services.request_run(request.pk, token) == "skipped"
-    [result] = results_of(request)
+    MultimodalRequest.all_tenants.filter(pk=mm_request.pk).update(attempts=1,
+                                                                  started_at=timezone.now())
+    assert run(mm_request, token) == "completed"
+    assert run(mm_request, token) == "skipped"
+    [result] = results_of(mm_request)
     assert result.metadata["execution_attempts"] == 2
 
 
 @pytest.mark.django_db
 def test_cancel_during_processing_wins_over_the_late_result(tenant_a, hook):
-    request, token = claimed(tenant_a)
+    mm_request, token = claimed(tenant_a)
 
     def cancel_meanwhile(text, call):
-        services.request_cancel(request=request, actor="someone", reason="changed my mind")
+        cancel(mm_request, actor="someone", reason="changed my mind")
 
     hook.hook = cancel_meanwhile
-    assert services.request_run(request.pk, token) == "discarded"
-    request.refresh_from_db()
-    assert request.state == "cancelled" and request.cancel_reason == "changed my mind"
-    assert results_of(request) == []
+    assert run(mm_request, token) == "discarded"
+    mm_request.refresh_from_db()
+    assert mm_request.state == "cancelled" and mm_request.cancel_reason == "changed my mind"
+    assert results_of(mm_request) == []
     # The late output was not kept.
     assert not Artifact.all_tenants.filter(origin="output").exists()
 
 
 @pytest.mark.django_db
 def test_a_straggler_from_an_earlier_claim_cannot_finish_a_new_execution(tenant_a, hook):
-    request, old_token = claimed(tenant_a)
+    mm_request, old_token = claimed(tenant_a)
     services.reap_timeouts(now=timezone.now() + timedelta(hours=1))
-    request.refresh_from_db()
-    assert request.state == "failed"
-    services.request_execute(request=request, actor=ACTOR)
-    request.refresh_from_db()
-    assert request.claim_token != old_token
-    assert services.request_run(request.pk, old_token) == "skipped"
-    assert services.request_run(request.pk, request.claim_token) == "completed"
-    assert [r.state for r in results_of(request)] == ["completed"]
+    mm_request.refresh_from_db()
+    assert mm_request.state == "failed"
+    execute(mm_request)
+    mm_request.refresh_from_db()
+    assert mm_request.claim_token != old_token
+    assert run(mm_request, old_token) == "skipped"
+    assert run(mm_request, mm_request.claim_token) == "completed"
+    assert [r.state for r in results_of(mm_request)] == ["completed"]
 
 
 @pytest.mark.django_db
@@ -188,17 +206,17 @@ def test_a_straggler_from_an_earlier_claim_cannot_finish_a_new_execution(tenant_
     ],
 )
 def test_provider_errors_fail_the_request_naming_the_provider(tenant_a, hook, raise_, expected):
-    request, token = claimed(tenant_a)
+    mm_request, token = claimed(tenant_a)
 
     def boom(text, call):
         raise raise_
 
     hook.hook = boom
-    assert services.request_run(request.pk, token) == "failed"
-    request.refresh_from_db()
-    assert request.state == "failed"
-    assert request.error_message == expected
-    [result] = results_of(request)
+    assert run(mm_request, token) == "failed"
+    mm_request.refresh_from_db()
+    assert mm_request.state == "failed"
+    assert mm_request.error_message == expected
+    [result] = results_of(mm_request)
     assert result.state == "failed" and result.output_artifact is None
     assert result.metadata["error"] == expected
     assert result.metadata["provider"] == "test-hook"
@@ -206,83 +224,83 @@ def test_provider_errors_fail_the_request_naming_the_provider(tenant_a, hook, ra
 
 @pytest.mark.django_db
 def test_unknown_provider_at_run_time_fails_clearly(tenant_a):
-    request = MultimodalRequestFactory(tenant=tenant_a, provider="retired-engine")
-    services.request_execute(request=request, actor=ACTOR)
-    request.refresh_from_db()
-    assert services.request_run(request.pk, request.claim_token) == "failed"
-    request.refresh_from_db()
-    assert request.error_message == "retired-engine: unknown provider"
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, provider="retired-engine")
+    execute(mm_request)
+    mm_request.refresh_from_db()
+    assert run(mm_request, mm_request.claim_token) == "failed"
+    mm_request.refresh_from_db()
+    assert mm_request.error_message == "retired-engine: unknown provider"
 
 
 @pytest.mark.django_db
 def test_a_run_that_starts_past_the_deadline_times_out(tenant_a, hook):
-    request, token = claimed(tenant_a, requested_timeout_seconds=7)
-    MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+    mm_request, token = claimed(tenant_a, requested_timeout_seconds=7)
+    MultimodalRequest.all_tenants.filter(pk=mm_request.pk).update(
         deadline_at=timezone.now() - timedelta(seconds=1)
     )
-    assert services.request_run(request.pk, token) == "failed"
-    request.refresh_from_db()
-    assert request.error_message == "timed out after 7 s"
+    assert run(mm_request, token) == "failed"
+    mm_request.refresh_from_db()
+    assert mm_request.error_message == "timed out after 7 s"
     assert hook.calls == 0
 
 
 @pytest.mark.django_db
 def test_output_after_the_deadline_is_discarded(tenant_a, hook):
-    request, token = claimed(tenant_a, requested_timeout_seconds=5)
+    mm_request, token = claimed(tenant_a, requested_timeout_seconds=5)
 
-    MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+    MultimodalRequest.all_tenants.filter(pk=mm_request.pk).update(
         deadline_at=timezone.now() + timedelta(milliseconds=150)
     )
     # A provider that ignores its deadline and answers late.
     hook.hook = lambda text, call: time.sleep(0.3)
-    assert services.request_run(request.pk, token) == "failed"
-    request.refresh_from_db()
-    assert request.error_message == "timed out after 5 s"
+    assert run(mm_request, token) == "failed"
+    mm_request.refresh_from_db()
+    assert mm_request.error_message == "timed out after 5 s"
     assert not Artifact.all_tenants.filter(origin="output").exists()
 
 
 @pytest.mark.django_db
 def test_output_that_is_not_a_supported_format_fails(tenant_a, hook):
-    request, token = claimed(tenant_a)
+    mm_request, token = claimed(tenant_a)
     hook.hook = lambda text, call: ProviderOutput(model="x", output_bytes=b"<html>oops</html>")
-    assert services.request_run(request.pk, token) == "failed"
-    request.refresh_from_db()
-    assert request.error_message.startswith("test-hook: returned output that is not")
+    assert run(mm_request, token) == "failed"
+    mm_request.refresh_from_db()
+    assert mm_request.error_message.startswith("test-hook: returned output that is not")
 
 
 @pytest.mark.django_db
 def test_the_deadline_reaches_the_provider(tenant_a, hook):
-    request, token = claimed(tenant_a, requested_timeout_seconds=9)
+    mm_request, token = claimed(tenant_a, requested_timeout_seconds=9)
     seen = {}
     hook.hook = lambda text, call: seen.setdefault("remaining", call.remaining())
-    services.request_run(request.pk, token)
+    run(mm_request, token)
     assert 7 < seen["remaining"] <= 9
 
 
 @pytest.mark.django_db
 def test_vision_input_text_is_passed_as_the_prompt(tenant_a, hook):
     image = ImageArtifactFactory(tenant=tenant_a)
-    request, token = claimed(tenant_a, modality="vision_analysis", input_artifact=image,
-                             input_text="How many cats?")
+    mm_request, token = claimed(tenant_a, modality="vision_analysis", input_artifact=image,
+                                input_text="How many cats?")
     seen = {}
     hook.hook = lambda content_type, call: seen.update(type=content_type, **call.options)
-    assert services.request_run(request.pk, token) == "completed"
+    assert run(mm_request, token) == "completed"
     assert seen == {"type": "image/png", "prompt": "How many cats?"}
-    assert results_of(request)[0].output_text == "a picture"
+    assert results_of(mm_request)[0].output_text == "a picture"
 
 
 @pytest.mark.django_db
 def test_broker_failure_fails_the_request_at_once(tenant_a, hook, monkeypatch):
-    request, token = claimed(tenant_a)
+    mm_request, token = claimed(tenant_a)
 
     def refuse(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 
     monkeypatch.setattr(tasks.execute_request, "apply_async", refuse)
-    tasks.enqueue_execution(request.pk, token, 60)
-    request.refresh_from_db()
-    assert request.state == "failed"
-    assert request.error_message == (
+    tasks.enqueue_execution(mm_request.pk, token, 60, tenant_id=tenant_a.pk)
+    mm_request.refresh_from_db()
+    assert mm_request.state == "failed"
+    assert mm_request.error_message == (
         "could not queue the request for execution: ConnectionRefusedError: broker down"
     )
 
@@ -291,8 +309,8 @@ def test_broker_failure_fails_the_request_at_once(tenant_a, hook, monkeypatch):
 def test_every_end_calls_the_ended_hook_once(tenant_a, hook, monkeypatch,
                                              django_capture_on_commit_callbacks):
     ended: list[tuple[str, str]] = []
-    monkeypatch.setattr(services, "request_ended",
-                        lambda request, state, **_: ended.append((request.pk, state)))
+    monkeypatch.setattr("multimodal.services.requests.request_ended",
+                        lambda mm_request, state, **_: ended.append((mm_request.pk, state)))
     with django_capture_on_commit_callbacks(execute=True):
         done, _ = claimed(tenant_a)
     # (the enqueue ran eagerly on the captured commit and completed the request)
@@ -300,8 +318,8 @@ def test_every_end_calls_the_ended_hook_once(tenant_a, hook, monkeypatch,
     assert done.state == "completed"
     with django_capture_on_commit_callbacks(execute=True):
         cancelled = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
-        services.request_cancel(request=cancelled, actor=ACTOR)
-        services.request_cancel(request=cancelled, actor=ACTOR)  # no second end
+        cancel(cancelled)
+        cancel(cancelled)  # no second end
     assert ended == [(done.pk, "completed"), (cancelled.pk, "cancelled")]
 
 
@@ -311,11 +329,11 @@ def test_a_policy_lowered_after_the_claim_binds_the_engine_call(tenant_a, hook):
 
     deadlines: list[float] = []
     hook.hook = lambda text, call: deadlines.append(call.remaining())
-    request, token = claimed(tenant_a, requested_timeout_seconds=120)
-    assert services.request_run(request.pk, token) == "completed"
+    mm_request, token = claimed(tenant_a, requested_timeout_seconds=120)
+    assert run(mm_request, token) == "completed"
     again, token = claimed(tenant_a, requested_timeout_seconds=120)
     MultimodalPolicy.all_tenants.create(tenant=tenant_a, max_timeout_seconds=5)
-    assert services.request_run(again.pk, token) == "completed"
+    assert run(again, token) == "completed"
     assert 119 < deadlines[0] <= 120  # the request's own timeout, under the default cap
     assert 4 < deadlines[1] <= 5
 
@@ -326,12 +344,54 @@ def test_an_ending_and_its_outcome_events_commit_together(tenant_a, refused_outc
 
     from outcomes.models import OutcomeEvent
 
-    request = MultimodalRequestFactory(tenant=tenant_a)
+    mm_request = MultimodalRequestFactory(tenant=tenant_a)
     with pytest.raises(IntegrityError):
-        services.request_cancel(request=request, actor=ACTOR)
-    request.refresh_from_db()
-    assert request.state == "pending"
+        cancel(mm_request)
+    mm_request.refresh_from_db()
+    assert mm_request.state == "pending"
     assert not OutcomeEvent.all_tenants.exists()
+
+
+# --- tenant scopes ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_services_refuse_to_run_without_a_tenant_scope(tenant_a, hook):
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
+    attempts = [
+        lambda: services.request_execute(mm_request=mm_request, actor=ACTOR),
+        lambda: services.request_cancel(mm_request=mm_request, actor=ACTOR),
+        lambda: services.request_run(mm_request.pk, "any-token"),
+    ]
+    for attempt in attempts:
+        # Each in a savepoint, as the refused query leaves its transaction unusable.
+        with pytest.raises(TenantScopeMissing), transaction.atomic():
+            attempt()
+    mm_request.refresh_from_db()
+    assert mm_request.state == "pending" and mm_request.attempts == 0
+
+
+@pytest.mark.django_db
+def test_another_tenants_scope_cannot_run_or_cancel_a_request(tenant_a, tenant_b, hook):
+    mm_request, token = claimed(tenant_a)
+    with tenant_scope(tenant_b):
+        assert services.request_run(mm_request.pk, token) == "skipped"
+        with pytest.raises(NotFound):
+            services.request_cancel(mm_request=mm_request, actor=ACTOR)
+    mm_request.refresh_from_db()
+    assert mm_request.state == "processing" and mm_request.attempts == 0
+    assert hook.calls == 0
+
+
+@pytest.mark.django_db
+def test_a_task_message_queued_without_the_tenant_still_runs(tenant_a, hook):
+    # Messages queued by the previous release carry (request_id, claim_token) only.
+    mm_request, token = claimed(tenant_a)
+    assert tasks.execute_request(mm_request.pk, token) == "completed"
+    assert tasks.execute_request("mmreq-gone", token) == "skipped"
+    mm_request.refresh_from_db()
+    assert mm_request.state == "completed"
+    assert [r.state for r in results_of(mm_request)] == ["completed"]
 
 
 # --- the reaper ------------------------------------------------------------------------------
@@ -348,8 +408,12 @@ def test_reaper_fails_only_requests_past_deadline_plus_grace(tenant_a, tenant_b,
         seconds=31))
     MultimodalRequest.all_tenants.filter(pk=in_grace.pk).update(deadline_at=now - timedelta(
         seconds=29))
+    overdue_b, _ = claimed(tenant_b)
+    MultimodalRequest.all_tenants.filter(pk=overdue_b.pk).update(deadline_at=now - timedelta(
+        seconds=40))
 
-    assert services.reap_timeouts(now=now, grace_seconds=30) == [overdue.pk]
+    # Every tenant's overdue requests, oldest deadline first.
+    assert services.reap_timeouts(now=now, grace_seconds=30) == [overdue_b.pk, overdue.pk]
     overdue.refresh_from_db()
     assert overdue.state == "failed" and overdue.error_message == "timed out after 12 s"
     [result] = results_of(overdue)
@@ -365,26 +429,26 @@ def test_reaper_fails_only_requests_past_deadline_plus_grace(tenant_a, tenant_b,
 
 @pytest.mark.django_db
 def test_a_worker_finishing_a_reaped_request_discards_its_output(tenant_a, hook):
-    request, token = claimed(tenant_a)
+    mm_request, token = claimed(tenant_a)
     hook.hook = lambda text, call: services.reap_timeouts(
         now=timezone.now() + timedelta(hours=1)
     )
-    assert services.request_run(request.pk, token) == "discarded"
-    request.refresh_from_db()
-    assert request.state == "failed" and request.error_message.startswith("timed out")
-    assert [r.state for r in results_of(request)] == ["failed"]
+    assert run(mm_request, token) == "discarded"
+    mm_request.refresh_from_db()
+    assert mm_request.state == "failed" and mm_request.error_message.startswith("timed out")
+    assert [r.state for r in results_of(mm_request)] == ["failed"]
     assert not Artifact.all_tenants.filter(origin="output").exists()
 
 
 @pytest.mark.django_db
 def test_reap_timeouts_command_and_task(tenant_a, hook, capsys):
-    request, _ = claimed(tenant_a, requested_timeout_seconds=3)
-    MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+    mm_request, _ = claimed(tenant_a, requested_timeout_seconds=3)
+    MultimodalRequest.all_tenants.filter(pk=mm_request.pk).update(
         deadline_at=timezone.now() - timedelta(minutes=5)
     )
     call_command("reap_timeouts")
     out = capsys.readouterr().out
-    assert f"failed {request.pk}: timed out" in out
+    assert f"failed {mm_request.pk}: timed out" in out
     assert "Reaped 1 timed-out request(s)." in out
     assert tasks.reap_timeouts.delay().get(timeout=5) == 0
 
@@ -402,66 +466,66 @@ def test_reap_timeouts_command_rejects_negative_grace():
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_execute_calls_claim_exactly_once(require_postgres, tenant_a, hook):
-    request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
+    mm_request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
     barrier = threading.Barrier(6)
     outcomes: list[str] = []
 
-    def execute() -> None:
+    def execute_at_once() -> None:
         try:
             barrier.wait()
-            services.request_execute(request=request, actor=ACTOR)
+            execute(mm_request)
             outcomes.append("ok")
         except StateConflict:
             outcomes.append("conflict")
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=execute) for _ in range(6)]
+    threads = [threading.Thread(target=execute_at_once) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["conflict"] * 5 + ["ok"]
-    request.refresh_from_db()
-    assert request.state == "completed" and request.attempts == 1
-    assert len(results_of(request)) == 1
+    mm_request.refresh_from_db()
+    assert mm_request.state == "completed" and mm_request.attempts == 1
+    assert len(results_of(mm_request)) == 1
 
 
 @pytest.mark.django_db(transaction=True)
 def test_cancel_racing_the_finish_leaves_one_consistent_outcome(require_postgres, tenant_a,
                                                                hook):
     for _ in range(5):
-        request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
-        MultimodalRequest.all_tenants.filter(pk=request.pk).update(
+        mm_request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
+        MultimodalRequest.all_tenants.filter(pk=mm_request.pk).update(
             state="processing", claim_token="t", deadline_at=timezone.now() + timedelta(
                 minutes=1)
         )
         barrier = threading.Barrier(2)
         hook.hook = lambda text, call, barrier=barrier: barrier.wait()
 
-        def run(pk=request.pk) -> None:
+        def deliver(target=mm_request) -> None:
             try:
-                services.request_run(pk, "t")
+                run(target, "t")
             finally:
                 connection.close()
 
-        def cancel(obj=request, barrier=barrier) -> None:
+        def cancel_meanwhile(target=mm_request, barrier=barrier) -> None:
             try:
                 barrier.wait()
-                services.request_cancel(request=obj, actor=ACTOR)
+                cancel(target)
             except StateConflict:
                 pass
             finally:
                 connection.close()
 
-        threads = [threading.Thread(target=run), threading.Thread(target=cancel)]
+        threads = [threading.Thread(target=deliver), threading.Thread(target=cancel_meanwhile)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        request.refresh_from_db()
-        results = results_of(request)
-        if request.state == "cancelled":
+        mm_request.refresh_from_db()
+        results = results_of(mm_request)
+        if mm_request.state == "cancelled":
             assert results == []
         else:
-            assert request.state == "completed" and len(results) == 1
+            assert mm_request.state == "completed" and len(results) == 1

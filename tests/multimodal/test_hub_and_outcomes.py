@@ -65,10 +65,10 @@ def create(client, execute_now=False, **body):
 
 
 def test_the_hub_lists_multimodal_requests(ops_and_mm, tenant_a):
-    request = create(ops_and_mm, requested_timeout_seconds=45)
+    mm_request = create(ops_and_mm, requested_timeout_seconds=45)
     body = ops_and_mm.get("/v1/operations/hub?include=multimodal").json()
     [row] = body["processes"]
-    assert row["id"] == request["id"]
+    assert row["id"] == mm_request["id"]
     assert row["type"] == "multimodal_request"
     assert row["status"] == "pending"
     assert row["name"] == "text_to_speech (espeak)"
@@ -79,62 +79,65 @@ def test_the_hub_lists_multimodal_requests(ops_and_mm, tenant_a):
     assert row["allowed_actions"] == ["cancel"]
     assert body["active_count"] == 1
     everything = ops_and_mm.get("/v1/operations/hub").json()["processes"]
-    assert request["id"] in {p["id"] for p in everything}
+    assert mm_request["id"] in {p["id"] for p in everything}
 
 
 def test_finished_requests_offer_no_control(ops_and_mm, committed):
-    request = committed(lambda: create(ops_and_mm, execute_now=True))
+    mm_request = committed(lambda: create(ops_and_mm, execute_now=True))
     rows = ops_and_mm.get("/v1/operations/hub?include=multimodal&status=completed").json()
     [row] = rows["processes"]
-    assert row["id"] == request["id"] and row["allowed_actions"] == []
+    assert row["id"] == mm_request["id"] and row["allowed_actions"] == []
     assert ops_and_mm.get("/v1/operations/hub?include=multimodal").json()["processes"] == []
 
 
 def test_process_detail_of_a_request(ops_and_mm):
-    request = create(ops_and_mm)
-    detail = ops_and_mm.get(f"/v1/operations/processes/{request['id']}").json()
+    mm_request = create(ops_and_mm)
+    detail = ops_and_mm.get(f"/v1/operations/processes/{mm_request['id']}").json()
     assert detail["type"] == "multimodal_request"
     assert detail["input_text"] == "hello there"
     assert detail["control_history"] == []
 
 
 def test_cancel_through_the_hub_uses_the_cancel_service_and_is_audited(ops_and_mm, committed):
-    request = create(ops_and_mm)
+    mm_request = create(ops_and_mm)
     response = committed(lambda: ops_and_mm.post(
-        f"/v1/operations/processes/{request['id']}/control",
+        f"/v1/operations/processes/{mm_request['id']}/control",
         {"action": "cancel", "reason": "customer withdrew"}, format="json",
     ))
     assert response.status_code == 200, response.content
     assert response.json()["status"] == "cancelled"
-    stored = MultimodalRequest.all_tenants.get(pk=request["id"])
+    stored = MultimodalRequest.all_tenants.get(pk=mm_request["id"])
     assert stored.state == "cancelled"
     assert stored.cancel_reason == "customer withdrew"
     assert stored.cancelled_by.startswith("token:console")
-    [audit] = ControlAction.all_tenants.filter(process_id=request["id"])
+    [audit] = ControlAction.all_tenants.filter(process_id=mm_request["id"])
     assert (audit.action, audit.state_before, audit.state_after) == (
         "cancel", "pending", "cancelled")
     # The multimodal API sees the same request cancelled.
-    assert ops_and_mm.get(f"/v1/multimodal/requests/{request['id']}").json()["state"] == (
+    assert ops_and_mm.get(f"/v1/multimodal/requests/{mm_request['id']}").json()["state"] == (
         "cancelled")
-    again = ops_and_mm.post(f"/v1/operations/processes/{request['id']}/control",
+    # Cancelling again changes nothing, as the multimodal API's own cancel does.
+    again = ops_and_mm.post(f"/v1/operations/processes/{mm_request['id']}/control",
                             {"action": "cancel", "reason": "again"}, format="json")
-    assert again.status_code == 409
-    assert "cancelled" in again.json()["detail"]
-    pause = ops_and_mm.post(f"/v1/operations/processes/{request['id']}/control",
+    assert again.status_code == 200, again.content
+    assert again.json()["status"] == "cancelled"
+    assert MultimodalRequest.all_tenants.get(pk=mm_request["id"]).cancel_reason == (
+        "customer withdrew")
+    pause = ops_and_mm.post(f"/v1/operations/processes/{mm_request['id']}/control",
                             {"action": "pause"}, format="json")
     assert pause.status_code == 409
     assert pause.json()["code"] == "unsupported_action"
 
 
 def test_another_tenant_cannot_see_or_cancel_a_request(ops_and_mm, api_client_for, tenant_b):
-    request = create(ops_and_mm)
+    mm_request = create(ops_and_mm)
     other = api_client_for(tenant_b, scopes=["workflows:read", "workflows:execute"])
     assert other.get("/v1/operations/hub?include=multimodal").json()["processes"] == []
-    assert other.get(f"/v1/operations/processes/{request['id']}").status_code == 404
-    response = other.post(f"/v1/operations/processes/{request['id']}/control",
+    assert other.get(f"/v1/operations/processes/{mm_request['id']}").status_code == 404
+    response = other.post(f"/v1/operations/processes/{mm_request['id']}/control",
                           {"action": "cancel"}, format="json")
     assert response.status_code == 404
-    assert MultimodalRequest.all_tenants.get(pk=request["id"]).state == "pending"
+    assert MultimodalRequest.all_tenants.get(pk=mm_request["id"]).state == "pending"
 
 
 def events_of(tenant):
@@ -142,13 +145,13 @@ def events_of(tenant):
 
 
 def test_a_completed_request_records_success_and_latency(ops_and_mm, tenant_a, committed):
-    request = committed(lambda: create(ops_and_mm, execute_now=True))
-    assert ops_and_mm.get(f"/v1/multimodal/requests/{request['id']}").json()["state"] == (
+    mm_request = committed(lambda: create(ops_and_mm, execute_now=True))
+    assert ops_and_mm.get(f"/v1/multimodal/requests/{mm_request['id']}").json()["state"] == (
         "completed")
     latency, success = events_of(tenant_a)
     assert (success.domain, success.event_type, success.value) == (
         "multimodal.text_to_speech", "espeak", 1.0)
-    assert success.metadata == {"request_id": request["id"], "state": "completed"}
+    assert success.metadata == {"request_id": mm_request["id"], "state": "completed"}
     assert latency.metric_type == "latency_ms" and latency.value >= 0
 
 

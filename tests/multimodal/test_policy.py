@@ -95,3 +95,13 @@ def test_operator_reads_and_sets_any_tenant(api_client_for, tenant_b):
     assert response.status_code == 200
     assert MultimodalPolicy.all_tenants.get(tenant=tenant_b).max_text_chars == 42
     assert operator.get(url("no-such-tenant")).status_code == 404
+
+
+def test_write_scope_cannot_set_policy(api_client_for, tenant_a):
+    """A tenant must not raise its own guardrails with a plain write token."""
+    client = api_client_for(tenant_a, scopes=["multimodal:read", "multimodal:write"])
+    response = client.post(f"/v1/multimodal/tenants/{tenant_a.slug}/policy",
+                           {"max_text_chars": 99999}, format="json")
+    assert response.status_code == 403
+    assert response.json()["detail"] == "Missing required scope: multimodal:admin"
+    assert not MultimodalPolicy.all_tenants.filter(tenant=tenant_a).exists()

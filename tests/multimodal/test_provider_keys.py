@@ -16,10 +16,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
+from agent33.auth.scopes import MULTIMODAL_READ, MULTIMODAL_WRITE
+from agent33.tenancy.context import tenant_scope
 from multimodal import encryption, provider_keys
 from multimodal.models import ProviderCredential
-from tests.api_matrix import Endpoint, Resource, run_api_matrix
 from tests.conftest import STAFF_PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -43,8 +43,9 @@ def stored(tenant, provider: str) -> ProviderCredential:
 
 
 def make_credential(tenant, provider: str = "openai", key: str = KEY, **fields):
-    return provider_keys.credential_set(tenant=tenant, actor="test", provider=provider,
-                                        api_key=key, **fields)
+    with tenant_scope(tenant):  # as the tenant admin's API call runs
+        return provider_keys.credential_set(tenant=tenant, actor="test", provider=provider,
+                                            api_key=key, **fields)
 
 
 # --- CRUD, scopes, tenants --------------------------------------------------------------
@@ -85,36 +86,6 @@ def test_tenant_admin_stores_lists_replaces_and_deletes_a_key(client_a, tenant_a
     again = client_a.delete(keys_url(tenant_a, "openai"))
     assert again.status_code == 404 and again.json()["code"] == "not_found"
     assert [row["provider"] for row in client_a.get(keys_url(tenant_a)).json()] == ["elevenlabs"]
-
-
-def test_provider_keys_matrix(api_client_for, tenant_a, tenant_b):
-    """Anonymous 401, missing multimodal:admin 403, another tenant's token 404 (unchanged)."""
-
-    def snapshot(slug: str):
-        return list(ProviderCredential.all_tenants.filter(tenant_id=slug).order_by("provider")
-                    .values())
-
-    def make(tenant) -> str:
-        make_credential(tenant, "openai")
-        return tenant.slug
-
-    run_api_matrix(
-        Resource(
-            endpoints=[
-                Endpoint("GET", f"{BASE}/{{id}}/providers", MULTIMODAL_ADMIN),
-                Endpoint("PUT", f"{BASE}/{{id}}/providers/openai", MULTIMODAL_ADMIN,
-                         body={"api_key": OTHER_KEY}),
-                Endpoint("PUT", f"{BASE}/{{id}}/providers/elevenlabs", MULTIMODAL_ADMIN,
-                         body={"api_key": OTHER_KEY}),
-                Endpoint("DELETE", f"{BASE}/{{id}}/providers/openai", MULTIMODAL_ADMIN),
-            ],
-            make_object=make,
-            snapshot=snapshot,
-        ),
-        api_client_for=api_client_for,
-        tenant_a=tenant_a,
-        tenant_b=tenant_b,
-    )
 
 
 @pytest.mark.parametrize("scopes", [[MULTIMODAL_WRITE], [MULTIMODAL_READ, MULTIMODAL_WRITE]])
@@ -441,7 +412,8 @@ def test_plaintext_is_not_in_pg_dump(client_a, operator_client, tenant_a, tenant
 ADMIN_URL = "/admin/multimodal/providercredential/"
 
 
-def test_admin_sets_replaces_and_never_shows_the_key(admin_client_for, tenant_a, tenant_b):
+def test_admin_sets_replaces_and_never_shows_the_key(admin_client_for, tenant_a, tenant_b,
+                                                    settings):
     client = admin_client_for(tenant_a)
     add = client.get(f"{ADMIN_URL}add/")
     assert add.status_code == 200
@@ -455,7 +427,14 @@ def test_admin_sets_replaces_and_never_shows_the_key(admin_client_for, tenant_a,
     assert b"must not contain credentials" in failed.content
     assert KEY.encode() not in failed.content
 
-    # Staff may set base_url (tenants may not).
+    # Staff may set base_url (tenants may not), into a private network only when the operator
+    # allows that network.
+    refused = client.post(f"{ADMIN_URL}add/", {
+        "tenant": tenant_a.pk, "provider": "openai", "api_key": KEY,
+        "base_url": "http://10.0.0.5:8000/v1", "default_model": "gpt-4o-mini"})
+    assert refused.status_code == 200
+    assert b"is a private address" in refused.content
+    settings.AGENT33_PROVIDER_PRIVATE_NETWORKS = "10.0.0.0/24"
     created = client.post(f"{ADMIN_URL}add/", {
         "tenant": tenant_a.pk, "provider": "openai", "api_key": KEY,
         "base_url": "http://10.0.0.5:8000/v1", "default_model": "gpt-4o-mini"})
@@ -539,3 +518,40 @@ def test_odd_paths_are_404_not_500(operator_client, client_a, tenant_a, path):
     if path.startswith("bad%00tenant/providers"):
         policy = operator_client.get(f"{BASE}/bad%00tenant/policy")
         assert policy.status_code == 404
+
+
+@pytest.mark.parametrize("base_url", [
+    "http://127.0.0.1:8080/v1", "http://localhost/v1", "http://169.254.169.254/latest",
+    "https://10.20.30.40/v1", "http://[::1]:9000/v1", "http://[fd00::5]/v1",
+    "http://0.0.0.0/v1", "http://[::ffff:192.168.1.1]/v1",
+])
+def test_base_url_into_this_machine_or_a_private_network_is_refused(
+    operator_client, client_a, tenant_a, settings, base_url
+):
+    settings.AGENT33_PROVIDER_PRIVATE_NETWORKS = ""
+    assert put(client_a, tenant_a, "openai-compatible", api_key=KEY).status_code == 200
+    response = put(operator_client, tenant_a, "openai-compatible", base_url=base_url)
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["code"] == "base_url_not_allowed"
+    assert "AGENT33_PROVIDER_PRIVATE_NETWORKS" in body["detail"]
+    assert stored(tenant_a, "openai-compatible").base_url == ""
+
+
+def test_an_allowed_private_network_may_be_used(operator_client, client_a, tenant_a, settings):
+    settings.AGENT33_PROVIDER_PRIVATE_NETWORKS = "10.20.0.0/16, fd00::/8"
+    assert put(client_a, tenant_a, "openai-compatible", api_key=KEY).status_code == 200
+    for allowed in ("https://10.20.30.40/v1", "http://[fd00::5]/v1"):
+        response = put(operator_client, tenant_a, "openai-compatible", base_url=allowed)
+        assert response.status_code == 200, response.content
+    response = put(operator_client, tenant_a, "openai-compatible",
+                   base_url="https://10.21.0.1/v1")  # outside the allowed network
+    assert response.json()["code"] == "base_url_not_allowed"
+
+
+def test_a_malformed_private_networks_setting_fails_the_start_up_check(settings):
+    from multimodal.encryption import check_private_networks
+
+    settings.AGENT33_PROVIDER_PRIVATE_NETWORKS = "10.0.0.0/8,not-a-network"
+    [error] = check_private_networks()
+    assert error.id == "multimodal.E002" and "'not-a-network'" in error.msg

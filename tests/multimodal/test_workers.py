@@ -13,15 +13,17 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
 from agent33.celery import app as celery_app
-from multimodal import services
-from multimodal.models import Artifact, MultimodalResult
+from multimodal import services, tasks
+from multimodal.models import Artifact, MultimodalRequest, MultimodalResult
 from tests.multimodal import slow_provider  # noqa: F401  (registers test-slow here too)
 from tests.workers import start_celery_worker, wait_for
 
@@ -193,3 +195,18 @@ def test_cancel_during_processing_wins_over_the_late_result(client_a, spawn_work
     assert client_a.get(f"{REQUESTS}/{created['id']}").json()["state"] == "cancelled"
     assert client_a.get(f"{REQUESTS}/{created['id']}/result").status_code == 404
     assert not Artifact.all_tenants.filter(origin="output").exists()
+
+
+def test_a_message_queued_by_the_previous_release_is_still_executed(client_a, spawn_worker):
+    # Until this release, execute_request messages carried (request_id, claim_token) only.
+    created = create(client_a, modality="text_to_speech", input_text="An old message.",
+                     execute_now=False)
+    MultimodalRequest.all_tenants.filter(pk=created["id"]).update(
+        state="processing", claim_token="queued-before", claimed_at=timezone.now(),
+        deadline_at=timezone.now() + timedelta(minutes=2),
+    )
+    tasks.execute_request.apply_async(args=[created["id"], "queued-before"])
+    worker = spawn_worker()
+    with diagnostics(worker):
+        done = poll_state(client_a, created["id"], {"completed", "failed"})
+        assert done["state"] == "completed", done

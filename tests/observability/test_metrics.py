@@ -138,7 +138,7 @@ def test_domain_series_count_every_tenants_rows(scraper, tenant_a, tenant_b, api
         ImprovementIntakeFactory(tenant=tenant_b)  # not opened by a decline
         for value_ in (0.9, 0.8):
             event_record(tenant=tenant_b, domain="search", event_type="run",
-                         metric_type="quality_score", value=value_, watch_declines=False)
+                         metric_type="quality_score", value=value_)
 
     scraped = scraper()
 

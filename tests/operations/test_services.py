@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.db.transaction import TransactionManagementError
 
 from agent33.errors import InvalidInput, NotFound
-from agent33.tenancy.context import tenant_scope
+from agent33.tenancy.context import TenantSet, tenant_scope
 from operations import controls, services
-from operations.models import ImprovementIntake, WorkflowRun
-from tests.factories.operations import ImprovementIntakeFactory, WorkflowRunFactory
+from operations.models import AutonomyBudget, ImprovementIntake, WorkflowRun
+from tests.factories.operations import (
+    AutonomyBudgetFactory,
+    ImprovementIntakeFactory,
+    WorkflowRunFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -66,3 +71,20 @@ def test_services_fail_closed_without_scope_and_refuse_foreign_rows(tenant_a, te
     with tenant_scope(tenant_a), pytest.raises(InvalidInput):
         services.workflow_run_create(tenant=tenant_a, workflow_name="w", status="paused")
     assert WorkflowRun.all_tenants.get(pk=run.pk).status == "running"
+
+
+def test_the_transition_lock_reads_only_in_scope(tenant_a, tenant_b):
+    budget = AutonomyBudgetFactory(tenant=tenant_a)
+    with tenant_scope(tenant_a), transaction.atomic():
+        assert services.lock_for_transition(AutonomyBudget, budget.pk).pk == budget.pk
+    with tenant_scope(tenant_b), transaction.atomic(), pytest.raises(NotFound):
+        services.lock_for_transition(AutonomyBudget, budget.pk)
+    with tenant_scope(TenantSet({tenant_b.pk})), transaction.atomic(), pytest.raises(NotFound):
+        services.lock_for_transition(AutonomyBudget, budget.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_transition_lock_needs_a_transaction(tenant_a):
+    budget = AutonomyBudgetFactory(tenant=tenant_a)
+    with tenant_scope(tenant_a), pytest.raises(TransactionManagementError):
+        services.lock_for_transition(AutonomyBudget, budget.pk)

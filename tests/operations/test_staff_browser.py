@@ -60,3 +60,29 @@ def test_needs_attention_counts_move_when_an_intake_is_triaged(staff_user_factor
     waiting.locator("a").click()
     expect(hub.locator("#result_list tbody tr")).to_have_count(1)
     expect(hub.locator("#result_list")).to_contain_text(intakes[1].title)
+
+
+def test_from_a_decline_on_the_dashboard_to_a_triaged_intake(staff_user_factory, staff_page,
+                                                             tenant_a):
+    """The loop staff close: a trend declines, the dashboard links its intake, Triage."""
+    from playwright.sync_api import expect
+
+    from operations.models import ImprovementIntake
+    from outcomes.services import event_record_bulk
+
+    event_record_bulk(tenant=tenant_a, events=[
+        {"domain": "agent.tasks", "event_type": "task", "metric_type": "success_rate",
+         "value": value, "occurred_at": f"2026-11-01T10:00:{n:02d}Z"}
+        for n, value in enumerate([1.0] * 6 + [0.0] * 6)
+    ])
+    intake = ImprovementIntake.all_tenants.get(tenant=tenant_a)  # opened by the decline
+
+    page = staff_page(staff_user_factory("closer", tenants=[tenant_a]))
+    page.goto(f"{page.live_url}/admin/outcomes/dashboard/")
+    page.locator(f'a[href$="/improvementintake/{intake.pk}/change/"]').first.click()
+    expect(page.locator(".field-status")).to_contain_text("Submitted")
+    page.fill("#staff-move-note", "looking into it")
+    page.click("#staff-moves button[data-target=triaged]")
+    expect(page.locator(".field-status")).to_contain_text("Triaged")
+    expect(page.locator(".process-history")).to_contain_text("looking into it")
+    assert ImprovementIntake.all_tenants.get(pk=intake.pk).status == "triaged"

@@ -78,3 +78,52 @@ def test_staff_dashboard_charts_and_domain_filter(
         page.locator("#id_domain option").all_inner_texts()
     assert "secret-b-domain" not in options
     assert set(options) == {"All domains", "research", "support"}
+
+
+def test_a_small_declining_domain_is_on_the_first_screen(staff_user_factory, staff_page,
+                                                         tenant_a):
+    """DESIGN §7.1: a decline in a small domain is never hidden by large ones. The big
+    domains' improving series dominate the all-domains charts; the table above them puts
+    the small domain's decline first, visible without scrolling, linked to its intake."""
+    from operations.models import ImprovementIntake
+
+    events = [
+        event_body(domain=f"big-{n}", metric_type=metric, value=0.5 if i < 290 else 0.9,
+                   occurred_at=at(2000 + i).isoformat())
+        for n in range(3)
+        for metric in ("success_rate", "quality_score")
+        for i in range(300)
+    ]
+    events += [
+        event_body(domain=f"steady-{n:02}", value=0.7, occurred_at=at(400 + i).isoformat())
+        for n in range(30)
+        for i in range(12)
+    ]
+    event_record_bulk(tenant=tenant_a, events=events)
+    event_record_bulk(tenant=tenant_a, events=[
+        event_body(domain="small", value=value, occurred_at=at(i).isoformat())
+        for i, value in enumerate([1, 1, 1, 1, 0, 0, 0, 0])
+    ])
+    intake = ImprovementIntake.all_tenants.get(tenant=tenant_a)
+
+    page = staff_page(staff_user_factory("outcomes-staff", tenants=[tenant_a]))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(page.live_url + "/admin/outcomes/dashboard/")
+    rows = page.locator("#domain-trends tbody tr.domain-row")
+    assert rows.count() == 34
+    first = rows.first
+    assert first.get_attribute("data-domain") == "small"
+    box = first.bounding_box()
+    assert box is not None
+    assert box["y"] >= 0 and box["y"] + box["height"] <= 800
+    assert page.evaluate("window.scrollY") == 0
+    cell = first.locator("td[data-metric=success_rate]")
+    assert "declining" in cell.inner_text() and "-100.0%" in cell.inner_text()
+    # The all-domains success rate, dominated by the big domains, does not decline.
+    chart = page.locator("section.outcome-card[data-metric=success_rate] .trend-direction")
+    assert "declining" not in chart.inner_text()
+    assert chart.bounding_box()["y"] > box["y"]
+
+    cell.locator("a.decline-intake").click()
+    page.wait_for_url(f"**/admin/operations/improvementintake/{intake.pk}/change/")
+    assert "success_rate declining in small" in page.content()

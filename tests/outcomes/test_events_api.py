@@ -7,10 +7,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from agent33.auth.scopes import OUTCOMES_READ, OUTCOMES_WRITE
 from agent33.tenancy.context import all_tenants_scope
 from outcomes.models import OutcomeCount, OutcomeEvent
-from tests.api_matrix import Endpoint, Resource, run_api_matrix
 from tests.factories.outcomes import OutcomeEventFactory
 
 from .conftest import at, event_body
@@ -25,38 +23,6 @@ def post_raw(client, path: str, text: str):
 
 def stored_events() -> int:
     return OutcomeEvent.all_tenants.count()
-
-
-# --- the shared tenancy/auth matrix, for every route -------------------------------------
-
-
-@pytest.mark.django_db
-def test_api_matrix(api_client_for, tenant_a, tenant_b):
-    def make_object(tenant) -> str:
-        return OutcomeEventFactory(tenant=tenant).pk
-
-    def snapshot(pk: str):
-        return OutcomeEvent.all_tenants.filter(pk=pk).values().first()
-
-    resource = Resource(
-        endpoints=[
-            Endpoint("GET", EVENTS, OUTCOMES_READ),
-            Endpoint("POST", EVENTS, OUTCOMES_WRITE, body=event_body()),
-            Endpoint("POST", BULK, OUTCOMES_WRITE, body={"events": [event_body()]}),
-            Endpoint("GET", EVENTS + "/{id}", OUTCOMES_READ),
-            Endpoint("GET", "/v1/outcomes/trends/success_rate", OUTCOMES_READ),
-            Endpoint("GET", "/v1/outcomes/dashboard", OUTCOMES_READ),
-        ],
-        make_object=make_object,
-        snapshot=snapshot,
-        list_path=EVENTS,
-        list_scope=OUTCOMES_READ,
-        create_path=EVENTS,
-        create_scope=OUTCOMES_WRITE,
-        create_body=event_body(),
-        owner_of=lambda pk: OutcomeEvent.all_tenants.get(pk=pk).tenant_id,
-    )
-    run_api_matrix(resource, api_client_for=api_client_for, tenant_a=tenant_a, tenant_b=tenant_b)
 
 
 @pytest.mark.django_db

@@ -178,7 +178,7 @@ def test_dashboard_shape(outcomes_a):
     response = outcomes_a.get(DASHBOARD)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"trends", "recent_events", "summary"}
+    assert set(body) == {"trends", "recent_events", "summary", "domains"}
     assert [t["metric_type"] for t in body["trends"]] == [
         "success_rate", "quality_score", "latency_ms", "cost_usd"
     ]
@@ -228,6 +228,9 @@ def test_dashboard_filters(outcomes_a):
         ("window=0", "window"),
         ("window=1001", "window"),
         ("domain=" + "d" * 201, "domain"),
+        ("domains_limit=0", "domains_limit"),
+        ("domains_limit=501", "domains_limit"),
+        ("domains_limit=many", "domains_limit"),
     ],
 )
 def test_dashboard_bad_query_is_400(outcomes_a, query, field):
@@ -250,11 +253,11 @@ def test_dashboard_and_trend_queries_do_not_grow_with_data(
             for i in range(rows)
         ]
     record(outcomes_a, events)
-    # token lookup + four trends + recent events + summary
-    with django_assert_max_num_queries(7):
+    # token lookup + intakes + four trends + recent events + summary + domains
+    with django_assert_max_num_queries(8):
         body = outcomes_a.get(f"{DASHBOARD}?window=1000&recent_limit=100").json()
     assert body["summary"]["total_events"] == 4 * rows
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(8):
         outcomes_a.get(f"{DASHBOARD}?domain=d1")
     with django_assert_max_num_queries(2):
         outcomes_a.get(f"{TRENDS}/latency_ms?window=1000&domain=d3")

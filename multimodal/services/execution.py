@@ -1,0 +1,240 @@
+"""Execution: one attempt of a claimed request (the Celery task's body), the reaper, and the
+broker-refused path.
+
+`request_run` and `request_fail_unqueued` work on one request in the tenant scope their
+caller (the task) sets. `reap_timeouts` is a cross-tenant job: it finds candidates across
+tenants, then ends each one inside that request's own tenant scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agent33.errors import InvalidInput
+from agent33.tenancy.context import tenant_scope
+from agent33.tenancy.models import Tenant
+
+from ..choices import ArtifactOrigin, RequestState
+from ..models import POLICY_DEFAULTS, Artifact, MultimodalPolicy, MultimodalRequest
+from ..providers.base import ProviderError, ProviderOutput
+from ..providers.registry import get_provider
+from ..resolution import provider_call_for
+from .artifacts import artifact_read, artifact_store
+from .requests import request_end
+
+__all__ = ["reap_timeouts", "request_fail_unqueued", "request_run", "timeout_message"]
+
+logger = logging.getLogger("agent33.multimodal")
+
+
+def _reaper_grace_seconds() -> float:
+    return float(getattr(settings, "MULTIMODAL_REAPER_GRACE_SECONDS", 30))
+
+
+def timeout_message(mm_request: MultimodalRequest) -> str:
+    return f"timed out after {mm_request.requested_timeout_seconds} s"
+
+
+def _result_fields(
+    mm_request: MultimodalRequest,
+    *,
+    started: datetime | None,
+    latency_ms: int | None,
+    output: ProviderOutput | None = None,
+    artifact: Artifact | None = None,
+    error: str = "",
+    provider_attempts: int = 1,
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "provider": mm_request.provider,
+        "model": output.model if output else "",
+        "attempts": output.attempts if output else provider_attempts,
+        "execution_attempts": mm_request.attempts,
+        "latency_ms": latency_ms,
+    }
+    if mm_request.claimed_at and started:
+        metadata["queue_ms"] = max(
+            0, round((started - mm_request.claimed_at).total_seconds() * 1000)
+        )
+    if output and output.usage:
+        metadata["usage"] = output.usage
+    if error:
+        metadata["error"] = error
+    return {
+        "output_text": output.output_text if output else "",
+        "output_artifact": artifact,
+        "output_data": output.output_data if output else {},
+        "metadata": metadata,
+        "provider": mm_request.provider,
+        "latency_ms": latency_ms,
+        "started_at": started,
+    }
+
+
+def request_run(request_id: str, claim_token: str) -> str:
+    """One execution attempt (the Celery task's body, in the request's tenant scope).
+    Returns what happened, for logs: completed, failed, discarded or skipped.
+
+    Idempotent under redelivery: the attempt starts only if the request is still
+    processing under this claim, and ends only through `request_end`'s conditional UPDATE,
+    so however many deliveries run, one result row is written and a request cancelled or
+    reaped meanwhile keeps that state (the late output is deleted).
+    """
+    now = timezone.now()
+    mm_request = _start_attempt(request_id, claim_token, now)
+    if mm_request is None:
+        return "skipped"
+
+    def fail(message: str, *, latency_ms: int | None = None,
+             output: ProviderOutput | None = None, provider_attempts: int = 1) -> str:
+        ended = request_end(
+            mm_request, RequestState.FAILED, error_message=message, claim_token=claim_token,
+            result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
+                                  output=output, error=message,
+                                  provider_attempts=provider_attempts),
+        )
+        return "failed" if ended else "discarded"
+
+    remaining = (mm_request.deadline_at - now).total_seconds() if mm_request.deadline_at else 0
+    if remaining <= 0:
+        return fail(timeout_message(mm_request))
+
+    data: bytes | None = None
+    content_type = ""
+    if mm_request.input_artifact is not None:
+        try:
+            data = artifact_read(mm_request.input_artifact)
+        except OSError as exc:
+            return fail(
+                f"input artifact {mm_request.input_artifact.pk} could not be read: {exc}"
+            )
+        content_type = mm_request.input_artifact.content_type
+
+    clock = time.monotonic()
+    try:
+        provider = get_provider(mm_request.provider)
+        output = provider.run(
+            mm_request.modality,
+            text=mm_request.input_text,
+            data=data,
+            content_type=content_type,
+            call=provider_call_for(mm_request, remaining,
+                                   policy_cap_seconds=mm_request.policy_max_timeout_seconds),
+        )
+    except ProviderError as exc:
+        return fail(str(exc), latency_ms=_elapsed_ms(clock), provider_attempts=exc.attempts)
+    except Exception as exc:  # an engine bug must fail the request, not leave it processing
+        logger.exception("provider %s crashed on request %s", mm_request.provider, request_id)
+        return fail(f"{mm_request.provider}: unexpected error: {type(exc).__name__}: {exc}",
+                    latency_ms=_elapsed_ms(clock))
+    latency_ms = _elapsed_ms(clock)
+
+    if timezone.now() > mm_request.deadline_at:
+        # Output after the deadline is discarded: the caller was promised an answer in time.
+        return fail(timeout_message(mm_request), latency_ms=latency_ms, output=output)
+
+    artifact: Artifact | None = None
+    try:
+        # The output artifact and the completion commit together: a request that was
+        # cancelled or reaped meanwhile leaves neither a result nor an orphaned artifact row.
+        with transaction.atomic():
+            if output.output_bytes is not None:
+                artifact = artifact_store(
+                    tenant_id=mm_request.tenant_id, actor=f"provider:{mm_request.provider}",
+                    content=output.output_bytes, origin=ArtifactOrigin.OUTPUT, field="output",
+                )
+            if not request_end(
+                mm_request,
+                RequestState.COMPLETED,
+                claim_token=claim_token,
+                result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
+                                      output=output, artifact=artifact),
+            ):
+                raise _LateResult
+    except _LateResult:
+        if artifact is not None:
+            artifact.file.delete(save=False)
+        return "discarded"
+    except InvalidInput:
+        return fail(f"{mm_request.provider}: returned output that is not a supported audio or "
+                    "image format", latency_ms=latency_ms)
+    return "completed"
+
+
+class _LateResult(Exception):
+    """The request left `processing` (cancelled, reaped) while the provider worked."""
+
+
+def _start_attempt(request_id: str, claim_token: str, now: datetime) -> MultimodalRequest | None:
+    """Count an attempt if the request is still processing under this claim, and return the
+    row, or None: a delivery for a request that finished, was cancelled or reaped, or was
+    claimed again does nothing. The count is one conditional UPDATE (so two deliveries
+    count two attempts, never lose one). The row comes back with
+    `policy_max_timeout_seconds`, the tenant's policy cap as it is now (the default when
+    never set), which binds the engine call (see `provider_call_for`). Three plain queries:
+    an annotated read (the cap as a subquery) costs more CPU than the second query."""
+    started = MultimodalRequest.objects.filter(
+        pk=request_id, state=RequestState.PROCESSING, claim_token=claim_token
+    ).update(attempts=F("attempts") + 1, started_at=now, updated_at=now)
+    if not started:
+        return None
+    mm_request = MultimodalRequest.objects.get(pk=request_id)
+    caps = MultimodalPolicy.objects.filter(tenant_id=mm_request.tenant_id).values_list(
+        "max_timeout_seconds", flat=True
+    )
+    mm_request.policy_max_timeout_seconds = next(
+        iter(caps[:1]), POLICY_DEFAULTS["max_timeout_seconds"]
+    )
+    return mm_request
+
+
+def _elapsed_ms(clock: float) -> int:
+    return round((time.monotonic() - clock) * 1000)
+
+
+def request_fail_unqueued(request_id: str, claim_token: str, reason: str) -> None:
+    """The broker refused the task: fail the request now rather than wait for the reaper."""
+    mm_request = MultimodalRequest.objects.filter(pk=request_id).first()
+    if mm_request is not None:
+        message = f"could not queue the request for execution: {reason}"
+        request_end(mm_request, RequestState.FAILED, error_message=message,
+                    claim_token=claim_token,
+                    result=_result_fields(mm_request, started=None, latency_ms=None,
+                                          error=message))
+
+
+def reap_timeouts(*, now: datetime | None = None, grace_seconds: float | None = None,
+                  batch_size: int = 500) -> list[str]:
+    """Fail requests still processing past their deadline plus a grace period ("timed out
+    after N s"), in every tenant, each in its own tenant's scope. Returns the ids it failed.
+    A worker finishing one of them later finds it failed and discards its output."""
+    now = now or timezone.now()
+    grace = _reaper_grace_seconds() if grace_seconds is None else grace_seconds
+    cutoff = now - timedelta(seconds=grace)
+    reaped: list[str] = []
+    candidates = MultimodalRequest.all_tenants.filter(
+        state=RequestState.PROCESSING, deadline_at__lt=cutoff
+    ).order_by("deadline_at")[:batch_size]
+    for mm_request in candidates:
+        message = timeout_message(mm_request)
+        with tenant_scope(Tenant(pk=mm_request.tenant_id)):
+            if request_end(
+                mm_request,
+                RequestState.FAILED,
+                error_message=message,
+                deadline_before=cutoff,
+                result=_result_fields(mm_request, started=mm_request.started_at,
+                                      latency_ms=None, error=message),
+            ):
+                reaped.append(mm_request.pk)
+    if reaped:
+        logger.warning("reaped %d timed-out multimodal requests", len(reaped))
+    return reaped

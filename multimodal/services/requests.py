@@ -1,0 +1,382 @@
+"""Requests: creation, execute, cancel, and the one place a request ends.
+
+State moves are conditional UPDATEs through the tenant-scoped manager
+(`filter(pk=..., state__in=REQUEST_MACHINE.sources_of(target)).update(...)`), so the check
+and the write are one database step and concurrent callers (a cancel racing a worker's
+finish, two deliveries of one task) cannot both win. Every ending (completed, failed,
+cancelled) goes through `request_end()`, which writes the result row and calls
+`request_ended()` (the outcome events) in the same commit.
+
+Everything here runs in the caller's tenant scope: the API's token, the admin's staff scope,
+or the scope a task or the reaper sets around one request's work.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from agent33.errors import InvalidInput, NotFound, StateConflict
+from agent33.tenancy.models import Tenant
+
+from ..choices import (
+    CONTENT_TYPES_FOR_INPUT,
+    REQUEST_MACHINE,
+    ArtifactOrigin,
+    Modality,
+    RequestState,
+)
+from ..models import Artifact, MultimodalRequest, MultimodalResult
+from ..resolution import resolve_provider
+from ..selectors import request_reloaded, results_of
+from ..sniffing import SNIFF_BYTES, sniff_content_type
+from .artifacts import artifact_create, check_artifact_size
+from .policy import policy_for
+
+__all__ = [
+    "DEFAULT_TIMEOUT_SECONDS",
+    "MAX_CANCEL_REASON",
+    "request_cancel",
+    "request_create",
+    "request_end",
+    "request_ended",
+    "request_execute",
+]
+
+logger = logging.getLogger("agent33.multimodal")
+
+DEFAULT_TIMEOUT_SECONDS = 60
+MAX_CANCEL_REASON = 500
+
+
+# --- creation ----------------------------------------------------------------------------
+
+
+def _base64_size_estimate(text: str) -> int:
+    compact = "".join(text.split())
+    return len(compact) * 3 // 4 - compact[-2:].count("=")
+
+
+def _decode_base64(text: str) -> bytes:
+    compact = "".join(text.split())
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(
+            "input_artifact_base64 is not valid base64.",
+            code="invalid_base64",
+            field="input_artifact_base64",
+        ) from None
+
+
+def _check_input_type(modality: str, content_type: str, *, field: str) -> None:
+    accepted = CONTENT_TYPES_FOR_INPUT[modality]
+    if content_type not in accepted:
+        wanted = "audio (WAV, FLAC, OGG, MP3)" if modality == Modality.SPEECH_TO_TEXT \
+            else "an image (PNG, JPEG, WebP, GIF)"
+        raise InvalidInput(
+            f"{field} is {content_type or 'not a supported file type'}; {modality} needs "
+            f"{wanted}.",
+            code="wrong_content_type",
+            field=field,
+        )
+
+
+def request_create(
+    *,
+    tenant: Tenant,
+    actor: str,
+    modality: str,
+    input_text: str = "",
+    input_artifact_id: str = "",
+    input_artifact_base64: str = "",
+    requested_timeout_seconds: int | None = None,
+    requested_by: str = "",
+    execute_now: bool = True,
+    provider: str = "",
+) -> MultimodalRequest:
+    """Check the request against the tenant's policy, then its content, then store it (and
+    its inline input); with `execute_now` also claim it for execution in the same commit."""
+    policy = policy_for(tenant)
+
+    # 1. Policy, in the contract's order, so the error names the violated limit first.
+    if modality not in policy.allowed_modalities:
+        allowed = ", ".join(policy.allowed_modalities) or "none"
+        raise InvalidInput(
+            f"Modality {modality} is not allowed by the tenant policy "
+            f"(allowed_modalities: {allowed}).",
+            code="modality_not_allowed",
+            field="modality",
+        )
+    if len(input_text) > policy.max_text_chars:
+        raise InvalidInput(
+            f"input_text has {len(input_text)} characters, over the tenant policy's "
+            f"max_text_chars ({policy.max_text_chars}).",
+            code="max_text_chars",
+            field="input_text",
+        )
+    if requested_timeout_seconds is None:
+        requested_timeout_seconds = min(DEFAULT_TIMEOUT_SECONDS, policy.max_timeout_seconds)
+    if requested_timeout_seconds > policy.max_timeout_seconds:
+        raise InvalidInput(
+            f"requested_timeout_seconds is {requested_timeout_seconds}, over the tenant "
+            f"policy's max_timeout_seconds ({policy.max_timeout_seconds}).",
+            code="max_timeout_seconds",
+            field="requested_timeout_seconds",
+        )
+    if input_artifact_id and input_artifact_base64:
+        raise InvalidInput(
+            "Send input_artifact_id or input_artifact_base64, not both.",
+            code="ambiguous_input",
+            field="input_artifact_base64",
+        )
+    artifact: Artifact | None = None
+    if input_artifact_id:
+        # Another tenant's artifact is indistinguishable from a missing one.
+        artifact = Artifact.objects.filter(tenant=tenant, pk=input_artifact_id).first()
+        if artifact is None:
+            raise InvalidInput(
+                f"input_artifact_id: no artifact {input_artifact_id!r} exists.",
+                code="unknown_artifact",
+                field="input_artifact_id",
+            )
+        check_artifact_size(artifact.size_bytes, policy, field="input_artifact_id")
+    if input_artifact_base64:
+        # Refuse an oversized payload before decoding it; then check the exact size.
+        check_artifact_size(_base64_size_estimate(input_artifact_base64), policy,
+                            field="input_artifact_base64")
+
+    # 2. Input presence and content.
+    inline: bytes | None = None
+    if modality == Modality.TEXT_TO_SPEECH:
+        if artifact is not None or input_artifact_base64:
+            raise InvalidInput(
+                "text_to_speech takes input_text only, not an input artifact.",
+                code="unexpected_input",
+                field="input_artifact_id" if artifact is not None else "input_artifact_base64",
+            )
+        if not input_text.strip():
+            raise InvalidInput("text_to_speech needs input_text.", code="missing_input",
+                               field="input_text")
+    else:
+        if artifact is None and not input_artifact_base64:
+            raise InvalidInput(
+                f"{modality} needs input_artifact_id or input_artifact_base64.",
+                code="missing_input",
+                field="input_artifact_id",
+            )
+        if input_artifact_base64:
+            inline = _decode_base64(input_artifact_base64)
+            check_artifact_size(len(inline), policy, field="input_artifact_base64")
+            if not inline:
+                raise InvalidInput("input_artifact_base64 is empty.", code="missing_input",
+                                   field="input_artifact_base64")
+            _check_input_type(modality, sniff_content_type(inline[:SNIFF_BYTES]) or "",
+                              field="input_artifact_base64")
+        else:
+            _check_input_type(modality, artifact.content_type, field="input_artifact_id")
+
+    provider_name = resolve_provider(tenant, modality, provider)
+
+    # One INSERT needs no transaction of its own (two fewer round trips on the hot path);
+    # an inline input artifact and the request row must commit together.
+    with transaction.atomic() if inline is not None else nullcontext():
+        if inline is not None:
+            artifact = artifact_create(tenant=tenant, actor=actor, content=inline,
+                                       origin=ArtifactOrigin.INLINE, policy=policy,
+                                       field="input_artifact_base64")
+        # With execute_now the row is born claimed (pending → processing within this one
+        # statement), so no other caller can ever see it pending.
+        claim = _claim_fields(requested_timeout_seconds) if execute_now else {}
+        mm_request = MultimodalRequest.objects.create(
+            tenant=tenant,
+            modality=modality,
+            provider=provider_name,
+            input_text=input_text,
+            input_artifact=artifact,
+            requested_timeout_seconds=requested_timeout_seconds,
+            requested_by=requested_by,
+            created_by=actor,
+            **claim,
+        )
+        if execute_now:
+            _enqueue_on_commit(mm_request, claim["claim_token"])
+    # Eager mode: the task ran on commit, so this read sees the finished request.
+    return request_reloaded(mm_request)
+
+
+# --- execute and cancel ------------------------------------------------------------------
+
+
+def _state_of(mm_request: MultimodalRequest) -> str:
+    state = (
+        MultimodalRequest.objects.filter(pk=mm_request.pk)
+        .values_list("state", flat=True)
+        .first()
+    )
+    if state is None:
+        raise NotFound(f"Request {mm_request.pk} does not exist.")
+    return state
+
+
+def _claim_fields(timeout_seconds: int) -> dict[str, Any]:
+    now = timezone.now()
+    return {
+        "state": RequestState.PROCESSING,
+        "claim_token": secrets.token_hex(16),
+        "claimed_at": now,
+        "deadline_at": now + timedelta(seconds=timeout_seconds),
+        "started_at": None,
+        "finished_at": None,
+        "error_message": "",
+        "updated_at": now,
+    }
+
+
+def _enqueue_on_commit(mm_request: MultimodalRequest, claim_token: str) -> None:
+    from .. import tasks  # the task module imports this package
+
+    transaction.on_commit(
+        partial(tasks.enqueue_execution, mm_request.pk, claim_token,
+                mm_request.requested_timeout_seconds, tenant_id=mm_request.tenant_id)
+    )
+
+
+def _sources_text(target: str) -> str:
+    return " or ".join(REQUEST_MACHINE.sources_of(target))
+
+
+def request_execute(*, mm_request: MultimodalRequest, actor: str) -> MultimodalRequest:
+    """Claim a pending (or failed) request and queue it: one conditional UPDATE, and the task
+    is queued when it commits. 409 when processing, completed or cancelled. Eager mode:
+    returns the finished request."""
+    claim = _claim_fields(mm_request.requested_timeout_seconds)
+    with transaction.atomic():
+        claimed = MultimodalRequest.objects.filter(
+            pk=mm_request.pk,
+            state__in=REQUEST_MACHINE.sources_of(RequestState.PROCESSING),
+        ).update(**claim)
+        if not claimed:
+            raise StateConflict(
+                f"Request {mm_request.pk} is {_state_of(mm_request)}; only "
+                f"{_sources_text(RequestState.PROCESSING)} requests can be executed.",
+            )
+        # Executing a failed request again: its old (failed) result gives way to the new run.
+        results_of(mm_request).delete()
+        _enqueue_on_commit(mm_request, claim["claim_token"])
+    logger.info("multimodal request %s executed by %s", mm_request.pk, actor)
+    return request_reloaded(mm_request)
+
+
+def request_cancel(
+    *, mm_request: MultimodalRequest, actor: str, reason: str = ""
+) -> MultimodalRequest:
+    """Cancel a pending or processing request; a running provider's late output is then
+    discarded by the task. Cancelling a cancelled request changes nothing; completed or
+    failed → 409. `POST /v1/multimodal/requests/{id}/cancel`, the hub's cancel control and
+    the admin action all call this."""
+    if len(reason) > MAX_CANCEL_REASON:
+        raise InvalidInput(f"reason is longer than {MAX_CANCEL_REASON} characters.",
+                           field="reason")
+    ended = request_end(
+        mm_request,
+        RequestState.CANCELLED,
+        extra={"cancelled_by": actor, "cancel_reason": reason},
+    )
+    if not ended:
+        state = _state_of(mm_request)
+        if state != RequestState.CANCELLED:
+            raise StateConflict(
+                f"Request {mm_request.pk} is {state}; only "
+                f"{_sources_text(RequestState.CANCELLED)} requests can be cancelled.",
+            )
+    return request_reloaded(mm_request)
+
+
+# --- the end -------------------------------------------------------------------------------
+
+
+def request_end(
+    mm_request: MultimodalRequest,
+    target: str,
+    *,
+    error_message: str = "",
+    result: dict[str, Any] | None = None,
+    claim_token: str | None = None,
+    extra: dict[str, Any] | None = None,
+    deadline_before: datetime | None = None,
+) -> bool:
+    """THE place where a request ends (completed, failed or cancelled): one conditional
+    UPDATE from the states allowed to reach `target` (and, when given, only under
+    `claim_token` / with a deadline before `deadline_before`), then the result row and
+    `request_ended()`'s outcome events, all in one transaction. Returns False, changing
+    nothing, when the request had already moved on."""
+    now = timezone.now()
+    conditions: dict[str, Any] = {
+        "pk": mm_request.pk,
+        "state__in": REQUEST_MACHINE.sources_of(target),
+    }
+    if claim_token is not None:
+        conditions["claim_token"] = claim_token
+    if deadline_before is not None:
+        conditions["deadline_at__lt"] = deadline_before
+    # No savepoint when nested: a caller that wraps this (request_run, to store the output
+    # artifact in the same commit) rolls back as a whole.
+    with transaction.atomic(savepoint=False):
+        ended = MultimodalRequest.objects.filter(**conditions).update(
+            state=target, error_message=error_message, finished_at=now, updated_at=now,
+            **(extra or {}),
+        )
+        if not ended:
+            return False
+        if result is not None:
+            MultimodalResult.objects.create(
+                tenant_id=mm_request.tenant_id, request_id=mm_request.pk, state=target,
+                **result,
+            )
+        request_ended(mm_request, target, latency_ms=(result or {}).get("latency_ms"),
+                      finished_at=now)
+    return True
+
+
+def request_ended(
+    mm_request: MultimodalRequest, state: str, *, latency_ms: int | None,
+    finished_at: datetime,
+) -> None:
+    """Runs once whenever a request reaches completed, failed or cancelled, inside the
+    transaction that ends it, and records the ending as outcome events (domain
+    `multimodal.<modality>`, event type the provider), so the two commit together:
+    `success_rate` 1 for completed, 0 for failed or cancelled, and the provider's
+    `latency_ms` when it answered. So a provider that starts failing shows as a declining
+    trend, which opens an improvement intake. Everything it needs comes from the ending
+    itself, so it reads nothing back."""
+    from outcomes.services import event_record_bulk  # the apps' public seam
+
+    logger.info("multimodal request %s ended: %s", mm_request.pk, state)
+    common = {
+        "domain": f"multimodal.{mm_request.modality}",
+        "event_type": mm_request.provider,
+        "occurred_at": finished_at,
+        "metadata": {"request_id": mm_request.pk, "state": state},
+    }
+    events = [
+        {**common, "metric_type": "success_rate",
+         "value": 1.0 if state == RequestState.COMPLETED else 0.0},
+    ]
+    if latency_ms is not None:
+        events.append({**common, "metric_type": "latency_ms", "value": float(latency_ms)})
+    try:
+        # Only the tenant's key is used by the outcomes service: no need to load the row.
+        event_record_bulk(tenant=Tenant(pk=mm_request.tenant_id), events=events)
+    except ValidationError:  # raised before any write: the request still ends, unrecorded
+        logger.exception("Could not record outcome events for %s", mm_request.pk)
