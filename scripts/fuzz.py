@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import bench_env, gunicorn, manage  # noqa: E402
 
-# Seeds both fuzz tenants with each app's demo records and prints every object id, so the
-# fuzzer reaches real objects (its own and the other tenant's) instead of only 404s.
+# Seeds both fuzz tenants with each app's demo records and prints every object's (tenant,
+# id), so the fuzzer reaches real objects (its own and the other tenant's), not only 404s.
 SEED_AND_LIST_IDS = """
 import json
 from django.apps import apps
@@ -49,7 +49,7 @@ for tenant in Tenant.objects.filter(slug__in=["fuzz-a", "fuzz-b"]):
 ids = []
 for model in apps.get_models():
     if issubclass(model, TenantOwnedModel) and model._meta.pk.get_internal_type() == "CharField":
-        ids += list(model.all_tenants.values_list("pk", flat=True)[:200])
+        ids += list(model.all_tenants.values_list("tenant_id", "pk")[:200])
 print(json.dumps(ids))
 """
 
@@ -118,10 +118,10 @@ def local_provider_stub() -> Iterator[str]:
         server.shutdown()
 
 
-def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
+def seed_live_objects(url: str, tokens: dict[str, str]) -> list[tuple[str, str]]:
     """Before each token's run, through the API: the default policy back (the previous run
     fuzzed it), provider keys to delete, and SEEDED_OBJECTS, five of each. Returns the new
-    objects' ids."""
+    objects' (tenant, id)."""
     created = []
     for slug in ("fuzz-a", "fuzz-b"):
         with httpx.Client(base_url=url, timeout=30,
@@ -143,7 +143,7 @@ def seed_live_objects(url: str, tokens: dict[str, str]) -> list[str]:
             if answer.status_code >= 300:
                 print(f"Could not seed {answer.request.url.path}: {answer.text[:200]}")
             elif "id" in answer.json():
-                created.append(answer.json()["id"])
+                created.append((answer.json()["tenant_id"], answer.json()["id"]))
     return created
 
 
@@ -181,16 +181,23 @@ def fuzz(provider_url: str) -> int:
         tokens[slug] = out.strip().splitlines()[-1]
     out = manage(env, "issue_token", "--all-tenants", "--scopes", "admin", "--name", "operator")
     tokens["operator"] = out.strip().splitlines()[-1]
-    ids = json.loads(manage(env, "shell", "-c", SEED_AND_LIST_IDS).strip().splitlines()[-1])
+    objects = [
+        tuple(pair)
+        for pair in json.loads(manage(env, "shell", "-c", SEED_AND_LIST_IDS).splitlines()[-1])
+    ]
 
     def dictionary(name: str, values: list[str]) -> str:
         return f"[dictionaries.{name}]\nvalues = {json.dumps(values)}\n"
 
-    def config_for(who: str, ids: list[str]) -> Path:
-        """Object ids come from both tenants' real records of the route's type (half the
-        time); the tenant in `/tenants/{tenant_id}/...` is the token's own (operators:
-        fuzz-a), so those routes reach a policy and provider keys in every phase (other
-        tenants' 404s are the isolation tests' business, tests/test_route_isolation.py)."""
+    def config_for(who: str, objects: list[tuple[str, str]]) -> Path:
+        """Half the time an `{id}` is a real one: on routes of one object type, an object of
+        that type the token may act on (its tenant's; an operator's: any), so actions meet
+        objects in states that allow them; elsewhere any object of either tenant. The tenant
+        in `/tenants/{tenant_id}/...` is the token's own (operators: fuzz-a), so those routes
+        reach a policy and provider keys in every phase (other tenants' 404s are the
+        isolation tests' business, tests/test_route_isolation.py)."""
+        ids = [pk for _, pk in objects]
+        own = [pk for tenant, pk in objects if who == "operator" or tenant == who]
         by_type = "".join(
             "[[operations]]\n"
             f'include-path-regex = "{route}"\n'
@@ -203,9 +210,9 @@ def fuzz(provider_url: str) -> int:
             "[warnings]\n"
             'fail-on = ["missing_test_data"]\n'
             + dictionary("ids", ids)
-            + dictionary("processes", [i for i in ids if i.startswith(PROCESS_PREFIXES)])
+            + dictionary("processes", [i for i in own if i.startswith(PROCESS_PREFIXES)])
             + "".join(
-                dictionary(prefix[:-1], [i for i in ids if i.startswith(prefix)])
+                dictionary(prefix[:-1], [i for i in own if i.startswith(prefix)])
                 for prefix in ID_PREFIX_BY_ROUTE.values()
             )
             + "[parameters]\n"
@@ -216,7 +223,7 @@ def fuzz(provider_url: str) -> int:
         )
         return config
 
-    print(f"Fuzzing with {len(ids)} real object ids of both tenants.", flush=True)
+    print(f"Fuzzing with {len(objects)} real objects of both tenants.", flush=True)
 
     print(f"Schemathesis seed: {seed}  (replay with FUZZ_SEED={seed} make fuzz)", flush=True)
     failed = False
@@ -225,7 +232,7 @@ def fuzz(provider_url: str) -> int:
     with gunicorn(env, workers=1, threads=4, extra_args=("--limit-request-line", "0")) as url:
         for who, token in tokens.items():
             print(f"\n=== fuzzing as {who}", flush=True)
-            config = config_for(who, ids + seed_live_objects(url, tokens))
+            config = config_for(who, objects + seed_live_objects(url, tokens))
             command = [
                 sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),
                 "run", f"{url}/v1/schema/?format=json",
