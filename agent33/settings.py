@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by this service (no CDN)
     "guardian",
     "axes",
     "agent33.tenancy",
@@ -59,6 +60,7 @@ MIDDLEWARE = [
     "agent33.observability.metrics.HttpMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "agent33.api.middleware.NoStoreMiddleware",
     "agent33.api.middleware.BodySizeLimitMiddleware",
     "agent33.tenancy.middleware.TenantContextMiddleware",
     "agent33.api.idempotency.IdempotencyMiddleware",
@@ -155,6 +157,7 @@ WHITENOISE_USE_FINDERS = True  # admin static works without collectstatic in a l
 AGENT33_MAX_BODY_BYTES = int(os.environ.get("AGENT33_MAX_BODY_BYTES", str(20 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = AGENT33_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
+DATA_UPLOAD_MAX_NUMBER_FILES = 100
 
 # Cache: Redis when configured (shared by all workers: throttles, token last-use), else local.
 REDIS_URL = os.environ.get("REDIS_URL", os.environ.get("CACHE_URL", ""))
@@ -211,6 +214,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # /v1/docs/ loads Swagger UI from this service's static files: it works offline, and no
+    # third-party script runs on a page staff open with an admin session.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "TraceStatusEnum": "operations.choices.TraceStatus",
@@ -224,6 +232,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "agent33.api.schema.add_error_responses",
+        "agent33.api.schema.add_object_links",
     ],
 }
 
@@ -244,15 +253,23 @@ CELERY_BEAT_SCHEDULE = {
         "task": "multimodal.tasks.reap_timeouts",
         "schedule": 30.0,
     },
+    "purge-idempotency-records": {
+        "task": "agent33.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
     "expire-autonomy-budgets": {
         "task": "operations.tasks.expire_budgets",
         "schedule": 30.0,
     },
 }
 
-# How long a worker process trusts a token it looked up (revocation reaches other workers
-# within this many seconds; the revoking process forgets it at once). 0 disables the cache.
+# How long a worker trusts a token it looked up when nothing says it changed. Revocation,
+# tenant deactivation and every token or tenant saved through the application bump the
+# auth generation (agent33/auth/revocation.py), which every request checks, so they apply
+# at once; this bound is for rows edited behind the application's back (psql). 0: no cache.
 AGENT33_TOKEN_CACHE_SECONDS = float(os.environ.get("AGENT33_TOKEN_CACHE_SECONDS", "10"))
+# Where processes on one host without a shared cache (REDIS_URL) keep the auth generation.
+AGENT33_AUTH_STAMP_DIR = os.environ.get("AGENT33_AUTH_STAMP_DIR", "")
 
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")

@@ -9,3 +9,11 @@ def ping() -> dict:
         cursor.execute("SELECT 1")
         cursor.fetchone()
     return {"pong": True, "database": connection.vendor}
+
+
+@shared_task(name="agent33.purge_idempotency_records")
+def purge_idempotency_records() -> int:
+    """Idempotency records past their 24 h replay window (beat: hourly)."""
+    from agent33.api.idempotency import purge_expired_records
+
+    return purge_expired_records()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import django_filters as filters
 
+from agent33.api.datetimes import UtcDateTimeFilter
+
 from .choices import (
     BudgetStatus,
     IntakeStatus,
@@ -32,10 +34,10 @@ def _exact(field_name: str) -> filters.CharFilter:
 
 
 class _StartedFilterSet(filters.FilterSet):
-    started_after = filters.IsoDateTimeFilter(
+    started_after = UtcDateTimeFilter(
         field_name="started_at", lookup_expr="gte", label="Started at or after (ISO 8601)"
     )
-    started_before = filters.IsoDateTimeFilter(
+    started_before = UtcDateTimeFilter(
         field_name="started_at", lookup_expr="lt", label="Started before (ISO 8601)"
     )
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
+from agent33.api.datetimes import parse_utc_query_datetime
 from agent33.errors import InvalidInput, NotFound
 from agent33.tenancy.context import current_scope
 
@@ -49,21 +49,12 @@ class HubQuery:
 
 
 def _parse_since(raw: str, now: datetime) -> datetime:
-    candidates = [raw]
-    if " " in raw:
-        # An unescaped "+01:00" in a query string arrives as " 01:00".
-        candidates.append(raw.replace(" ", "+"))
-    for text in candidates:
-        try:
-            value = parse_datetime(text)
-        except ValueError:  # well-formed but impossible, e.g. month 13
-            value = None
-        if value is not None:
-            if timezone.is_naive(value):
-                value = timezone.make_aware(value, UTC)
-            return value
+    try:
+        return parse_utc_query_datetime(raw)
+    except ValueError as exc:
+        problem = str(exc)
     raise InvalidInput(
-        f"Invalid since value '{raw[:100]}': use an ISO 8601 date-time such as "
+        f"Invalid since value '{raw[:100]}': {problem} Use an ISO 8601 date-time such as "
         f"{iso(now.replace(microsecond=0))}.",
         field="since",
     )

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.utils.dateparse import parse_datetime
+
+from agent33.api.datetimes import parse_utc_datetime, to_utc
 
 from .choices import METRIC_TYPES
 from .models import MAX_LABEL_LENGTH, MAX_METADATA_BYTES
@@ -124,29 +125,16 @@ def _value(raw: Any, errors: dict[str, list[str]]) -> float:
 def _occurred_at(raw: Any, errors: dict[str, list[str]]) -> dt.datetime | None:
     if raw is None:
         return None
-    if isinstance(raw, dt.datetime):
-        moment = raw
-    elif isinstance(raw, str):
-        try:
-            moment = parse_datetime(raw.strip())
-        except ValueError:
-            moment = None
-        if moment is None:
-            errors["occurred_at"] = [
-                "Not an ISO 8601 date-time (e.g. 2026-01-31T12:00:00Z)."
-            ]
-            return None
-    else:
-        errors["occurred_at"] = ["Must be an ISO 8601 date-time string."]
-        return None
     try:
-        if moment.tzinfo is None or moment.utcoffset() is None:
-            # Like DRF with USE_TZ: a time without offset is in the default zone (UTC).
-            moment = moment.replace(tzinfo=dt.UTC)
-        return moment.astimezone(dt.UTC)
-    except (OverflowError, ValueError):
-        errors["occurred_at"] = ["Out of range."]
+        if isinstance(raw, dt.datetime):
+            return to_utc(raw)
+        if isinstance(raw, str):
+            return parse_utc_datetime(raw)
+    except ValueError as exc:
+        errors["occurred_at"] = [str(exc)]
         return None
+    errors["occurred_at"] = ["Must be an ISO 8601 date-time string."]
+    return None
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))

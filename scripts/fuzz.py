@@ -3,8 +3,15 @@
 A scratch database gets two tenants and an operator; a real gunicorn serves it on 127.0.0.1;
 `st run` then exercises every operation with each of the three tokens, checking
 not_a_server_error, status_code_conformance, content_type_conformance and
-response_schema_conformance. The seed is printed so a failure can be replayed:
+response_schema_conformance, in four phases: the schema's examples, coverage of its
+boundaries, random fuzzing, and stateful sequences that follow the schema's OpenAPI links
+(create -> read/act on what was created). The seed is printed so a failure can be replayed:
 `FUZZ_SEED=<seed> make fuzz`. FUZZ_EXAMPLES (default 100) sets examples per operation.
+
+The database is a SQLite file in a scratch folder, or FUZZ_DATABASE_URL (CI: an empty
+PostgreSQL database, where offsets, ranges and types are stricter than SQLite's).
+A "missing test data" warning (an operation that only ever answered 404) fails the run: it
+means the fuzzer never reached the objects behind that route.
 """
 
 from __future__ import annotations
@@ -15,16 +22,21 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import bench_env, gunicorn, manage  # noqa: E402
 
-# Seeds both fuzz tenants with each app's demo records and prints every object id, so the
-# fuzzer reaches real objects (its own and the other tenant's) instead of only 404s.
+# Seeds both fuzz tenants with each app's demo records and prints every object's (tenant,
+# id), so the fuzzer reaches real objects (its own and the other tenant's), not only 404s.
 SEED_AND_LIST_IDS = """
 import json
 from django.apps import apps
@@ -37,9 +49,37 @@ for tenant in Tenant.objects.filter(slug__in=["fuzz-a", "fuzz-b"]):
 ids = []
 for model in apps.get_models():
     if issubclass(model, TenantOwnedModel) and model._meta.pk.get_internal_type() == "CharField":
-        ids += list(model.all_tenants.values_list("pk", flat=True)[:200])
+        ids += list(model.all_tenants.values_list("tenant_id", "pk")[:200])
 print(json.dumps(ids))
 """
+
+# Object routes and the id prefix of the objects behind them: each route's `{id}` is drawn
+# (half the time) from real ids of its own type, so the fuzzer reaches objects in every
+# state rather than mostly other types' ids (a 404).
+ID_PREFIX_BY_ROUTE = {
+    "^/v1/operations/traces/": "trace-",
+    "^/v1/operations/budgets/": "budget-",
+    "^/v1/operations/improvements/": "intake-",
+    "^/v1/operations/workflow-runs/": "wfrun-",
+    "^/v1/multimodal/requests/": "mmreq-",
+    "^/v1/multimodal/artifacts/": "artifact-",
+    "^/v1/outcomes/events/": "outcome-",
+}
+PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
+# Stored so that DELETE …/providers/{provider} has a key to remove from the start.
+SEEDED_PROVIDERS = ("openai", "elevenlabs")
+# Fresh objects in their first states before each token's run, so every action route has
+# something it may act on (the previous run used up what it found). A multimodal request
+# run at once fails against the stub: a failed request can always be executed again.
+SEEDED_OBJECTS = (
+    ("/v1/operations/traces", {"task_id": "fuzz"}),
+    ("/v1/operations/budgets", {"task_id": "fuzz"}),
+    ("/v1/operations/improvements", {"title": "fuzz"}),
+    ("/v1/operations/workflow-runs", {"workflow_name": "fuzz"}),
+    ("/v1/multimodal/requests",
+     {"modality": "text_to_speech", "input_text": "fuzz", "execute_now": False}),
+    ("/v1/multimodal/requests", {"modality": "text_to_speech", "input_text": "fuzz"}),
+)
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -47,17 +87,90 @@ CHECKS = (
 )
 
 
+class _RefusingProvider(BaseHTTPRequestHandler):
+    """Stands in for every cloud provider: a 400 at once (no retries), so requests routed to
+    a provider by a key the fuzzer or the seeding stored fail fast, here."""
+
+    def _refuse(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        body = b'{"error": {"message": "fuzzing: no cloud provider here"}}'
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _refuse
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def local_provider_stub() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RefusingProvider)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def seed_live_objects(url: str, tokens: dict[str, str]) -> list[tuple[str, str]]:
+    """Before each token's run, through the API: the default policy back (the previous run
+    fuzzed it), provider keys to delete, and SEEDED_OBJECTS, five of each. Returns the new
+    objects' (tenant, id)."""
+    created = []
+    for slug in ("fuzz-a", "fuzz-b"):
+        with httpx.Client(base_url=url, timeout=30,
+                          headers={"Authorization": f"Bearer {tokens[slug]}"}) as client:
+            answers = [client.post(f"/v1/multimodal/tenants/{slug}/policy", json={
+                "max_text_chars": 5000, "max_artifact_bytes": 5_000_000,
+                "max_timeout_seconds": 300,
+                "allowed_modalities": ["speech_to_text", "text_to_speech", "vision_analysis"],
+            })]
+            answers += [
+                client.put(f"/v1/multimodal/tenants/{slug}/providers/{provider}",
+                           json={"api_key": f"sk-fuzz-{provider}-0000"})
+                for provider in SEEDED_PROVIDERS
+            ]
+            answers += [
+                client.post(path, json=body) for path, body in SEEDED_OBJECTS for _ in range(5)
+            ]
+        for answer in answers:
+            if answer.status_code >= 300:
+                print(f"Could not seed {answer.request.url.path}: {answer.text[:200]}")
+            elif "id" in answer.json():
+                created.append((answer.json()["tenant_id"], answer.json()["id"]))
+    return created
+
+
 def main() -> int:
+    with local_provider_stub() as provider_url:
+        return fuzz(provider_url)
+
+
+def fuzz(provider_url: str) -> int:
     seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**31))
     examples = os.environ.get("FUZZ_EXAMPLES", "100")
     workdir = Path(tempfile.mkdtemp(prefix="agent33-fuzz-"))
+    database_url = os.environ.get("FUZZ_DATABASE_URL") or f"sqlite:///{workdir / 'fuzz.sqlite3'}"
+    print(f"Fuzzing on {database_url.split(':')[0]}.", flush=True)
     env = bench_env(
-        f"sqlite:///{workdir / 'fuzz.sqlite3'}",
+        database_url,
         MEDIA_ROOT=str(workdir / "media"),
         AGENT33_TOKEN_CACHE_SECONDS="10",
         # Configured as a production server must be: without an encryption key, storing a
         # provider key is refused with 503 (a server fault), which the fuzzer rightly flags.
         AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
+        # Keys stored without a base URL (the seeding's, the fuzzer's) use the platform's:
+        # the local stub, so no request ever leaves the machine for a real provider.
+        OPENAI_BASE_URL=provider_url,
+        ELEVENLABS_BASE_URL=provider_url,
+        OPENAI_COMPATIBLE_BASE_URL=provider_url,
+        AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8",
     )
     env.pop("CELERY_BROKER_URL", None)
     manage(env, "migrate", "--noinput")
@@ -68,19 +181,49 @@ def main() -> int:
         tokens[slug] = out.strip().splitlines()[-1]
     out = manage(env, "issue_token", "--all-tenants", "--scopes", "admin", "--name", "operator")
     tokens["operator"] = out.strip().splitlines()[-1]
-    ids = json.loads(manage(env, "shell", "-c", SEED_AND_LIST_IDS).strip().splitlines()[-1])
-    config = workdir / "schemathesis.toml"
-    config.write_text(
-        "[dictionaries.ids]\n"
-        f"values = {json.dumps(ids)}\n"
-        "[dictionaries.tenants]\n"
-        'values = ["fuzz-a", "fuzz-b", "nobody"]\n'
-        "[parameters]\n"
-        '"path.id" = { dictionary = "ids", probability = 0.5 }\n'
-        '"path.process_id" = { dictionary = "ids", probability = 0.5 }\n'
-        '"path.tenant_id" = { dictionary = "tenants", probability = 0.7 }\n'
-    )
-    print(f"Fuzzing with {len(ids)} real object ids of both tenants.", flush=True)
+    objects = [
+        tuple(pair)
+        for pair in json.loads(manage(env, "shell", "-c", SEED_AND_LIST_IDS).splitlines()[-1])
+    ]
+
+    def dictionary(name: str, values: list[str]) -> str:
+        return f"[dictionaries.{name}]\nvalues = {json.dumps(values)}\n"
+
+    def config_for(who: str, objects: list[tuple[str, str]]) -> Path:
+        """Half the time an `{id}` is a real one: on routes of one object type, an object of
+        that type the token may act on (its tenant's; an operator's: any), so actions meet
+        objects in states that allow them; elsewhere any object of either tenant. The tenant
+        in `/tenants/{tenant_id}/...` is the token's own (operators: fuzz-a), so those routes
+        reach a policy and provider keys in every phase (other tenants' 404s are the
+        isolation tests' business, tests/test_route_isolation.py)."""
+        ids = [pk for _, pk in objects]
+        own = [pk for tenant, pk in objects if who == "operator" or tenant == who]
+        by_type = "".join(
+            "[[operations]]\n"
+            f'include-path-regex = "{route}"\n'
+            f'parameters = {{ "path.id" = {{ dictionary = "{prefix[:-1]}", '
+            "probability = 0.5 } }\n"
+            for route, prefix in ID_PREFIX_BY_ROUTE.items()
+        )
+        config = workdir / f"schemathesis-{who}.toml"
+        config.write_text(
+            "[warnings]\n"
+            'fail-on = ["missing_test_data"]\n'
+            + dictionary("ids", ids)
+            + dictionary("processes", [i for i in own if i.startswith(PROCESS_PREFIXES)])
+            + "".join(
+                dictionary(prefix[:-1], [i for i in own if i.startswith(prefix)])
+                for prefix in ID_PREFIX_BY_ROUTE.values()
+            )
+            + "[parameters]\n"
+            '"path.id" = { dictionary = "ids", probability = 0.5 }\n'
+            '"path.process_id" = { dictionary = "processes", probability = 0.5 }\n'
+            f'"path.tenant_id" = "{who if who.startswith("fuzz-") else "fuzz-a"}"\n'
+            + by_type
+        )
+        return config
+
+    print(f"Fuzzing with {len(objects)} real objects of both tenants.", flush=True)
 
     print(f"Schemathesis seed: {seed}  (replay with FUZZ_SEED={seed} make fuzz)", flush=True)
     failed = False
@@ -89,6 +232,7 @@ def main() -> int:
     with gunicorn(env, workers=1, threads=4, extra_args=("--limit-request-line", "0")) as url:
         for who, token in tokens.items():
             print(f"\n=== fuzzing as {who}", flush=True)
+            config = config_for(who, objects + seed_live_objects(url, tokens))
             command = [
                 sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),
                 "run", f"{url}/v1/schema/?format=json",
@@ -102,7 +246,7 @@ def main() -> int:
                 "--workers", "2",
                 "--no-color",
                 "--suppress-health-check", "all",
-                "--phases", "examples,coverage,fuzzing",
+                "--phases", "examples,coverage,fuzzing,stateful",
             ]
             result = subprocess.run(command, cwd=ROOT, env=env, check=False)
             failed |= result.returncode != 0

@@ -253,6 +253,8 @@ def run_probe(route: Route, method: str, probe: Probe, scope: str, *, tenant_a, 
     )
     if probe.code is not None:
         assert response.json()["code"] == probe.code, f"{where}: {text[:300]!r}"
+    # No shared cache or browser keeps any tenant's answer (DESIGN §7.2).
+    assert response.get("Cache-Control") == "no-store", f"{where}: cacheable answer"
     changed = _changed_tables(before, tenant_rows(tenant_a))
     assert not changed, f"{where}: tenant B's request changed tenant A's rows in {changed}"
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -21,6 +26,7 @@ __all__ = [
     "api_exception_handler",
     "error_body",
     "json_error",
+    "suspicious_request_error",
 ]
 
 logger = logging.getLogger("agent33.api")
@@ -67,6 +73,23 @@ def json_error(status_code: int, detail: str, code: str, **headers: str) -> Json
     return response
 
 
+def suspicious_request_error(exc: BaseException | None) -> tuple[int, str, str]:
+    """(status, detail, code) for a request Django's parsers refuse as suspicious, wherever
+    it is noticed: in a middleware that reads the body first, or in DRF's parser."""
+    from django.conf import settings
+
+    if isinstance(exc, RequestDataTooBig):
+        return 413, PayloadTooLarge.default_detail, PayloadTooLarge.default_code
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return 400, f"Too many files in the multipart body: at most {limit}.", "too_many_files"
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        detail = f"Too many fields (query parameters or form fields): at most {limit}."
+        return 400, detail, "too_many_fields"
+    return 400, "Bad request: the request's headers or body could not be accepted.", "bad_request"
+
+
 def _flatten(errors) -> dict[str, list[str]]:
     """DRF error trees → {field: [messages]}, nested fields joined with dots."""
     flat: dict[str, list[str]] = {}
@@ -104,9 +127,10 @@ def api_exception_handler(exc, context):
                         headers=exc.headers)
     if isinstance(exc, DjangoValidationError):
         return _validation_response(as_serializer_error(exc))
-    if isinstance(exc, RequestDataTooBig):
-        exc = PayloadTooLarge()
-    elif isinstance(exc, Http404):
+    if isinstance(exc, SuspiciousOperation):
+        status_code, detail, code = suspicious_request_error(exc)
+        return Response(error_body(detail, code), status=status_code)
+    if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()

@@ -2,27 +2,40 @@
 
 The same key and body within 24 h replays the first response with `Idempotent-Replayed: true`;
 the same key with a different body is 422; a request still in flight with that key is 409.
-Keys belong to the caller's tenant (operator tokens: to the token). 5xx responses, and the
-401/403/429 answers that never reached the endpoint's logic, are not remembered, so a retry
-runs again.
+
+Keys belong to the token that used them, and nothing is replayed before the request has been
+authenticated, authorised (the route's scope) and throttled exactly like a fresh one: the
+replay happens inside DRF, right after `initial()` (IdempotentMixin), not in a middleware in
+front of it. So a read-only token of the same tenant that sends another token's key gets its
+own 403, a revoked token its 401.
+
+Two halves, because the response to remember exists only after every middleware ran:
+- IdempotencyMiddleware (outside DRF) checks the header, fingerprints the body, and after the
+  view stores the response of a claimed key (or frees the key on a 5xx or an exception).
+- IdempotentMixin (inside DRF, after authentication, scopes and throttles) claims the key for
+  the token, or answers with the stored response, 409 or 422.
+
+A request refused before the claim (401, 403, 429, a bad key) leaves no record. 5xx answers
+are not remembered, so a retry runs again.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse
 from django.utils import timezone
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework import status
+from rest_framework.exceptions import APIException
 
-from agent33.auth.authentication import token_from_header
-from agent33.tenancy.models import IdempotencyRecord
+from agent33.tenancy.models import ApiToken, IdempotencyRecord
 
-from .exceptions import json_error
+from .exceptions import Conflict, json_error
 
-__all__ = ["IdempotencyMiddleware"]
+__all__ = ["IdempotencyMiddleware", "IdempotentMixin", "purge_expired_records"]
 
 HEADER = "Idempotency-Key"
 REPLAY_WINDOW = timedelta(hours=24)
@@ -32,15 +45,77 @@ NOT_REMEMBERED = {401, 403, 429}
 REPLAYED_HEADERS = ("Location", "Link", "Retry-After")
 
 
-def _owner(request) -> str | None:
-    header = request.META.get("HTTP_AUTHORIZATION", "").encode("latin-1", "ignore")
-    if not header:
-        return None
-    try:
-        token = token_from_header(header)
-    except AuthenticationFailed:
-        return None  # the view answers 401 itself
-    return token.tenant_id or f"operator:{token.prefix}"
+class KeyReused(APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "This Idempotency-Key was used with a different request body or path."
+    default_code = "idempotency_key_reused"
+
+
+class KeyInFlight(Conflict):
+    default_detail = "A request with this Idempotency-Key is still in progress."
+    default_code = "idempotency_key_in_flight"
+
+
+class _Replay(Exception):
+    """Raised from `initial()` to answer with a stored response instead of the handler."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__()
+        self.response = response
+
+
+@dataclass
+class PendingKey:
+    """What the middleware knows before the view: the key and the request's fingerprint; the
+    record once the view's token claimed it."""
+
+    key: str
+    fingerprint: str
+    record: IdempotencyRecord | None = field(default=None)
+
+    def claim(self, token: ApiToken) -> None:
+        """Claim the key for `token`, or raise _Replay / KeyReused / KeyInFlight."""
+        now = timezone.now()
+        mine = IdempotencyRecord.objects.filter(token=token, key=self.key)
+        mine.filter(created_at__lt=now - REPLAY_WINDOW).delete()
+        mine.filter(
+            state=IdempotencyRecord.IN_FLIGHT, created_at__lt=now - ABANDONED_AFTER
+        ).delete()
+        try:
+            with transaction.atomic():
+                self.record = IdempotencyRecord.objects.create(
+                    token=token, key=self.key, fingerprint=self.fingerprint, created_at=now
+                )
+        except IntegrityError:
+            self._answer_existing(mine.first())
+
+    def _answer_existing(self, record: IdempotencyRecord | None) -> None:
+        if record is None:  # finished and expired in between: ask for a retry
+            raise KeyInFlight("A request with this Idempotency-Key just finished; retry.")
+        if record.fingerprint != self.fingerprint:
+            raise KeyReused()
+        if record.state == IdempotencyRecord.IN_FLIGHT:
+            raise KeyInFlight()
+        raise _Replay(_replay(record))
+
+
+class IdempotentMixin:
+    """For every DRF view that accepts POST (the shared bases in agent33/api/viewsets.py):
+    a POST with an Idempotency-Key is claimed or replayed only once DRF has authenticated
+    the token and checked its scope and throttle (`initial()`)."""
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        pending: PendingKey | None = getattr(request._request, "idempotency", None)
+        principal = request.user
+        token = getattr(principal, "token", None)
+        if pending is not None and request.method == "POST" and token is not None:
+            pending.claim(token)
+
+    def handle_exception(self, exc):
+        if isinstance(exc, _Replay):
+            return exc.response
+        return super().handle_exception(exc)
 
 
 def _fingerprint(request) -> str:
@@ -74,6 +149,13 @@ def _replay(record: IdempotencyRecord) -> HttpResponse:
     return response
 
 
+def purge_expired_records(*, now=None) -> int:
+    """Delete records past the replay window (their keys are free anyway); beat runs it."""
+    now = now or timezone.now()
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=now - REPLAY_WINDOW).delete()
+    return deleted
+
+
 class IdempotencyMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -88,31 +170,16 @@ class IdempotencyMiddleware:
                 "Idempotency-Key must be 1-255 printable characters.",
                 "invalid_idempotency_key",
             )
-        owner = _owner(request)
-        if owner is None:
-            return self.get_response(request)
-        fingerprint = _fingerprint(request)
-        now = timezone.now()
-        IdempotencyRecord.objects.filter(owner=owner, key=key).filter(
-            created_at__lt=now - REPLAY_WINDOW
-        ).delete()
-        IdempotencyRecord.objects.filter(
-            owner=owner, key=key, state=IdempotencyRecord.IN_FLIGHT,
-            created_at__lt=now - ABANDONED_AFTER,
-        ).delete()
-        try:
-            with transaction.atomic():
-                record = IdempotencyRecord.objects.create(
-                    owner=owner, key=key, fingerprint=fingerprint, created_at=now
-                )
-        except IntegrityError:
-            return self._answer_existing(owner, key, fingerprint)
-
+        pending = request.idempotency = PendingKey(key=key, fingerprint=_fingerprint(request))
         try:
             response = self.get_response(request)
         except BaseException:
-            record.delete()
+            if pending.record is not None:
+                pending.record.delete()
             raise
+        record = pending.record
+        if record is None:  # refused before the claim, answered from the record, or not DRF
+            return response
         if response.status_code >= 500 or response.status_code in NOT_REMEMBERED or (
             response.streaming
         ):
@@ -126,24 +193,3 @@ class IdempotencyMiddleware:
             response_headers={h: response[h] for h in REPLAYED_HEADERS if response.has_header(h)},
         )
         return response
-
-    @staticmethod
-    def _answer_existing(owner: str, key: str, fingerprint: str) -> HttpResponse:
-        record = IdempotencyRecord.objects.filter(owner=owner, key=key).first()
-        if record is None:  # finished and expired in between: ask for a retry
-            return json_error(
-                409, "A request with this Idempotency-Key just finished; retry.",
-                "idempotency_key_in_flight",
-            )
-        if record.fingerprint != fingerprint:
-            return json_error(
-                422,
-                "This Idempotency-Key was used with a different request body or path.",
-                "idempotency_key_reused",
-            )
-        if record.state == IdempotencyRecord.IN_FLIGHT:
-            return json_error(
-                409, "A request with this Idempotency-Key is still in progress.",
-                "idempotency_key_in_flight",
-            )
-        return _replay(record)

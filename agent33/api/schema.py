@@ -87,3 +87,89 @@ def add_error_responses(result, generator, request, public):
 
 def _has_body_schema(response: dict) -> bool:
     return any("schema" in media for media in response.get("content", {}).values())
+
+
+def _component(result: dict, node: dict) -> dict:
+    reference = node.get("$ref", "")
+    if reference.startswith("#/components/schemas/"):
+        return result["components"]["schemas"].get(reference.rsplit("/", 1)[1], {})
+    return node
+
+
+def _created_object(result: dict, operation: dict) -> dict | None:
+    """The JSON schema of what a create answers with (201 with an `id`), else None."""
+    created = operation.get("responses", {}).get("201", {})
+    schema = created.get("content", {}).get("application/json", {}).get("schema")
+    if not schema:
+        return None
+    body = _component(result, schema)
+    return body if "id" in body.get("properties", {}) else None
+
+
+def add_object_links(result, generator, request, public):
+    """OpenAPI links from every create to the routes that act on what it created, so
+    clients (and Schemathesis' stateful phase) can follow an id from the answer that made it
+    instead of guessing one:
+
+    - a create at `/x` links to every operation under `/x/{param}` (its id as `param`);
+    - a create whose object has a lifecycle (`status` or `state`: a process) also links to
+      the hub's routes under `/processes/{process_id}`;
+    - a PUT (which creates or replaces what its path names) links to the other methods on
+      the same path, with the same path parameters.
+    """
+    paths = result.get("paths", {})
+    operations = [
+        (path, method, operation)
+        for path, methods in paths.items()
+        for method, operation in methods.items()
+        if isinstance(operation, dict) and "operationId" in operation
+    ]
+    process_routes = [
+        (path, operation) for path, _method, operation in operations
+        if "/processes/{process_id}" in path
+    ]
+    for path, method, operation in operations:
+        if method == "put":
+            _link_same_path(operation, paths[path], path)
+        if method != "post" or "{" in path:
+            continue
+        created = _created_object(result, operation)
+        if created is None:
+            continue
+        targets = [
+            (other_path, other) for other_path, _m, other in operations
+            if other_path.startswith(f"{path}/{{")
+        ]
+        properties = created.get("properties", {})
+        if "status" in properties or "state" in properties:
+            targets += process_routes
+        links = {}
+        for target_path, target in targets:
+            parameter = target_path[target_path.index("{") + 1 : target_path.index("}")]
+            links[target["operationId"]] = {
+                "operationId": target["operationId"],
+                "parameters": {f"path.{parameter}": "$response.body#/id"},
+                "description": f"The created object's id as `{parameter}`.",
+            }
+        if links:
+            operation["responses"]["201"]["links"] = links
+    return result
+
+
+def _link_same_path(operation: dict, methods: dict, path: str) -> None:
+    answered = next((code for code in ("200", "201") if code in operation["responses"]), None)
+    if answered is None:
+        return
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    links = {
+        other["operationId"]: {
+            "operationId": other["operationId"],
+            "parameters": {f"path.{name}": f"$request.path.{name}" for name in names},
+            "description": "The same object, by the path that stored it.",
+        }
+        for method, other in methods.items()
+        if method not in ("put", "parameters") and isinstance(other, dict)
+        and "operationId" in other
+    }
+    if links:
+        operation["responses"][answered].setdefault("links", {}).update(links)

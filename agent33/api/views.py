@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 from django.db import connection
 from django.http import JsonResponse
 from django.http.multipartparser import MultiPartParserError
@@ -10,7 +12,9 @@ from rest_framework.views import APIView
 
 from agent33.auth.permissions import AUTHENTICATED
 
-from .exceptions import json_error
+from .exceptions import json_error, suspicious_request_error
+
+logger = logging.getLogger("agent33.api")
 
 __all__ = [
     "WhoAmIView",
@@ -27,13 +31,16 @@ def healthz(request):
 
 
 def readyz(request):
+    """`ok`, or `unavailable` (503). The probe is anonymous, so why it failed (a host, a
+    port, a driver's message) goes to the log, never to the caller."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
-    except Exception as exc:  # any database failure means "not ready"
-        return JsonResponse({"status": "unavailable", "database": str(exc)[:200]}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+    except Exception:  # any database failure means "not ready"
+        logger.exception("Readiness probe: the database is not reachable")
+        return JsonResponse({"status": "unavailable"}, status=503)
+    return JsonResponse({"status": "ok"})
 
 
 class WhoAmIView(APIView):
@@ -76,10 +83,7 @@ def json_bad_request(request, exception=None):
     if _is_api(request):
         if isinstance(exception, MultiPartParserError):  # same wording as DRF's parser
             return json_error(400, f"Multipart form parse error - {exception}", "parse_error")
-        return json_error(
-            400, "Bad request: the request's headers or body could not be accepted.",
-            "bad_request",
-        )
+        return json_error(*suspicious_request_error(exception))
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)

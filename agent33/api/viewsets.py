@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from rest_framework import viewsets
+from rest_framework.views import APIView
 
 from agent33.errors import InvalidInput
 from agent33.tenancy.models import Tenant
 
-__all__ = ["TenantScopedViewSet", "actor_of", "tenant_of"]
+from .idempotency import IdempotentMixin
+
+__all__ = ["ApiView", "TenantScopedViewSet", "actor_of", "tenant_of"]
 
 
 def tenant_of(request) -> Tenant:
@@ -31,7 +34,12 @@ def actor_of(request) -> str:
     return f"staff:{user.get_username()}" if user and user.is_authenticated else "anonymous"
 
 
-class TenantScopedViewSet(viewsets.GenericViewSet):
+class ApiView(IdempotentMixin, APIView):
+    """Base of every non-viewset API view that accepts POST: Idempotency-Key replays only
+    after authentication, the scope check and the throttle (agent33/api/idempotency.py)."""
+
+
+class TenantScopedViewSet(IdempotentMixin, viewsets.GenericViewSet):
     """Lists and lookups read through the model's default manager, which the authenticated
     token has already scoped to its tenant (or to all tenants for operators), so another
     tenant's object is a plain 404 from get_object()."""

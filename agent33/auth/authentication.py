@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models.signals import post_save
-from django.dispatch import receiver
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -17,6 +15,8 @@ from agent33.observability import context as request_context
 from agent33.tenancy.context import ALL_TENANTS, set_scope
 from agent33.tenancy.models import ApiToken, Tenant
 from agent33.tenancy.services import parse_token_text
+
+from .revocation import auth_generation
 
 __all__ = [
     "ApiPrincipal",
@@ -29,30 +29,23 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 _CACHE_MAX_ENTRIES = 10_000
 
 # Tokens found in the database recently, by prefix, so a busy client costs no query per
-# request. The secret is still checked against the stored hash on every request; revocation
-# and tenant deactivation evict entries in this process at once (see forget_cached_tokens)
-# and reach other worker processes within AGENT33_TOKEN_CACHE_SECONDS.
+# request. The secret is still checked against the stored hash on every request, and a
+# remembered token is used only while the auth generation is the one it was remembered
+# under (agent33/auth/revocation.py): any revocation or deactivation, in any process,
+# changes the generation, and the next request here forgets every remembered token.
 _recent_tokens: dict[str, tuple[float, ApiToken]] = {}
+_generation_seen: list[object] = [object()]  # a value no generation equals
 
 
-def forget_cached_tokens(prefix: str | None = None) -> None:
-    if prefix is None:
-        _recent_tokens.clear()
-    else:
-        _recent_tokens.pop(prefix, None)
-
-
-@receiver(post_save, sender=ApiToken)
-def _token_saved(sender, instance: ApiToken, **kwargs) -> None:
-    forget_cached_tokens(instance.prefix)
-
-
-@receiver(post_save, sender=Tenant)
-def _tenant_saved(sender, instance: Tenant, **kwargs) -> None:
-    forget_cached_tokens()
+def forget_cached_tokens() -> None:
+    _recent_tokens.clear()
 
 
 def _load_token(prefix: str) -> ApiToken | None:
+    generation = auth_generation()
+    if generation != _generation_seen[0]:
+        _recent_tokens.clear()
+        _generation_seen[0] = generation
     ttl = settings.AGENT33_TOKEN_CACHE_SECONDS
     now = time.monotonic()
     cached = _recent_tokens.get(prefix)

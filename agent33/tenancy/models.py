@@ -119,14 +119,14 @@ class ApiToken(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """One `Idempotency-Key` used by one tenant (or operator token): the request's fingerprint
-    and, once it finished, the response to replay. The unique (owner, key) row is the lock:
-    concurrent requests with the same key cannot both insert it."""
+    """One `Idempotency-Key` used by one token: the request's fingerprint and, once it
+    finished, the response to replay (to that token only). The unique (token, key) row is
+    the lock: concurrent requests with the same key cannot both insert it."""
 
     IN_FLIGHT = "in_flight"
     COMPLETED = "completed"
 
-    owner = models.CharField(max_length=80, help_text="tenant slug, or operator:<token prefix>")
+    token = models.ForeignKey(ApiToken, on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=16, default=IN_FLIGHT)
@@ -138,7 +138,7 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["owner", "key"], name="idempotency_owner_key_unique"),
+            models.UniqueConstraint(fields=["token", "key"], name="idempotency_token_key_unique"),
             models.CheckConstraint(
                 condition=models.Q(state__in=["in_flight", "completed"]),
                 name="idempotency_state_valid",
@@ -147,4 +147,4 @@ class IdempotencyRecord(models.Model):
         indexes = [models.Index(fields=["created_at"], name="idempotency_created")]
 
     def __str__(self) -> str:
-        return f"{self.owner}:{self.key}"
+        return f"{self.token_id}:{self.key}"

@@ -94,7 +94,7 @@ def token_revoke(*, token: ApiToken) -> ApiToken:
             revoked_at=timezone.now()
         )
     token.refresh_from_db(fields=["revoked_at"])
-    from agent33.auth.authentication import forget_cached_tokens
+    from agent33.auth.revocation import bump_auth_generation
 
-    forget_cached_tokens(token.prefix)
+    bump_auth_generation()  # every worker's next request reads the token again
     return token

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from django.http import FileResponse
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.generics import ListAPIView
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agent33.api.datetimes import parse_utc_datetime_param
 from agent33.api.pagination import LinkHeaderCursorPagination
-from agent33.api.viewsets import TenantScopedViewSet, actor_of, tenant_of
+from agent33.api.viewsets import ApiView, TenantScopedViewSet, actor_of, tenant_of
 from agent33.auth.permissions import HasRequiredScopes, OperatorOnly
 from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
 from agent33.errors import NotFound
@@ -217,7 +217,7 @@ def _policy_tenant(request, tenant_id: str) -> Tenant:
     return tenant
 
 
-class PolicyView(APIView):
+class PolicyView(ApiView):
     required_scopes = {"get": MULTIMODAL_READ, "post": MULTIMODAL_ADMIN}
 
     @extend_schema(responses={200: PolicySerializer, **OBJECT_ERRORS},
@@ -254,14 +254,7 @@ class StatsView(APIView):
     def get(self, request):
         raw = request.query_params.get("since")
         if raw:
-            try:
-                since = parse_datetime(raw)
-            except ValueError:
-                since = None
-            if since is None:
-                raise ValidationError({"since": ["Must be an ISO 8601 date-time."]})
-            if timezone.is_naive(since):
-                since = since.replace(tzinfo=UTC)
+            since = parse_utc_datetime_param(raw, field="since")
         else:
             since = timezone.now() - timedelta(hours=1)
         stats = selectors.request_stats(since=since)

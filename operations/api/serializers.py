@@ -10,6 +10,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from agent33.api.datetimes import UtcDateTimeField
+
 from ..choices import (
     BudgetStatus,
     ControlActionChoice,
@@ -139,7 +141,7 @@ class TraceStepCreateSerializer(serializers.Serializer):
         default=list,
         help_text=f"The step's actions as sent by the runtime (at most {MAX_ACTIONS_PER_STEP}).",
     )
-    completed_at = serializers.DateTimeField(
+    completed_at = UtcDateTimeField(
         required=False, allow_null=True, default=None, help_text="Defaults to now."
     )
 
@@ -182,7 +184,7 @@ class AutonomyBudgetCreateSerializer(serializers.Serializer):
     agent_id = _text()
     limits = serializers.DictField(required=False, default=dict)
     approved_by = _text()
-    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = UtcDateTimeField(required=False, allow_null=True, default=None)
 
     def validate_limits(self, value):
         _reject_nul(value)
@@ -250,7 +252,7 @@ class WorkflowRunSerializer(serializers.ModelSerializer):
 class WorkflowRunCreateSerializer(serializers.Serializer):
     workflow_name = serializers.CharField(max_length=200)
     trigger_type = _text(max_length=100)
-    started_at = serializers.DateTimeField(
+    started_at = UtcDateTimeField(
         required=False, allow_null=True, default=None, help_text="Defaults to now."
     )
     status = serializers.ChoiceField(

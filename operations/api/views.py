@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agent33.api.pagination import LinkHeaderCursorPagination
-from agent33.api.viewsets import TenantScopedViewSet, actor_of, tenant_of
+from agent33.api.viewsets import ApiView, TenantScopedViewSet, actor_of, tenant_of
 from agent33.auth.scopes import WORKFLOWS_EXECUTE, WORKFLOWS_READ, WORKFLOWS_WRITE
 
 from .. import controls, selectors, services
@@ -262,7 +262,7 @@ class ProcessDetailView(APIView):
         return Response(selectors.process_detail(process_id))
 
 
-class ProcessControlView(APIView):
+class ProcessControlView(ApiView):
     required_scopes = {"post": WORKFLOWS_EXECUTE}
 
     @extend_schema(

@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agent33.api.viewsets import TenantScopedViewSet, tenant_of
+from agent33.api.viewsets import ApiView, TenantScopedViewSet, tenant_of
 from agent33.auth.scopes import OUTCOMES_READ, OUTCOMES_WRITE
 from agent33.tenancy.models import Tenant
 
@@ -250,7 +250,7 @@ class DashboardView(APIView):
         return Response(DashboardSerializer(dashboard).data)
 
 
-class CtrfIngestView(APIView):
+class CtrfIngestView(ApiView):
     required_scopes = {"post": OUTCOMES_WRITE}
     parser_classes = [OutcomesJSONParser]  # NaN in a report is refused naming its path
 

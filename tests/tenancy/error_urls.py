@@ -4,6 +4,7 @@ from django.urls import include, path
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agent33.api.viewsets import ApiView
 from agent33.auth.permissions import AUTHENTICATED
 
 
@@ -24,7 +25,7 @@ class Echo(APIView):
 CREATED: list = []
 
 
-class Create(APIView):
+class Create(ApiView):
     """Stands in for any creating endpoint: records a side effect per executed request."""
 
     required_scopes = AUTHENTICATED

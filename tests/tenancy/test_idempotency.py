@@ -51,8 +51,100 @@ def test_keys_are_per_tenant(client_a, client_b):
 
 
 @pytest.mark.urls("tests.tenancy.error_urls")
+def test_keys_are_per_token_within_a_tenant(api_client_for, tenant_a):
+    from tests.tenancy.error_urls import CREATED
+
+    first, second = api_client_for(tenant_a), api_client_for(tenant_a)
+    assert post(first, {"n": 1}).json()["seq"] == 1
+    response = post(second, {"n": 1})
+    assert response.status_code == 201
+    assert "Idempotent-Replayed" not in response
+    assert response.json()["seq"] == 2  # its own request ran
+    assert len(CREATED) == 2
+    assert post(first, {"n": 1})["Idempotent-Replayed"] == "true"
+
+
+def test_a_read_only_token_cannot_replay_another_tokens_policy_write(api_client_for, tenant_a):
+    """The finding: with tenant-wide keys and the replay in front of DRF, a read-only token
+    got the stored 200 of an admin's policy write."""
+    admin = api_client_for(tenant_a, scopes=["multimodal:admin"])
+    reader = api_client_for(tenant_a, scopes=["multimodal:read"])
+    path = f"/v1/multimodal/tenants/{tenant_a.slug}/policy"
+    body = {"max_text_chars": 10}
+    written = admin.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="policy-1")
+    assert written.status_code == 200
+    response = reader.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="policy-1")
+    assert response.status_code == 403
+    assert response.json() == {
+        "detail": "Missing required scope: multimodal:admin", "code": "missing_scope"
+    }
+    assert "Idempotent-Replayed" not in response
+    assert IdempotencyRecord.objects.count() == 1
+    # The writer still gets its replay.
+    again = admin.post(path, body, format="json", HTTP_IDEMPOTENCY_KEY="policy-1")
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json() == written.json()
+
+
+@pytest.mark.urls("tests.tenancy.error_urls")
+def test_a_revoked_token_gets_its_own_401_not_the_replay(client_a):
+    from agent33.tenancy.services import token_revoke
+
+    assert post(client_a, {"n": 1}).status_code == 201
+    token_revoke(token=client_a.token)
+    response = post(client_a, {"n": 1})
+    assert response.status_code == 401
+    assert "Idempotent-Replayed" not in response
+
+
+@pytest.mark.urls("tests.tenancy.error_urls")
+def test_a_replay_is_throttled_like_a_fresh_request(client_a, monkeypatch):
+    from django.core.cache import cache
+
+    from agent33.auth.throttling import TokenRateThrottle
+
+    cache.clear()
+    monkeypatch.setattr(TokenRateThrottle, "THROTTLE_RATES", {"token": "1/min"})
+    try:
+        assert post(client_a, {"n": 1}).status_code == 201
+        response = post(client_a, {"n": 1})
+        assert response.status_code == 429
+        assert "Idempotent-Replayed" not in response
+    finally:
+        cache.clear()
+
+
+def test_every_post_route_replays_only_after_authentication_and_scopes():
+    """The replay lives in the shared DRF bases; a POST view outside them would answer
+    Idempotency-Key retries without replaying (or, before, with a replay before DRF)."""
+    from agent33.api.idempotency import IdempotentMixin
+    from tests.test_route_isolation import API_ROUTES
+
+    outside = [f"POST {route.key} ({route.view_name})" for route in API_ROUTES
+               if "POST" in route.methods and not issubclass(route.view_class, IdempotentMixin)]
+    assert outside == []
+
+
+def test_records_past_the_replay_window_are_purged(client_a):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agent33.tasks import purge_idempotency_records
+
+    old = IdempotencyRecord.objects.create(
+        token=client_a.token, key="old", fingerprint="x" * 64,
+        created_at=timezone.now() - timedelta(hours=25),
+    )
+    fresh = IdempotencyRecord.objects.create(token=client_a.token, key="new", fingerprint="x")
+    assert purge_idempotency_records.delay().get() == 1
+    assert list(IdempotencyRecord.objects.values_list("pk", flat=True)) == [fresh.pk]
+    assert not IdempotencyRecord.objects.filter(pk=old.pk).exists()
+
+
+@pytest.mark.urls("tests.tenancy.error_urls")
 def test_a_request_in_flight_with_the_key_is_409(client_a):
-    IdempotencyRecord.objects.create(owner="tenant-a", key="busy", fingerprint="x" * 64)
+    IdempotencyRecord.objects.create(token=client_a.token, key="busy", fingerprint="x" * 64)
     response = post(client_a, {"n": 1}, key="busy")
     assert response.status_code in (409, 422)
     IdempotencyRecord.objects.filter(key="busy").update(fingerprint=_fingerprint_of(client_a))

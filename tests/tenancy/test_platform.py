@@ -11,13 +11,6 @@ def test_healthz_needs_no_token(client):
 
 
 @pytest.mark.django_db
-def test_readyz_checks_the_database(client):
-    response = client.get("/readyz")
-    assert response.status_code == 200
-    assert response.json()["database"] == "ok"
-
-
-@pytest.mark.django_db
 def test_schema_is_valid_openapi_3_json_with_bearer_auth(client):
     response = client.get("/v1/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
