@@ -288,6 +288,8 @@ OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 ELEVENLABS_API_KEY = os.environ.get("ELEVENLABS_API_KEY", "")
 ELEVENLABS_BASE_URL = os.environ.get("ELEVENLABS_BASE_URL", "")
+OPENAI_COMPATIBLE_API_KEY = os.environ.get("OPENAI_COMPATIBLE_API_KEY", "")
+OPENAI_COMPATIBLE_BASE_URL = os.environ.get("OPENAI_COMPATIBLE_BASE_URL", "")
 
 # Other processes' PROMETHEUS_MULTIPROC_DIRs whose series GET /metrics merges with this
 # service's own (e.g. the Celery workers' on the same host or a shared volume).

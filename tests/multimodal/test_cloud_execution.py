@@ -411,3 +411,20 @@ def test_a_provider_that_never_answers_fails_at_the_deadline(client_a, configure
     # The provider call itself gave up at the deadline (a late answer would have been
     # discarded with the request's own "timed out after 1 s").
     assert mm_request["error_message"].startswith("openai: timed out after")
+
+
+def test_the_platform_openai_compatible_server_comes_from_the_environment(monkeypatch):
+    """OPENAI_COMPATIBLE_API_KEY / _BASE_URL are read like the other providers' settings."""
+    import importlib
+
+    from agent33 import settings as settings_module
+
+    monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "sk-platform-compatible")
+    monkeypatch.setenv("OPENAI_COMPATIBLE_BASE_URL", "https://llm.example.com/v1")
+    reloaded = importlib.reload(settings_module)
+    try:
+        assert reloaded.OPENAI_COMPATIBLE_API_KEY == "sk-platform-compatible"
+        assert reloaded.OPENAI_COMPATIBLE_BASE_URL == "https://llm.example.com/v1"
+    finally:
+        monkeypatch.undo()
+        importlib.reload(settings_module)
