@@ -274,6 +274,10 @@ AGENT33_AUTH_STAMP_DIR = os.environ.get("AGENT33_AUTH_STAMP_DIR", "")
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 
+# Outcome events one tenant may send through the API per minute (single, bulk, CTRF), shared
+# by every worker through the cache (Redis when configured); 0: no limit (outcomes/limits.py).
+AGENT33_EVENTS_PER_MINUTE = int(os.environ.get("AGENT33_EVENTS_PER_MINUTE", "60000"))
+
 # Without a broker, a request that touched more trend keys than this hands their decline
 # evaluation to a background thread instead of evaluating before it answers (outcomes/deferred).
 AGENT33_DECLINES_INLINE_KEYS = int(os.environ.get("AGENT33_DECLINES_INLINE_KEYS", "100"))

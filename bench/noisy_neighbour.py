@@ -14,15 +14,21 @@ its own database). Gunicorn with 2 sync workers, as `docker compose` runs it.
    p95 ratio (target: loaded ÷ alone <= 2).
 
 BENCH_SECONDS (default 30) per condition, split into BENCH_ROUNDS (default 3) rounds.
-`run()` returns the figures.
+`run()` returns the figures. The neighbour rounds run with the default
+AGENT33_EVENTS_PER_MINUTE (60,000 per tenant), shared by both workers through Redis
+(db 12 on 127.0.0.1, as `docker compose` runs; BENCH_REDIS_URL="" runs them embedded, each
+worker counting alone; BENCH_EVENTS_PER_MINUTE sets another allowance). The bulk-cost rounds
+run without the allowance (they send 60,000 events in about 10 s). Tenant A is a process of
+its own that re-sends a refused bulk at once, ignoring Retry-After: the worst case.
 """
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -54,26 +60,35 @@ def token(env: dict[str, str], tenant: str, scopes: str) -> str:
     return issued.strip().splitlines()[-1]
 
 
+class EventRateExceeded(Exception):
+    """A's bulk was refused (429): over its events-per-minute allowance."""
+
+
 class BulkSender:
     """Tenant A: 10,000-event bulks, every one under fresh keys (nothing is ever repeated)."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, prefix: str = "a") -> None:
+        self.prefix = prefix
         self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                                    timeout=300)
         self.sent = 0
+        self.refused = 0  # 429s: over the tenant's events-per-minute allowance
 
     def post(self, *, distinct: bool) -> float:
         """Send one bulk; return the seconds until its answer."""
         self.sent += 1
         batch = self.sent
         events = [
-            {"domain": f"a-{batch}-{n}" if distinct else f"a-{batch}", "event_type": "run",
+            {"domain": f"{self.prefix}-{batch}-{n}" if distinct else f"{self.prefix}-{batch}",
+             "event_type": "run",
              "metric_type": "success_rate", "value": float(n % 2)}
             for n in range(BULK)
         ]
         started = time.perf_counter()
         response = self.client.post("/v1/outcomes/events/bulk", json={"events": events})
         elapsed = time.perf_counter() - started
+        if response.status_code == 429:
+            raise EventRateExceeded
         if response.status_code != 201:
             raise SystemExit(f"bulk → {response.status_code}: {response.text[:300]}")
         return elapsed
@@ -83,16 +98,45 @@ class BulkSender:
         was evaluated (decline detection may finish after the answer)."""
         started = time.perf_counter()
         answered = self.post(distinct=distinct)
-        last = f"a-{self.sent}-{BULK - 1}" if distinct else f"a-{self.sent}"
+        last = (f"{self.prefix}-{self.sent}-{BULK - 1}" if distinct
+                else f"{self.prefix}-{self.sent}")
         while True:
-            body = self.client.get("/v1/outcomes/dashboard", params={"domain": last}).json()
-            if body["domains"]:
+            response = self.client.get("/v1/outcomes/dashboard", params={"domain": last})
+            if response.status_code != 200:
+                raise SystemExit(f"dashboard → {response.status_code}: {response.text[:300]}")
+            if response.json()["domains"]:
                 return answered, time.perf_counter() - started
             time.sleep(0.05)
 
-    def loop(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self.post(distinct=True)
+
+
+def noisy_tenant(url: str, token: str, stop, sent, refused) -> None:
+    """Tenant A's loop, in its own process; counts what it sent and what was refused. Its
+    bodies are built once (ten bulks of 10,000 distinct keys each): on this 2-core machine
+    a client building 1 MB of JSON per request would itself take a core from the server, which
+    an attacker's client elsewhere would not."""
+    prefix = f"a{os.getpid()}"
+    bodies = [
+        json.dumps({"events": [
+            {"domain": f"{prefix}-{batch}-{n}", "event_type": "run",
+             "metric_type": "success_rate", "value": float(n % 2)}
+            for n in range(BULK)
+        ]}).encode()
+        for batch in range(10)
+    ]
+    client = httpx.Client(base_url=url, timeout=300, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    batch = 0
+    while not stop.is_set():
+        response = client.post("/v1/outcomes/events/bulk", content=bodies[batch % len(bodies)])
+        batch += 1
+        if response.status_code == 429:
+            with refused.get_lock():
+                refused.value += 1
+        elif response.status_code != 201:
+            raise SystemExit(f"bulk → {response.status_code}: {response.text[:300]}")
+        with sent.get_lock():
+            sent.value += 1
 
 
 def tenant_b(client: LeanClient, seconds: float, samples: dict[str, list[float]]) -> None:
@@ -115,13 +159,21 @@ def tenant_b(client: LeanClient, seconds: float, samples: dict[str, list[float]]
 
 def run(*, seconds: float = SECONDS, rounds: int = ROUNDS, bulks: int = 3) -> list[Figure]:
     database_url = fresh_postgres_database(DB_NAME)
-    env = bench_env(database_url)
+    env = bench_env(database_url, AGENT33_EVENTS_PER_MINUTE="0")
+    # The neighbour rounds run as `docker compose` does: the allowance shared by both workers
+    # through Redis (BENCH_REDIS_URL="" runs them embedded, each worker counting alone).
+    neighbour_env = bench_env(
+        database_url,
+        AGENT33_EVENTS_PER_MINUTE=os.environ.get("BENCH_EVENTS_PER_MINUTE", "60000"),
+        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        CACHE_KEY_PREFIX=f"bench-noisy-{os.getpid()}",
+    )
     figures: list[Figure] = []
     try:
         manage(env, "migrate", "--noinput")
         for slug in ("tenant-a", "tenant-b"):
             manage(env, "create_tenant", slug)
-        a_token = token(env, "tenant-a", "outcomes:write")
+        a_token = token(env, "tenant-a", "outcomes:write,outcomes:read")
         b_token = token(env, "tenant-b", "outcomes:write,workflows:read")
         with gunicorn(env, workers=2) as url:
             sender = BulkSender(url, a_token)
@@ -146,21 +198,30 @@ def run(*, seconds: float = SECONDS, rounds: int = ROUNDS, bulks: int = 3) -> li
                 figures.append(Figure(f"bulk time until {label}, all-distinct ÷ one key",
                                       ratio, "ratio", f"<= {TARGET_VARIETY:g}"))
 
+        with gunicorn(neighbour_env, workers=2) as url:
+            sender = BulkSender(url, a_token)
             host, port = url.removeprefix("http://").split(":")
             b_client = LeanClient((host, int(port)), b_token)
             alone: dict[str, list[float]] = {"hub": [], "event": []}
             loaded: dict[str, list[float]] = {"hub": [], "event": []}
+            # A runs in a process of its own: building and sending its bodies in this one
+            # would take the interpreter lock from B's client and slow B's measurements.
+            context = multiprocessing.get_context("spawn")
+            sent, refused = context.Value("i", 0), context.Value("i", 0)
             for _ in range(rounds):
                 tenant_b(b_client, seconds / rounds, alone)
-                stop = threading.Event()
-                noisy = threading.Thread(target=sender.loop, args=(stop,), daemon=True)
+                stop = context.Event()
+                noisy = context.Process(target=noisy_tenant,
+                                        args=(url, a_token, stop, sent, refused), daemon=True)
                 noisy.start()
-                time.sleep(1.0)  # A's first bulk is in flight
+                time.sleep(2.0)  # A's first bulk is in flight
                 tenant_b(b_client, seconds / rounds, loaded)
                 stop.set()
                 noisy.join()
+            sender.sent, sender.refused = sent.value, refused.value
             print(f"\ntenant B ({seconds:g} s per condition, {rounds} alternating rounds; "
-                  f"A sent {sender.sent} bulks in all)")
+                  f"A sent {sender.sent} bulks in all, {sender.refused} of them refused with "
+                  "429 over its events-per-minute allowance)")
             print("                 alone p50/p95 (ms)     with A p50/p95 (ms)    p95 ratio")
             for kind in ("hub", "event"):
                 a50, a95 = percentile(alone[kind], 50) * 1000, percentile(alone[kind], 95) * 1000

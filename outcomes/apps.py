@@ -7,6 +7,7 @@ class OutcomesConfig(AppConfig):
     def ready(self) -> None:
         from agent33.observability.metrics import register_collector
 
-        from . import metrics
+        from . import limits, metrics  # limits registers its start-up check
 
         register_collector("outcomes", metrics.collect)
+        del limits

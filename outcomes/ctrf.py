@@ -28,9 +28,10 @@ from django.core.exceptions import ValidationError
 from agent33.tenancy.models import Tenant
 
 from .choices import MetricType
+from .limits import events_allowance_take
 from .models import MAX_LABEL_LENGTH
 from .services import event_record_bulk
-from .validation import MAX_BULK_EVENTS, EventInvalid, clean_event
+from .validation import MAX_BULK_EVENTS, EventInvalid, clean_event, encodable
 
 __all__ = [
     "DOMAIN_PREFIX",
@@ -87,18 +88,10 @@ def _string(value: Any, path: str, *, max_chars: int) -> str:
         raise _invalid(path, "Must be a string.")
     if len(value) > max_chars:
         raise _invalid(path, f"At most {max_chars} characters (got {len(value)}).")
-    if "\x00" in value or not _encodable(value):
+    if "\x00" in value or not encodable(value):
         # PostgreSQL stores neither NUL nor lone surrogates (JSON escapes can carry both).
         raise _invalid(path, "Contains characters that cannot be stored (NUL or lone surrogates).")
     return value
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _duration(value: Any, path: str) -> float:
@@ -291,11 +284,14 @@ def _report_path(key: str, sources: list[int], domain_path: str) -> str:
     return f"{test_path}.{_EVENT_FIELD_PATHS[field]}" if field in _EVENT_FIELD_PATHS else test_path
 
 
-def ctrf_ingest(*, tenant: Tenant, report: Any, domain: str | None = None) -> CtrfIngested:
+def ctrf_ingest(
+    *, tenant: Tenant, report: Any, domain: str | None = None, metered: bool = False
+) -> CtrfIngested:
     """Record a CTRF report's passed and failed tests as outcome events, all or nothing.
 
     `domain` defaults to `benchmarks.<results.tool.name>`. Raises ValidationError naming the
-    JSON path of the first problem; nothing is stored then.
+    JSON path of the first problem; nothing is stored then. `metered`: the events count
+    against the tenant's per-minute allowance (the API; an operator's command is not).
     """
     results = _check_header(report)
     tool = _object(_get(results, "tool"), "results.tool")
@@ -319,6 +315,8 @@ def ctrf_ingest(*, tenant: Tenant, report: Any, domain: str | None = None) -> Ct
     if not recorded:
         return CtrfIngested(created=0, domain=domain)
     events, sources = _events_for(recorded, domain=domain, occurred_at=occurred_at)
+    if metered:
+        events_allowance_take(tenant=tenant, events=len(events))
     try:
         created = event_record_bulk(tenant=tenant, events=events)
     except ValidationError as exc:

@@ -29,6 +29,7 @@ __all__ = [
     "EventInvalid",
     "clean_event",
     "clean_events",
+    "encodable",
 ]
 
 MAX_BULK_EVENTS = 10_000
@@ -79,12 +80,13 @@ def _label(raw: Any, errors: dict[str, list[str]], field: str) -> str:
         errors[field] = [
             f"At most {MAX_LABEL_LENGTH} characters (got {len(text)})."
         ]
-    elif "\x00" in text or (not text.isascii() and not _encodable(text)):
+    elif "\x00" in text or (not text.isascii() and not encodable(text)):
         errors[field] = ["Contains characters that cannot be stored (NUL or lone surrogates)."]
     return text
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """Whether the text can be stored as UTF-8 (a JSON escape can carry a lone surrogate)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -76,6 +76,13 @@ def _loopback_providers_allowed(settings):
 
 
 @pytest.fixture(autouse=True)
+def _no_event_rate_limit(settings):
+    """Tests of one tenant share a worker process's cache for minutes; the per-minute event
+    allowance is off except in the tests of it (tests/outcomes/test_event_rate.py)."""
+    settings.AGENT33_EVENTS_PER_MINUTE = 0
+
+
+@pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Artifacts written by a test land in its own temporary folder."""
     settings.MEDIA_ROOT = tmp_path / "media"

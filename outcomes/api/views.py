@@ -20,6 +20,7 @@ from .. import selectors
 from ..choices import METRIC_TYPES
 from ..ctrf import MAX_RECORDED_TESTS, ctrf_ingest
 from ..filtersets import OutcomeEventFilter
+from ..limits import events_allowance_check, events_allowance_take
 from ..models import MAX_LABEL_LENGTH, OutcomeEvent
 from ..services import event_record, event_record_bulk
 from ..validation import EventInvalid, clean_event
@@ -141,10 +142,12 @@ class OutcomeEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     )
     def create(self, request):
         tenant = tenant_of(request)
+        events_allowance_check(tenant=tenant)
         try:
             clean = clean_event(_json_object(request.data))
         except EventInvalid as exc:
             raise ValidationError(exc.errors) from None
+        events_allowance_take(tenant=tenant, events=1)
         event = event_record(tenant=tenant, **clean.as_kwargs())
         return Response(OutcomeEventSerializer(event).data, status=status.HTTP_201_CREATED)
 
@@ -159,9 +162,12 @@ class OutcomeEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
     @action(detail=False, methods=["post"], url_path="bulk")
     def bulk(self, request):
         tenant = tenant_of(request)
+        events_allowance_check(tenant=tenant)  # before the body is parsed
         body = _json_object(request.data)
         if "events" not in body:
             raise DRFValidationError({"events": ["This field is required."]})
+        if isinstance(body["events"], list):  # anything else is refused by the service
+            events_allowance_take(tenant=tenant, events=len(body["events"]))
         created = event_record_bulk(tenant=tenant, events=body["events"])
         return Response({"created": created}, status=status.HTTP_201_CREATED)
 
@@ -279,10 +285,13 @@ class CtrfIngestView(ApiView):
         },
     )
     def post(self, request):
+        tenant = tenant_of(request)
+        events_allowance_check(tenant=tenant)  # before the body is parsed
         ingested = ctrf_ingest(
-            tenant=tenant_of(request),
+            tenant=tenant,
             report=request.data,
             domain=request.query_params.get("domain"),
+            metered=True,
         )
         return Response(
             {"created": ingested.created, "domain": ingested.domain},
