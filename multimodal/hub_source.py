@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from agent33.errors import NotFound, StateConflict
+from agent33.errors import NotFound
 from operations.hub import AttentionItem, ControlOutcome, ProcessDetail, ProcessRow, iso
 
 from .choices import REQUEST_MACHINE, RequestState
@@ -103,11 +103,7 @@ class MultimodalRequestSource:
         if mm_request is None:
             raise NotFound(f"Process {process_id} not found.")
         if action not in REQUEST_MACHINE.controls:
-            raise StateConflict(
-                f"A {REQUEST_MACHINE.label} does not support '{action}' (supported controls: "
-                f"{', '.join(REQUEST_MACHINE.controls)}).",
-                code="unsupported_action",
-            )
+            raise REQUEST_MACHINE.unsupported(action)
         before = mm_request.state
         # The service decides, as it does for the API's cancel: pending and processing
         # requests are cancelled, a cancelled one stays as it is, others are a 409.

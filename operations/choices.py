@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from django.db import models
 
+from agent33.errors import StateConflict
+
 __all__ = [
     "BUDGET_ACTIVE",
     "BUDGET_MACHINE",
@@ -48,10 +50,6 @@ __all__ = [
     "WorkflowRunStatus",
     "WorkflowStartStatus",
 ]
-
-
-def _active(choices: type[models.TextChoices], terminal: frozenset[str]) -> tuple[str, ...]:
-    return tuple(value for value in choices.values if value not in terminal)
 
 
 class ProcessType(models.TextChoices):
@@ -133,6 +131,16 @@ class StateMachine:
     def allowed_actions(self, current: str) -> tuple[str, ...]:
         return tuple(action for action, rule in self.controls.items() if current in rule.sources)
 
+    def unsupported(self, action: str) -> StateConflict:
+        """The 409 for a control this type does not have (every source says it alike)."""
+        article = "An" if self.label[:1] in "aeiou" else "A"
+        supported = ", ".join(self.controls) or "none"
+        return StateConflict(
+            f"{article} {self.label} does not support '{action}' (supported controls: "
+            f"{supported}).",
+            code="unsupported_action",
+        )
+
 
 # --- Traces -----------------------------------------------------------------------------
 
@@ -171,7 +179,6 @@ TRACE_TRANSITIONS: dict[str, frozenset[str]] = {
     TraceStatus.RUNNING: TRACE_TERMINAL,
     **{status: frozenset() for status in TRACE_TERMINAL},
 }
-TRACE_ACTIVE = _active(TraceStatus, TRACE_TERMINAL)
 
 
 # --- Autonomy budgets -------------------------------------------------------------------
@@ -201,7 +208,6 @@ BUDGET_TRANSITIONS: dict[str, frozenset[str]] = {
 BUDGET_TERMINAL: frozenset[str] = frozenset(
     {BudgetStatus.REJECTED, BudgetStatus.EXPIRED, BudgetStatus.COMPLETED}
 )
-BUDGET_ACTIVE = _active(BudgetStatus, BUDGET_TERMINAL)
 
 
 # --- Improvement intakes ----------------------------------------------------------------
@@ -233,7 +239,6 @@ INTAKE_TERMINAL: frozenset[str] = frozenset({IntakeStatus.REJECTED, IntakeStatus
 # A decline's intake stops blocking a new one once it is decided: accepted (the work is taken
 # on), rejected or tracked. Submitted, triaged, analyzing and deferred intakes are still open.
 INTAKE_DECLINE_CLOSED: frozenset[str] = INTAKE_TERMINAL | {IntakeStatus.ACCEPTED}
-INTAKE_ACTIVE = _active(IntakeStatus, INTAKE_TERMINAL)
 
 
 class ResearchType(models.TextChoices):
@@ -287,7 +292,6 @@ WORKFLOW_TRANSITIONS: dict[str, frozenset[str]] = {
 WORKFLOW_TERMINAL: frozenset[str] = frozenset(
     {WorkflowRunStatus.COMPLETED, WorkflowRunStatus.FAILED, WorkflowRunStatus.CANCELLED}
 )
-WORKFLOW_ACTIVE = _active(WorkflowRunStatus, WORKFLOW_TERMINAL)
 
 
 # --- the machines: one per process type -------------------------------------------------
@@ -344,3 +348,9 @@ WORKFLOW_MACHINE = StateMachine(
         ),
     },
 )
+
+# The states the hub lists when no status is asked for (the models' partial indexes too).
+TRACE_ACTIVE = TRACE_MACHINE.active
+BUDGET_ACTIVE = BUDGET_MACHINE.active
+INTAKE_ACTIVE = INTAKE_MACHINE.active
+WORKFLOW_ACTIVE = WORKFLOW_MACHINE.active

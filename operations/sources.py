@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import urlencode
 
-from agent33.errors import NotFound, StateConflict
+from agent33.errors import NotFound
 
 from .choices import (
     BUDGET_MACHINE,
@@ -144,12 +144,7 @@ class ModelProcessSource:
         if rule is None:
             if not self.model.objects.filter(pk=process_id).exists():  # another tenant's
                 raise NotFound(f"Process {process_id} not found.")
-            supported = ", ".join(self.machine.controls) or "none"
-            raise StateConflict(
-                f"'{action}' is not a control of {self.machine.label}s (supported controls: "
-                f"{supported}).",
-                code="unsupported_action",
-            )
+            raise self.machine.unsupported(action)
         moved = transition_apply(
             self.model,
             process_id,
