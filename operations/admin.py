@@ -196,16 +196,15 @@ class StaffMovesAdmin(ProcessAdmin):
             and move_refusal(self.model, vars(obj), target, now) is None
         ]
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
-        obj = self.get_object(request, unquote(object_id))
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        # Here the page's object is at hand (change_view would have to load it again).
         can_move = obj is not None and self.has_control_permission(request)
-        context = {
-            **(extra_context or {}),
-            "staff_moves": self.staff_moves(obj) if can_move else [],
-            "move_url": reverse(f"admin:{self._url_prefix()}_move", args=[quote(obj.pk)])
-            if obj is not None else "",
-        }
-        return super().change_view(request, object_id, form_url, context)
+        context["staff_moves"] = self.staff_moves(obj) if can_move else []
+        if obj is not None:
+            context["move_url"] = reverse(f"admin:{self._url_prefix()}_move",
+                                          args=[quote(obj.pk)])
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def move_view(self, request, object_id):
         if request.method != "POST":
