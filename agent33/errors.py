@@ -12,6 +12,7 @@ __all__ = [
     "InvalidInput",
     "LimitReached",
     "NotFound",
+    "QuotaExceeded",
     "StateConflict",
 ]
 
@@ -58,6 +59,14 @@ class StateConflict(DomainError):
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"
+
+
+class QuotaExceeded(DomainError):
+    """413: storing this would pass a quota that time does not reset (a tenant's artifact
+    storage); `detail` names the usage and the quota."""
+
+    status_code = 413
+    code = "quota_exceeded"
 
 
 class LimitReached(DomainError):

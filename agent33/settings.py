@@ -261,6 +261,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "operations.tasks.expire_budgets",
         "schedule": 30.0,
     },
+    "compact-row-counts": {
+        "task": "agent33.compact_row_counts",
+        "schedule": 60.0,
+    },
 }
 
 # How long a worker trusts a token it looked up when nothing says it changed. Revocation,

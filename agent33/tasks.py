@@ -17,3 +17,12 @@ def purge_idempotency_records() -> int:
     from agent33.api.idempotency import purge_expired_records
 
     return purge_expired_records()
+
+
+@shared_task(name="agent33.compact_row_counts")
+def compact_row_counts() -> None:
+    """Fold /metrics' delta rows between scrapes (a deployment nobody scrapes must not grow
+    them without end)."""
+    from agent33.observability.row_counts import compact_row_counts as compact
+
+    compact()

@@ -45,6 +45,7 @@ from .models import (
     MultimodalResult,
     ProviderCredential,
     ProviderPrice,
+    StorageUsage,
 )
 from .pricing import UNITS, utc_day
 from .providers.registry import provider_names
@@ -273,7 +274,7 @@ class PolicyForm(forms.ModelForm):
     class Meta:
         model = MultimodalPolicy
         fields = ("tenant", "max_text_chars", "max_artifact_bytes", "max_timeout_seconds",
-                  "allowed_modalities", "daily_spend_limit_usd")
+                  "allowed_modalities", "daily_spend_limit_usd", "max_storage_bytes")
 
 
 def _today_spend(field: str) -> Subquery:
@@ -285,9 +286,9 @@ def _today_spend(field: str) -> Subquery:
 class MultimodalPolicyAdmin(TenantScopedAdmin):
     form = PolicyForm
     list_display = ("tenant", "max_text_chars", "max_artifact_bytes", "max_timeout_seconds",
-                    "modalities", "limit", "spent_today", "updated_at", "updated_by")
+                    "modalities", "limit", "spent_today", "storage", "updated_at", "updated_by")
     list_select_related = ("tenant",)
-    readonly_fields = ("spent_today", "updated_at", "updated_by")
+    readonly_fields = ("spent_today", "storage", "updated_at", "updated_by")
 
     def get_readonly_fields(self, request, obj=None):
         return ("tenant", *self.readonly_fields) if obj else self.readonly_fields
@@ -295,7 +296,9 @@ class MultimodalPolicyAdmin(TenantScopedAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
             today_settled=_today_spend("settled_nano_usd"),
-            today_reserved=_today_spend("reserved_nano_usd"))
+            today_reserved=_today_spend("reserved_nano_usd"),
+            stored_bytes=Subquery(StorageUsage.objects.filter(
+                tenant_id=OuterRef("tenant_id")).values("stored_bytes")[:1]))
 
     @admin.display(description="allowed modalities")
     def modalities(self, obj: MultimodalPolicy) -> str:
@@ -316,6 +319,14 @@ class MultimodalPolicyAdmin(TenantScopedAdmin):
             settled, reserved = (row.settled_nano_usd, row.reserved_nano_usd) if row else (0, 0)
         text = usd(settled or 0)
         return f"{text} (+{usd(reserved)} reserved)" if reserved else text
+
+    @admin.display(description="artifact storage used")
+    def storage(self, obj: MultimodalPolicy) -> str:
+        stored = getattr(obj, "stored_bytes", None)
+        if stored is None:  # the change page reads the object without annotation
+            stored = StorageUsage.objects.filter(tenant_id=obj.tenant_id).values_list(
+                "stored_bytes", flat=True).first()
+        return f"{stored or 0:,} of {obj.max_storage_bytes:,} bytes"
 
     def save_model(self, request, obj, form, change):
         # The same service as the API (locking, validation, audit fields).

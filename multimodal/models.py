@@ -27,12 +27,14 @@ __all__ = [
     "Artifact",
     "CloudProvider",
     "DailySpend",
+    "EngineThroughput",
     "MultimodalPolicy",
     "MultimodalRequest",
     "MultimodalResult",
     "ProviderCredential",
     "ProviderPrice",
     "RequestCount",
+    "StorageUsage",
     "artifact_upload_to",
     "validate_base_url",
     "validate_modalities",
@@ -44,12 +46,14 @@ POLICY_DEFAULTS = {
     "max_artifact_bytes": 5_000_000,
     "max_timeout_seconds": 300,
     "allowed_modalities": list(Modality.values),
+    "max_storage_bytes": 1 << 30,  # 1 GiB of stored artifacts per tenant
 }
 # Sane ceilings: a tenant admin may loosen its guardrails, but not to absurd values.
 POLICY_LIMITS = {
     "max_text_chars": 100_000,
     "max_artifact_bytes": 100_000_000,
     "max_timeout_seconds": 3600,
+    "max_storage_bytes": 1 << 40,
 }
 # Dollars, with at most 6 decimal places: a limit round-trips exactly through SQLite's
 # floats at this size (13 significant digits).
@@ -93,6 +97,13 @@ class MultimodalPolicy(TenantOwnedModel):
     # blank=True: an empty list is a valid policy (every modality switched off).
     allowed_modalities = models.JSONField(
         default=_default_modalities, blank=True, validators=[validate_modalities]
+    )
+    # What the tenant may keep stored (uploads, inline inputs, provider outputs): an operator's
+    # decision (services/artifacts.py holds uploads to it).
+    max_storage_bytes = models.PositiveBigIntegerField(
+        default=POLICY_DEFAULTS["max_storage_bytes"],
+        validators=[MinValueValidator(0), MaxValueValidator(POLICY_LIMITS["max_storage_bytes"])],
+        help_text="Bytes of artifacts the tenant may keep stored (operators and staff set it).",
     )
     # None: no limit. See services/spend.py for how requests are held to it.
     daily_spend_limit_usd = models.DecimalField(
@@ -309,14 +320,54 @@ class RequestCount(TenantOwnedModel):
     count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["tenant", "modality", "provider", "state"], name="mmcount_key_unique"
-            ),
+        # Delta rows (agent33.observability.row_counts): a key's count is their sum.
+        indexes = [
+            models.Index(fields=["tenant", "modality", "provider", "state"], name="mmcount_key"),
         ]
 
     def __str__(self) -> str:
         return f"{self.modality}/{self.provider}/{self.state}: {self.count}"
+
+
+class EngineThroughput(models.Model):
+    """How fast an offline engine works on this platform's machines: seconds of compute per
+    unit of input (pixels, characters, seconds of audio), measured from completed requests
+    (an exponentially weighted average, 1/5 weight to each new one). Estimates for spend
+    limits use it instead of a guessed constant. Not tenant-owned: it describes the
+    machines, and holds no tenant's data."""
+
+    provider = models.CharField(max_length=64)
+    modality = models.CharField(max_length=32)
+    unit = models.CharField(max_length=32)
+    seconds_per_unit = models.FloatField()
+    samples = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "modality"], name="throughput_one_per"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider} {self.modality}: {self.seconds_per_unit:.3g} s/{self.unit}"
+
+
+class StorageUsage(TenantOwnedModel):
+    """Bytes of artifacts a tenant keeps stored, counted as they are inserted: an upload is
+    admitted by one conditional UPDATE that keeps the total within the policy's
+    `max_storage_bytes` (services/artifacts.py), so concurrent uploads cannot pass it."""
+
+    stored_bytes = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "storage usage"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant"], name="mmstorage_one_per_tenant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}: {self.stored_bytes} bytes"
 
 
 class DailySpend(TenantOwnedModel):

@@ -298,10 +298,9 @@ class ProcessCount(TenantOwnedModel):
     count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["tenant", "process_type", "status"], name="proccount_key_unique"
-            ),
+        # Delta rows (agent33.observability.row_counts): a key's count is their sum.
+        indexes = [
+            models.Index(fields=["tenant", "process_type", "status"], name="proccount_key"),
         ]
 
     def __str__(self) -> str:
@@ -317,10 +316,9 @@ class ControlCount(TenantOwnedModel):
     count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["tenant", "process_type", "action"], name="ctrlcount_key_unique"
-            ),
+        # Delta rows (agent33.observability.row_counts): a key's count is their sum.
+        indexes = [
+            models.Index(fields=["tenant", "process_type", "action"], name="ctrlcount_key"),
         ]
 
     def __str__(self) -> str:

@@ -141,6 +141,11 @@ class _DomainCollector:
 
 def render_metrics(accept: str | None) -> tuple[bytes, str]:
     """The exposition (Prometheus text, or OpenMetrics when the scraper asks for it)."""
+    from .row_counts import compact_row_counts
+
+    # The kept counts are delta rows: fold them first, so the collectors sum about one row
+    # per key however much was written since the last scrape.
+    compact_row_counts()
     registry = CollectorRegistry(auto_describe=False)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry.register(_FilesCollector(multiprocess_dirs()))

@@ -5,14 +5,24 @@
 every row: 66 ms for 100,000 processes on PostgreSQL against 2 ms for kept counts, growing
 with history (bench/metrics_scrape.py). Instead, each app declares a `RowCounter` (which
 table, which columns form the key, which counts table holds the numbers) and triggers in the
-database keep the counts table right on every INSERT, UPDATE and DELETE of the counted table,
-whichever code path wrote the row: the ORM, a conditional `update()`, a hand-written
-statement, a sweep, COPY, the admin or psql. No service has to remember to count.
+database record every INSERT, UPDATE and DELETE of the counted table in the counts table,
+whichever code path wrote the row: the ORM, a conditional `update()`, a sweep, COPY, the
+admin or psql. No service has to remember to count.
 
-- PostgreSQL: statement-level AFTER triggers with transition tables; each statement adds its
-  net change per key in one upsert, keys in sorted order, so two statements never take the
-  counts rows' locks in opposite orders.
-- SQLite: row-level triggers (SQLite serialises writers anyway).
+The counts table is a ledger of deltas: a trigger only INSERTs rows (the statement's net
+change per key), it never updates a shared count row. So a trigger takes no row lock that
+another transaction could hold, and it cannot join a lock cycle with the locks the services
+take (a request's row, the tenant's daily spend row: see "Lock order" in the README). The
+count of a key is the SUM of its rows; `compact_row_counts()` folds each key's rows into one
+(at every scrape and on the periodic schedule), so a scrape sums about one row per key plus
+what was written since the last compaction.
+
+- PostgreSQL: statement-level AFTER triggers with transition tables, one INSERT of the net
+  change per key per statement; compaction is one `WITH gone AS (DELETE … RETURNING) INSERT
+  … SELECT SUM` statement, so exactly the rows it removed are folded, whatever commits
+  meanwhile.
+- SQLite: row-level triggers keeping one row per key up to date (SQLite serialises writers,
+  so a shared row cannot take part in a deadlock there).
 
 The triggers are (re)installed after every `migrate` (post_migrate; test databases built
 without migrations get them too). The first install recounts the table under a lock that
@@ -28,7 +38,13 @@ from dataclasses import dataclass, field
 from django.db import connections, models, transaction
 from django.db.models.signals import post_migrate
 
-__all__ = ["RowCounter", "install_row_counters", "register_row_counter", "row_counters"]
+__all__ = [
+    "RowCounter",
+    "compact_row_counts",
+    "install_row_counters",
+    "register_row_counter",
+    "row_counters",
+]
 
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,40}")
 _CONSTANT = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
@@ -40,8 +56,9 @@ class RowCounter:
 
     `key` maps a field of `counts` to the field of `source` it is copied from; `constants`
     maps a field of `counts` to a fixed value (when several tables share one counts table,
-    e.g. process_type="trace"). `counts` has a `tenant` foreign key, those fields, an integer
-    `count`, and a unique constraint on (tenant, *key, *constants).
+    e.g. process_type="trace"). `counts` has a `tenant` foreign key, those fields and an
+    integer `count`; a key's count is the sum of its rows (no unique constraint: triggers
+    append deltas).
     """
 
     name: str
@@ -100,11 +117,24 @@ class _Sql:
              *self.constant_values]
         )
 
-    def upsert(self, select: str) -> str:
+    def insert(self, select: str) -> str:
+        return f"INSERT INTO {self.counts} ({self.target}, {self.count}) {select}"
+
+    @property
+    def own_rows(self) -> str:
+        """The counts rows of this counter (several counters may share a counts table)."""
+        constants = " AND ".join(
+            f"{c} = {v}" for c, v in zip(self.constant_columns, self.constant_values, strict=True)
+        )
+        return constants or "1 = 1"
+
+    def compact_postgres(self) -> str:
+        columns = ", ".join([self.tenant, *self.key_columns, *self.constant_columns])
         return (
-            f"INSERT INTO {self.counts} ({self.target}, {self.count}) {select} "
-            f"ON CONFLICT ({self.target}) DO UPDATE "
-            f"SET {self.count} = {self.counts}.{self.count} + EXCLUDED.{self.count}"
+            f"WITH gone AS (DELETE FROM {self.counts} WHERE {self.own_rows} "
+            f"RETURNING {columns}, {self.count}) "
+            f"INSERT INTO {self.counts} ({columns}, {self.count}) "
+            f"SELECT {columns}, SUM({self.count}) FROM gone GROUP BY {columns}"
         )
 
     def grouped(self, rows: str, delta: str, having: str = "") -> str:
@@ -113,13 +143,9 @@ class _Sql:
                 f"{having} ORDER BY {positions}")
 
     def recount(self) -> list[str]:
-        constants = " AND ".join(
-            f"{c} = {v}" for c, v in zip(self.constant_columns, self.constant_values, strict=True)
-        )
         return [
-            f"DELETE FROM {self.counts}" + (f" WHERE {constants}" if constants else ""),
-            # WHERE true: SQLite's parser needs it before ON CONFLICT after a SELECT.
-            self.upsert(self.grouped(f"{self.source} WHERE 1 = 1", "COUNT(*)")),
+            f"DELETE FROM {self.counts} WHERE {self.own_rows}",
+            self.insert(self.grouped(self.source, "COUNT(*)")),
         ]
 
 
@@ -128,15 +154,16 @@ def _postgres_statements(sql: _Sql) -> list[str]:
         f"(SELECT {sql.selected()}, 1 AS delta FROM new_rows UNION ALL "
         f"SELECT {sql.selected()}, -1 FROM old_rows) AS changed"
     )
-    # Kept by trigger rather than counted per scrape: bench/metrics_scrape.py.
+    # Kept by trigger rather than counted per scrape: bench/metrics_scrape.py. Insert-only,
+    # so the trigger takes no lock on rows other transactions write.
     body = f"""
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    {sql.upsert(sql.grouped("new_rows", "COUNT(*)"))};
+    {sql.insert(sql.grouped("new_rows", "COUNT(*)"))};
   ELSIF TG_OP = 'DELETE' THEN
-    {sql.upsert(sql.grouped("old_rows", "-COUNT(*)"))};
+    {sql.insert(sql.grouped("old_rows", "-COUNT(*)"))};
   ELSE
-    {sql.upsert(sql.grouped(changed, "SUM(delta)", "HAVING SUM(delta) <> 0"))};
+    {sql.insert(sql.grouped(changed, "SUM(delta)", "HAVING SUM(delta) <> 0"))};
   END IF;
   RETURN NULL;
 END"""
@@ -160,33 +187,34 @@ END"""
 
 
 def _sqlite_statements(sql: _Sql) -> list[str]:
-    def row(alias: str) -> str:
-        return ", ".join(
-            [f"{alias}.{sql.source_tenant}", *(f"{alias}.{c}" for c in sql.key_sources),
-             *sql.constant_values]
-        )
+    """Row triggers keeping one row per key: SQLite runs one writer at a time, so updating
+    a shared count row cannot deadlock there. A delete only decrements (it never inserts a
+    row for a tenant a flush or cascade may be removing in the same transaction)."""
 
-    def decrement(alias: str) -> str:
+    def add(alias: str, amount: int, *, insert_missing: bool) -> str:
+        values = [f"{alias}.{sql.source_tenant}", *(f"{alias}.{c}" for c in sql.key_sources),
+                  *sql.constant_values]
         match = " AND ".join(
-            f"{column} = {value}"
-            for column, value in zip(
-                [sql.tenant, *sql.key_columns, *sql.constant_columns],
-                [f"{alias}.{sql.source_tenant}", *(f"{alias}.{c}" for c in sql.key_sources),
-                 *sql.constant_values],
-                strict=True,
-            )
+            f"{column} = {value}" for column, value in
+            zip([sql.tenant, *sql.key_columns, *sql.constant_columns], values, strict=True)
         )
-        return f"UPDATE {sql.counts} SET {sql.count} = {sql.count} - 1 WHERE {match};"
+        statement = (f"UPDATE {sql.counts} SET {sql.count} = {sql.count} + ({amount}) "
+                     f"WHERE rowid = (SELECT rowid FROM {sql.counts} WHERE {match} LIMIT 1);")
+        if insert_missing:
+            statement += " " + sql.insert(
+                f"SELECT {', '.join(values)}, {amount} "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {sql.counts} WHERE {match})") + ";"
+        return statement
 
-    increment = sql.upsert(f"SELECT {row('NEW')}, 1 WHERE 1 = 1") + ";"
     key_changed = " OR ".join(
         f"OLD.{c} IS NOT NEW.{c}" for c in [sql.source_tenant, *sql.key_sources]
     )
     statements = []
     bodies = {
-        "ins": ("INSERT", "", increment),
-        "upd": ("UPDATE", f"WHEN {key_changed}", decrement("OLD") + " " + increment),
-        "del": ("DELETE", "", decrement("OLD")),
+        "ins": ("INSERT", "", add("NEW", 1, insert_missing=True)),
+        "upd": ("UPDATE", f"WHEN {key_changed}",
+                add("OLD", -1, insert_missing=False) + " " + add("NEW", 1, insert_missing=True)),
+        "del": ("DELETE", "", add("OLD", -1, insert_missing=False)),
     }
     for op, trigger in sql.triggers.items():
         event, when, body = bodies[op]
@@ -243,6 +271,36 @@ def install_row_counters(
                     cursor.execute(statement)
                 recounted.append(counter.name)
     return recounted
+
+
+def compact_row_counts(counters: list[RowCounter] | None = None, *,
+                       using: str = "default") -> None:
+    """Fold each key's delta rows into one, keeping every key's sum (and keys whose sum is
+    0, so a series does not vanish). Runs at every /metrics scrape and on the periodic
+    schedule; safe while writers append and while another compaction runs."""
+    connection = connections[using]
+    if connection.vendor not in ("postgresql", "sqlite"):
+        return
+    seen_tables: set[tuple[str, str]] = set()
+    for counter in counters if counters is not None else row_counters():
+        sql = _Sql(counter, connection)
+        if (sql.counts, sql.own_rows) in seen_tables:
+            continue
+        seen_tables.add((sql.counts, sql.own_rows))
+        with transaction.atomic(using=using), connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(sql.compact_postgres())
+                continue
+            # SQLite runs one writer at a time: read the sums, then replace the rows.
+            columns = ", ".join([sql.tenant, *sql.key_columns, *sql.constant_columns])
+            cursor.execute(f"SELECT {columns}, SUM({sql.count}) FROM {sql.counts} "
+                           f"WHERE {sql.own_rows} GROUP BY {columns}")
+            sums = cursor.fetchall()
+            cursor.execute(f"DELETE FROM {sql.counts} WHERE {sql.own_rows}")
+            if sums:
+                marks = ", ".join(["%s"] * len(sums[0]))
+                cursor.executemany(
+                    f"INSERT INTO {sql.counts} ({columns}, {sql.count}) VALUES ({marks})", sums)
 
 
 def _install_after_migrate(sender, using="default", **kwargs) -> None:

@@ -212,6 +212,7 @@ class PolicySerializer(serializers.ModelSerializer):
             "max_timeout_seconds",
             "allowed_modalities",
             "daily_spend_limit_usd",
+            "max_storage_bytes",
             "updated_at",
         ]
         read_only_fields = fields
@@ -239,6 +240,11 @@ class PolicyUpdateSerializer(serializers.Serializer):
     allowed_modalities = serializers.ListField(
         required=False, child=serializers.CharField(), allow_empty=True,
         help_text=MODALITIES_HELP,
+    )
+    max_storage_bytes = serializers.IntegerField(
+        required=False, min_value=0, max_value=POLICY_LIMITS["max_storage_bytes"],
+        help_text="Bytes of artifacts the tenant may keep stored (default 1 GiB). Operator "
+        "tokens only: a tenant's token gets 403 storage_quota_operator_only.",
     )
     daily_spend_limit_usd = UsdField(
         required=False, allow_null=True, maximum=MAX_DAILY_SPEND_LIMIT,

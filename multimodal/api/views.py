@@ -235,6 +235,13 @@ class PolicyView(ApiView):
                    summary="Set some or all of the tenant's policy (multimodal:admin)")
     def post(self, request, tenant_id: str):
         tenant = _policy_tenant(request, tenant_id)
+        if isinstance(request.data, dict) and "max_storage_bytes" in request.data \
+                and not request.user.is_operator:
+            # The storage quota bounds what a tenant may make the platform keep.
+            raise StorageQuotaForbidden(
+                "max_storage_bytes can be set only by an operator token or staff in the "
+                "admin; leave it out (the current quota is kept)."
+            )
         payload = PolicyUpdateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         policy = services.policy_set(
@@ -321,6 +328,10 @@ class PriceView(APIView):
 
 class BaseUrlForbidden(PermissionDenied):
     default_code = "base_url_operator_only"
+
+
+class StorageQuotaForbidden(PermissionDenied):
+    default_code = "storage_quota_operator_only"
 
 
 KEY_ERRORS = {

@@ -48,13 +48,17 @@ MODALITY_VISION = "vision_analysis"
 
 class ProviderError(Exception):
     """A provider could not produce output. The message is shown to API users as-is,
-    so it names the provider and the reason and never contains a credential."""
+    so it names the provider and the reason and never contains a credential.
+    `unanswered_attempts`: attempts the provider may have billed although no usable answer
+    came back (a 5xx, a timeout or a dropped connection after the request was sent)."""
 
-    def __init__(self, provider: str, reason: str, *, attempts: int = 1, retryable: bool = False):
+    def __init__(self, provider: str, reason: str, *, attempts: int = 1, retryable: bool = False,
+                 unanswered_attempts: int = 0):
         self.provider = provider
         self.reason = reason
         self.attempts = attempts
         self.retryable = retryable
+        self.unanswered_attempts = unanswered_attempts
         super().__init__(f"{provider}: {reason}")
 
 
@@ -71,6 +75,9 @@ class ProviderCall:
     options: dict[str, Any] = field(default_factory=dict)  # e.g. {"voice": "alloy"}
     # Private networks the call may reach (multimodal/network.py); empty: public hosts only.
     allowed_networks: tuple[Any, ...] = ()
+    # Asked before repeating an attempt the provider may have billed: returns why the
+    # retry may not be made (a spend limit with no room for it), or None.
+    before_paid_retry: Callable[[], str | None] | None = None
 
     @classmethod
     def with_timeout(cls, seconds: float, **kwargs: Any) -> ProviderCall:
@@ -94,6 +101,8 @@ class ProviderOutput:
     attempts: int = 1
     usage: dict[str, Any] = field(default_factory=dict)
     usage_source: str = USAGE_FROM_PROVIDER
+    # Earlier attempts the provider may have billed without answering (see ProviderError).
+    unanswered_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +232,9 @@ class Provider:
     options: ClassVar[dict[str, dict[str, Option]]] = {}
     # The option that picks the model (ElevenLabs calls it model_id).
     model_option: ClassVar[str] = "model"
+    # Offline engines: the usage unit their compute time grows with ("pixels",
+    # "characters", "audio_seconds"), so the service can measure their throughput.
+    size_unit: ClassVar[str] = ""
 
     def accepted_options(self, modality: str) -> dict[str, Option]:
         return self.options.get(modality, {})
@@ -232,10 +244,11 @@ class Provider:
         return clean_options(self.accepted_options(modality), options)
 
     def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
-                       model: str) -> dict[str, Any]:
+                       model: str, *, seconds_per_unit: float | None = None) -> dict[str, Any]:
         """The usage a request is expected to consume, in the units the engine reports, for
         a spend limit's reservation. Units it cannot estimate are left out (a price on such
-        a unit then makes the estimate unknown)."""
+        a unit then makes the estimate unknown). `seconds_per_unit`: an offline engine's
+        measured throughput on this platform (per `size_unit`), used instead of its prior."""
         return {}
 
     def synthesize(self, text: str, call: ProviderCall) -> ProviderOutput:  # text_to_speech

@@ -74,7 +74,7 @@ class ElevenLabsProvider(Provider):
     }
 
     def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
-                       model: str) -> dict[str, Any]:
+                       model: str, *, seconds_per_unit: float | None = None) -> dict[str, Any]:
         return {"characters": facts.text_chars}
 
     def synthesize(self, text: str, call: ProviderCall) -> ProviderOutput:
@@ -150,7 +150,7 @@ class ElevenLabsProvider(Provider):
             output_bytes=audio,
             output_content_type="audio/wav",
             output_data=output_data,
-            attempts=result.attempts,
+            attempts=result.attempts, unanswered_attempts=result.unanswered_attempts,
             usage=usage,
             usage_source=source,
         )

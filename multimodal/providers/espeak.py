@@ -185,6 +185,7 @@ def _get_engine() -> _Engine:
 class EspeakProvider(Provider):
     name = "espeak"
     modalities = frozenset({MODALITY_TEXT_TO_SPEECH})
+    size_unit = "characters"
     default_models = {MODALITY_TEXT_TO_SPEECH: MODEL_NAME}
     options = {
         MODALITY_TEXT_TO_SPEECH: {
@@ -197,10 +198,11 @@ class EspeakProvider(Provider):
     }
 
     def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
-                       model: str) -> dict[str, Any]:
+                       model: str, *, seconds_per_unit: float | None = None) -> dict[str, Any]:
+        rate = _ESTIMATE_SECONDS_PER_CHAR if seconds_per_unit is None else seconds_per_unit
         chars = facts.text_chars
         return {"characters": chars, "compute_seconds": round(
-            _ESTIMATE_SECONDS_FIXED + chars * _ESTIMATE_SECONDS_PER_CHAR, 3)}
+            _ESTIMATE_SECONDS_FIXED + chars * rate, 3)}
 
     def synthesize(self, text: str, call: ProviderCall) -> ProviderOutput:
         if call.model not in ("", MODEL_NAME):

@@ -12,7 +12,12 @@ Policy, in short:
   exponential backoff plus jitter, or after the server's `Retry-After` when it sends one;
 - a wait that would end past the deadline is not started: the call fails at once instead;
 - any other non-2xx status fails at once;
-- every message that leaves this module has the API key scrubbed from it.
+- every message that leaves this module has the API key scrubbed from it;
+- attempts the provider may have billed without a usable answer (a 5xx or 408, a timeout or
+  a connection dropped after the request was sent; not a 429, another 4xx or a refused
+  connection) are counted (`unanswered_attempts`), so spend counts them, and such an
+  attempt is repeated only if `call.before_paid_retry` allows it (a spend limit reserves
+  the retry first).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class HttpResult:
     headers: httpx.Headers
     content: bytes
     attempts: int
+    unanswered_attempts: int = 0
 
     @property
     def content_type(self) -> str:
@@ -176,6 +182,7 @@ class RetryingClient:
         self.call = call
         self.secret = secret
         self.attempts = 0
+        self.unanswered = 0  # attempts the provider may have billed without answering
         self._started = time.monotonic()
         self._client = httpx.Client(follow_redirects=False)
 
@@ -196,6 +203,7 @@ class RetryingClient:
             scrub(reason, self.secret),
             attempts=max(self.attempts, 1),
             retryable=retryable,
+            unanswered_attempts=self.unanswered,
         )
 
     def unexpected(self, what: str) -> ProviderError:
@@ -251,12 +259,15 @@ class RetryingClient:
             if refused is not None:
                 raise self.error(refused)
             self.attempts += 1
+            unanswered_before = self.unanswered
             retry_after: float | None = None
             try:
                 status, headers, content = self._attempt(method, url, remaining, kwargs)
-            except (httpx.TimeoutException, _DeadlineReached):
+            except (httpx.TimeoutException, _DeadlineReached) as exc:
                 # The attempt's timeout is the time left, so a timeout means the deadline is
                 # (all but) reached: nothing left to retry with.
+                if not isinstance(exc, httpx.ConnectTimeout):  # the request was sent
+                    self.unanswered += 1
                 raise self._timed_out() from None
             except (httpx.InvalidURL, httpx.UnsupportedProtocol):
                 # A configuration error, not a transient one. The URL itself stays out of the
@@ -265,17 +276,21 @@ class RetryingClient:
             except httpx.TransportError as exc:
                 last_failure = f"connection failed: {_describe_transport_error(exc)}"
                 retry_reason = "connection"
+                if not isinstance(exc, httpx.ConnectError):  # dropped after it was sent
+                    self.unanswered += 1
             except httpx.HTTPError as exc:
                 # E.g. a body that fails to decode: retrying would not change it.
                 raise self.error(f"request failed: {_describe_transport_error(exc)}") from None
             else:
                 if 200 <= status <= 299:
-                    return HttpResult(status, headers, content, self.attempts)
+                    return HttpResult(status, headers, content, self.attempts, self.unanswered)
                 detail = error_text(content, fallback=httpx.codes.get_reason_phrase(status))
                 last_failure = f"HTTP {status}: {detail}"
                 retry_reason = str(status)
                 if not _is_retryable_status(status):
                     raise self.error(f"{last_failure} {_attempts_note(self.attempts)}")
+                if status != 429:  # a 5xx or 408: the provider may have done the work
+                    self.unanswered += 1
                 retry_after = parse_retry_after(headers)
 
             if self.attempts >= MAX_ATTEMPTS:
@@ -292,8 +307,20 @@ class RetryingClient:
                 raise self.error(
                     f"{last_failure} {_attempts_note(self.attempts)}; {why}", retryable=True
                 )
+            refused_retry = self._paid_retry_refusal(
+                possibly_billed=self.unanswered > unanswered_before)
+            if refused_retry:
+                raise self.error(f"{last_failure} {_attempts_note(self.attempts)}; "
+                                 f"not retried: {refused_retry}", retryable=True)
             provider_retries.labels(self.provider, retry_reason).inc()
             time.sleep(wait)
+
+    def _paid_retry_refusal(self, *, possibly_billed: bool) -> str | None:
+        """Why an attempt that repeats a possibly billed one may not be made, or None. (A
+        429 or a refused connection cost nothing: those retries need no permission.)"""
+        if not possibly_billed or self.call.before_paid_retry is None:
+            return None
+        return self.call.before_paid_retry()
 
     def _attempt(
         self, method: str, url: str, remaining: float, kwargs: dict[str, Any]

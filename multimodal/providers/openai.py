@@ -177,7 +177,7 @@ class OpenAIProvider(Provider):
     }
 
     def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
-                       model: str) -> dict[str, Any]:
+                       model: str, *, seconds_per_unit: float | None = None) -> dict[str, Any]:
         if modality == MODALITY_TEXT_TO_SPEECH:
             return {"characters": facts.text_chars}
         if modality == MODALITY_SPEECH_TO_TEXT:
@@ -248,7 +248,7 @@ class OpenAIProvider(Provider):
             model=model,
             output_text=text,
             output_data=output_data,
-            attempts=result.attempts,
+            attempts=result.attempts, unanswered_attempts=result.unanswered_attempts,
             usage=usage,
             usage_source=source,
         )
@@ -279,7 +279,7 @@ class OpenAIProvider(Provider):
             output_bytes=audio,
             output_content_type=content_type,
             output_data=output_data,
-            attempts=result.attempts,
+            attempts=result.attempts, unanswered_attempts=result.unanswered_attempts,
             # OpenAI's speech answer carries no usage; it bills per input character.
             usage={"characters": len(text)},
             usage_source=USAGE_FROM_INPUT,
@@ -355,7 +355,7 @@ class OpenAIProvider(Provider):
             model=model,
             output_text=content,
             output_data=output_data,
-            attempts=result.attempts,
+            attempts=result.attempts, unanswered_attempts=result.unanswered_attempts,
             usage=_chat_usage(body),
         )
 

@@ -45,7 +45,7 @@ _LANG_RE = re.compile(r"^[a-z_]{3,20}(\+[a-z_]{3,20}){0,3}$")
 _DESCRIPTION_TEXT_CHARS = 200
 # Estimates for spend limits: OCR of a page-sized image (about 2 megapixels) takes around a
 # second on one core; the estimate allows a second per megapixel plus 0.2 s.
-_ESTIMATE_SECONDS_PER_PIXEL = 1 / 1_000_000
+_ESTIMATE_SECONDS_PER_PIXEL = 5 / 1_000_000  # a prior: measured throughput replaces it
 _ESTIMATE_SECONDS_FIXED = 0.2
 
 # A small palette for naming the main colour in the description; nearest match by RGB distance.
@@ -127,6 +127,7 @@ def _check_language(value: str) -> str | None:
 class TesseractProvider(Provider):
     name = "tesseract"
     modalities = frozenset({MODALITY_VISION})
+    size_unit = "pixels"
     default_models = {MODALITY_VISION: MODEL_NAME}
     options = {
         MODALITY_VISION: {
@@ -137,12 +138,13 @@ class TesseractProvider(Provider):
     }
 
     def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
-                       model: str) -> dict[str, Any]:
+                       model: str, *, seconds_per_unit: float | None = None) -> dict[str, Any]:
+        rate = _ESTIMATE_SECONDS_PER_PIXEL if seconds_per_unit is None else seconds_per_unit
         if facts.image_width is None or facts.image_height is None:
             return {}
         pixels = facts.image_width * facts.image_height
         return {"compute_seconds": round(
-            _ESTIMATE_SECONDS_FIXED + pixels * _ESTIMATE_SECONDS_PER_PIXEL, 3)}
+            _ESTIMATE_SECONDS_FIXED + pixels * rate, 3)}
 
     def analyze(self, image: bytes, content_type: str, call: ProviderCall) -> ProviderOutput:
         if call.model not in ("", MODEL_NAME):

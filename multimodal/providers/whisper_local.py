@@ -54,6 +54,7 @@ def packaged_model_dir() -> Path:
 class WhisperLocalProvider(Provider):
     name = "whisper-local"
     modalities = frozenset({MODALITY_SPEECH_TO_TEXT})
+    size_unit = "audio_seconds"
     default_models = {MODALITY_SPEECH_TO_TEXT: MODEL_NAME}
     options = {
         MODALITY_SPEECH_TO_TEXT: {
@@ -65,12 +66,13 @@ class WhisperLocalProvider(Provider):
     }
 
     def estimate_usage(self, modality: str, facts: InputFacts, options: dict[str, Any],
-                       model: str) -> dict[str, Any]:
+                       model: str, *, seconds_per_unit: float | None = None) -> dict[str, Any]:
+        rate = _ESTIMATE_REALTIME_FACTOR if seconds_per_unit is None else seconds_per_unit
         if facts.audio_seconds is None:
             return {}
         seconds = facts.audio_seconds
         return {"audio_seconds": round(seconds, 3), "compute_seconds": round(
-            _ESTIMATE_SECONDS_FIXED + seconds * _ESTIMATE_REALTIME_FACTOR, 3)}
+            _ESTIMATE_SECONDS_FIXED + seconds * rate, 3)}
 
     def __init__(self, model_dir: Path | str | None = None, *, cpu_threads: int = 2,
                  beam_size: int = 5) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -26,14 +29,24 @@ from operations.transitions import Origin
 
 from ..choices import ArtifactOrigin, RequestState
 from ..models import POLICY_DEFAULTS, Artifact, MultimodalPolicy, MultimodalRequest
-from ..pricing import CostResult, cost_of, format_usd
-from ..providers.base import ProviderError, ProviderOutput
+from ..pricing import CostResult, cost_of, format_usd, from_nanos, to_nanos
+from ..providers.base import Provider, ProviderCall, ProviderError, ProviderOutput
 from ..providers.registry import get_provider
 from ..resolution import provider_call_for
-from .artifacts import artifact_read, artifact_store
+from .artifacts import artifact_insert, artifact_prepare, artifact_read, removed_unless_stored
+from .policy import policy_for
 from .prices import price_for
 from .requests import request_end
-from .spend import spend_settle
+from .spend import (
+    OFFLINE_RESERVE_FACTOR,
+    Estimate,
+    cost_estimate,
+    input_facts,
+    limit_nanos,
+    spend_reserve_retry,
+    spend_settle,
+    throughput_record,
+)
 
 __all__ = ["reap_timeouts", "request_fail_unqueued", "request_run", "timeout_message"]
 
@@ -53,27 +66,86 @@ def timeout_message(mm_request: MultimodalRequest) -> str:
     return f"timed out after {mm_request.requested_timeout_seconds} s"
 
 
-def _costed(mm_request: MultimodalRequest, output: ProviderOutput | None
+@dataclass(frozen=True)
+class Attempted:
+    """What an execution consumed, whatever its end: the answer (if any), attempts the
+    provider may have billed without answering, and for an offline engine that failed or
+    timed out, the compute it spent first."""
+
+    model: str
+    estimate: Estimate | None
+    output: ProviderOutput | None = None
+    unanswered: int = 0
+    failed_compute_seconds: float | None = None
+
+
+# An ending before any engine ran (the broker refused the job, the reaper).
+NOTHING_SPENT = Attempted(model="", estimate=None)
+
+
+def _costed(mm_request: MultimodalRequest, spent: Attempted
             ) -> tuple[CostResult, dict[str, Any]]:
-    """The cost of what the provider produced (usage x its price row now) and the metadata
-    that records it: usage, where the figures came from, cost_usd, and the price row used
-    (so a later price change does not rewrite it)."""
-    if output is None:
-        return (CostResult(None, "the provider returned no output"),
-                {"usage": {}, "cost_usd": None, "cost_note": "the provider returned no output",
-                 "price": None})
-    what = f"{mm_request.provider}/{output.model}"
-    price = price_for(mm_request.provider, output.model)
-    cost = cost_of(output.usage, price.usd_per_unit if price else None, what=what)
+    """What the execution costs (DESIGN §8.2: every billed-or-maybe-billed attempt counts)
+    and the metadata that records it: usage and where the figures came from, cost_usd,
+    each charge, the estimate beside them, and the price row used (so a later price change
+    does not rewrite it). Unknown stays unknown: a priced unit the usage lacks, or no price,
+    gives cost_usd null with a cost_note, never a guess."""
+    model = spent.output.model if spent.output is not None else spent.model
+    what = f"{mm_request.provider}/{model}"
+    price = price_for(mm_request.provider, model)
+    per_unit = price.usd_per_unit if price else None
+    charges: list[dict[str, Any]] = []
+    notes: list[str] = []
+    usage: dict[str, Any] = {}
+    source = ""
+    if spent.output is not None:
+        usage, source = spent.output.usage, spent.output.usage_source
+        answered = cost_of(usage, per_unit, what=what)
+        charges.append({"for": "the answer", "cost_usd": format_usd(answered.usd)})
+        if answered.usd is None:
+            notes.append(answered.note)
+    elif spent.failed_compute_seconds is not None:
+        usage, source = {"compute_seconds": round(spent.failed_compute_seconds, 3)}, "engine"
+        compute = cost_of(usage, per_unit, what=what)
+        charges.append({"for": "compute before the failure", "cost_usd": format_usd(compute.usd)})
+        if compute.usd is None:
+            notes.append(compute.note)
+    if spent.unanswered:
+        each = spent.estimate.nanos if spent.estimate is not None else None
+        total = None if each is None else from_nanos(each * spent.unanswered)
+        charges.append({"for": f"{spent.unanswered} unanswered attempt(s) the provider may "
+                               "have billed, at the estimate", "cost_usd": format_usd(total)})
+        if each is None:
+            notes.append(spent.estimate.note if spent.estimate else "no estimate")
+    if not charges:
+        note = "the provider returned no output"
+        return (CostResult(None, note), {"usage": {}, "cost_usd": None, "cost_note": note,
+                                         "charges": [], "price": None,
+                                         **_estimate_metadata(spent.estimate)})
+    known = [c["cost_usd"] for c in charges]
+    cost = CostResult(None, "; ".join(notes)) if None in known else CostResult(
+        from_nanos(sum(to_nanos(Decimal(amount)) for amount in known)))
     metadata: dict[str, Any] = {
-        "usage": output.usage,
-        "usage_source": output.usage_source,
+        "usage": usage,
+        "usage_source": source,
         "cost_usd": format_usd(cost.usd),
+        "charges": charges,
+        "unanswered_attempts": spent.unanswered,
         "price": price.reference() if price else None,
+        **_estimate_metadata(spent.estimate),
     }
     if cost.usd is None:
         metadata["cost_note"] = cost.note
     return cost, metadata
+
+
+def _estimate_metadata(estimate: Estimate | None) -> dict[str, Any]:
+    """The estimate beside the actual cost (offline engines: at their measured
+    throughput)."""
+    if estimate is None:
+        return {}
+    return {"estimate": {"usage": estimate.usage, "cost_usd": format_usd(
+        None if estimate.nanos is None else from_nanos(estimate.nanos))}}
 
 
 def _result_fields(
@@ -81,16 +153,17 @@ def _result_fields(
     *,
     started: datetime | None,
     latency_ms: int | None,
-    output: ProviderOutput | None = None,
+    spent: Attempted,
     artifact: Artifact | None = None,
     error: str = "",
     provider_attempts: int = 1,
     cost: tuple[CostResult, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    cost_result, cost_metadata = cost or _costed(mm_request, output)
+    output = spent.output
+    cost_result, cost_metadata = cost or _costed(mm_request, spent)
     metadata: dict[str, Any] = {
         "provider": mm_request.provider,
-        "model": output.model if output else "",
+        "model": output.model if output else spent.model,
         "attempts": output.attempts if output else provider_attempts,
         "execution_attempts": mm_request.attempts,
         "latency_ms": latency_ms,
@@ -128,14 +201,14 @@ def request_run(request_id: str, claim_token: str) -> str:
     mm_request = _start_attempt(request_id, claim_token, now)
     if mm_request is None:
         return "skipped"
+    spent = NOTHING_SPENT
 
-    def fail(message: str, *, latency_ms: int | None = None,
-             output: ProviderOutput | None = None, provider_attempts: int = 1) -> str:
+    def fail(message: str, *, latency_ms: int | None = None, provider_attempts: int = 1) -> str:
         ended = request_end(
             mm_request, RequestState.FAILED, origin=WORKER, error_message=message,
             claim_token=claim_token,
             result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
-                                  output=output, error=message,
+                                  spent=spent, error=message,
                                   provider_attempts=provider_attempts),
         )
         return "failed" if ended else "discarded"
@@ -155,52 +228,82 @@ def request_run(request_id: str, claim_token: str) -> str:
             )
         content_type = mm_request.input_artifact.content_type
 
-    clock = time.monotonic()
     try:
-        provider = get_provider(mm_request.provider)
-        output = provider.run(
-            mm_request.modality,
-            text=mm_request.input_text,
-            data=data,
-            content_type=content_type,
-            call=provider_call_for(mm_request, remaining,
-                                   policy_cap_seconds=mm_request.policy_max_timeout_seconds),
-        )
+        engine = get_provider(mm_request.provider)
     except ProviderError as exc:
-        return fail(str(exc), latency_ms=_elapsed_ms(clock), provider_attempts=exc.attempts)
+        return fail(str(exc))
+    clock = time.monotonic()
+    reserved_seconds: float | None = None
+    try:
+        call = provider_call_for(mm_request, remaining,
+                                 policy_cap_seconds=mm_request.policy_max_timeout_seconds)
+        model = call.model or engine.default_models.get(mm_request.modality, "")
+        spent = Attempted(model=model, estimate=cost_estimate(
+            provider=mm_request.provider, modality=mm_request.modality, model=model,
+            options=mm_request.options, facts=input_facts(mm_request.modality,
+                                                          text=mm_request.input_text,
+                                                          data=data)))
+        call, reserved_seconds = _held_to_reservation(mm_request, claim_token, engine, call,
+                                                      spent.estimate)
+        clock = time.monotonic()
+        output = engine.run(mm_request.modality, text=mm_request.input_text, data=data,
+                            content_type=content_type, call=call)
+    except ProviderError as exc:
+        elapsed = time.monotonic() - clock
+        # Stopped at its reservation, an engine is charged the compute the reservation pays
+        # for: the moments it took to stop are the platform's, not the tenant's.
+        used = elapsed if reserved_seconds is None else min(elapsed, reserved_seconds)
+        spent = replace(spent, unanswered=exc.unanswered_attempts,
+                        failed_compute_seconds=used if engine.size_unit else None)
+        message = str(exc)
+        if reserved_seconds is not None and elapsed >= reserved_seconds * 0.95:
+            message = (f"{mm_request.provider}: stopped after {reserved_seconds:.3g} s of "
+                       f"compute, the {OFFLINE_RESERVE_FACTOR}x of its estimate reserved "
+                       "against the tenant's daily spend limit")
+        return fail(message, latency_ms=_elapsed_ms(clock), provider_attempts=exc.attempts)
     except Exception as exc:  # an engine bug must fail the request, not leave it processing
         logger.exception("provider %s crashed on request %s", mm_request.provider, request_id)
+        if engine.size_unit:
+            spent = replace(spent, failed_compute_seconds=time.monotonic() - clock)
         return fail(f"{mm_request.provider}: unexpected error: {type(exc).__name__}: {exc}",
                     latency_ms=_elapsed_ms(clock))
     latency_ms = _elapsed_ms(clock)
+    spent = replace(spent, output=output, unanswered=output.unanswered_attempts)
 
     if timezone.now() > mm_request.deadline_at:
         # Output after the deadline is discarded: the caller was promised an answer in time.
-        return fail(timeout_message(mm_request), latency_ms=latency_ms, output=output)
+        return fail(timeout_message(mm_request), latency_ms=latency_ms)
 
-    artifact: Artifact | None = None
-    cost = _costed(mm_request, output)
+    cost = _costed(mm_request, spent)
     try:
-        # The output artifact and the completion commit together: a request that was
-        # cancelled or reaped meanwhile leaves neither a result nor an orphaned artifact row.
-        with transaction.atomic():
-            if output.output_bytes is not None:
-                artifact = artifact_store(
-                    tenant_id=mm_request.tenant_id, actor=f"provider:{mm_request.provider}",
-                    content=output.output_bytes, origin=ArtifactOrigin.OUTPUT, field="output",
-                )
+        # The output's file is written before any lock; its row, the usage it adds and the
+        # completion commit together, or the file is removed: a request cancelled or reaped
+        # meanwhile leaves neither a result nor an orphaned artifact.
+        artifact = artifact_prepare(
+            tenant_id=mm_request.tenant_id, actor=f"provider:{mm_request.provider}",
+            content=output.output_bytes, origin=ArtifactOrigin.OUTPUT, field="output",
+        ) if output.output_bytes is not None else None
+        with removed_unless_stored(artifact), transaction.atomic():
+            # Lock order (README): the request's row, then storage usage, then the daily
+            # spend row (request_end).
+            if not _lock_claimed(request_id, claim_token):
+                raise _LateResult
+            if artifact is not None:
+                artifact_insert(artifact, field="output")
             if not request_end(
                 mm_request,
                 RequestState.COMPLETED,
                 origin=WORKER,
                 claim_token=claim_token,
                 result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
-                                      output=output, artifact=artifact, cost=cost),
+                                      spent=spent, artifact=artifact, cost=cost),
             ):
                 raise _LateResult
+            if engine.size_unit:
+                transaction.on_commit(partial(
+                    throughput_record, provider=mm_request.provider,
+                    modality=mm_request.modality, usage=output.usage))
     except _LateResult:
-        if artifact is not None:
-            artifact.file.delete(save=False)
         # The provider was paid for output nobody will see (the request was cancelled or
         # reaped meanwhile, and its reservation given back then): it is still today's spend.
         if cost[0].nanos:
@@ -210,12 +313,52 @@ def request_run(request_id: str, claim_token: str) -> str:
         return "discarded"
     except InvalidInput:
         return fail(f"{mm_request.provider}: returned output that is not a supported audio or "
-                    "image format", latency_ms=latency_ms, output=output)
+                    "image format", latency_ms=latency_ms)
     return "completed"
+
+
+def _held_to_reservation(mm_request: MultimodalRequest, claim_token: str, engine: Provider,
+                         call: ProviderCall, estimate: Estimate | None
+                         ) -> tuple[ProviderCall, float | None]:
+    """A request that reserved against a daily spend limit may cost no more than it
+    reserved: an offline engine gets only the compute time its reservation pays for (the
+    call's deadline moves in; returned as the second value), and a cloud attempt the
+    provider may have billed is repeated only after one more estimate is reserved."""
+    if not mm_request.reserved_nano_usd or mm_request.spend_day is None:
+        return call, None
+    if engine.size_unit:
+        estimated = (mm_request.estimated_usage or {}).get("compute_seconds")
+        if estimated is None:
+            return call, None
+        seconds = OFFLINE_RESERVE_FACTOR * float(estimated)
+        if seconds >= call.remaining():
+            return call, None
+        return replace(call, deadline=time.monotonic() + seconds), seconds
+    limit = limit_nanos(policy_for(Tenant(pk=mm_request.tenant_id)))
+    if estimate is None or estimate.nanos is None or limit is None:
+        return call, None
+
+    def reserve_retry() -> str | None:
+        if spend_reserve_retry(mm_request=mm_request, claim_token=claim_token,
+                               nanos=estimate.nanos, limit=limit):
+            return None
+        return "the tenant's daily spend limit has no room for another paid attempt"
+
+    return replace(call, before_paid_retry=reserve_retry), None
 
 
 class _LateResult(Exception):
     """The request left `processing` (cancelled, reaped) while the provider worked."""
+
+
+def _lock_claimed(request_id: str, claim_token: str) -> bool:
+    """Lock the request's row if it is still processing under this claim (in the caller's
+    transaction)."""
+    return bool(list(
+        MultimodalRequest.objects.select_for_update(of=("self",), no_key=True)
+        .filter(pk=request_id, state=RequestState.PROCESSING, claim_token=claim_token)
+        .values_list("pk", flat=True)
+    ))
 
 
 def _start_attempt(request_id: str, claim_token: str, now: datetime) -> MultimodalRequest | None:
@@ -256,7 +399,7 @@ def request_fail_unqueued(request_id: str, claim_token: str, reason: str, *,
                     origin=Origin.system("enqueue", path=path), error_message=message,
                     claim_token=claim_token,
                     result=_result_fields(mm_request, started=None, latency_ms=None,
-                                          error=message))
+                                          error=message, spent=NOTHING_SPENT))
 
 
 def reap_timeouts(*, now: datetime | None = None, grace_seconds: float | None = None,
@@ -282,7 +425,8 @@ def reap_timeouts(*, now: datetime | None = None, grace_seconds: float | None = 
                 claim_token=mm_request.claim_token,
                 deadline_before=cutoff,
                 result=_result_fields(mm_request, started=mm_request.started_at,
-                                      latency_ms=None, error=message),
+                                      latency_ms=None, error=message,
+                                          spent=NOTHING_SPENT),
             ):
                 reaped.append(mm_request.pk)
     if reaped:

@@ -19,7 +19,7 @@ from ..models import MultimodalPolicy
 __all__ = ["POLICY_FIELDS", "policy_for", "policy_set"]
 
 POLICY_FIELDS = ("max_text_chars", "max_artifact_bytes", "max_timeout_seconds",
-                 "allowed_modalities", "daily_spend_limit_usd")
+                 "allowed_modalities", "daily_spend_limit_usd", "max_storage_bytes")
 
 
 def policy_for(tenant: Tenant) -> MultimodalPolicy:

@@ -52,7 +52,12 @@ from ..providers.registry import get_provider
 from ..resolution import model_for_request, resolve_provider
 from ..selectors import request_reloaded, results_of
 from ..sniffing import SNIFF_BYTES, sniff_content_type
-from .artifacts import artifact_create, check_artifact_size
+from .artifacts import (
+    artifact_insert,
+    artifact_prepare,
+    check_artifact_size,
+    removed_unless_stored,
+)
 from .policy import policy_for
 from .spend import SpendPlan, input_facts, spend_plan, spend_reserve, spend_settle
 
@@ -250,16 +255,22 @@ def request_create(
     ) if execute_now else None
     reserving = plan is not None and plan.limit_nanos is not None
 
+    # The inline input's file is written before any lock is taken; its row commits with
+    # the request or the file is removed.
+    prepared = artifact_prepare(tenant_id=tenant.pk, actor=actor, content=inline,
+                                origin=ArtifactOrigin.INLINE,
+                                field="input_artifact_base64") if inline is not None else None
     # One INSERT needs no transaction of its own (two fewer round trips on the hot path);
     # a reservation, an inline input artifact and the request row must commit together.
-    with transaction.atomic() if inline is not None or reserving else nullcontext():
+    with removed_unless_stored(prepared), \
+            transaction.atomic() if prepared is not None or reserving else nullcontext():
+        # Lock order (README): storage usage, then the daily spend row.
+        if prepared is not None:
+            artifact_insert(prepared, field="input_artifact_base64", policy=policy)
+            artifact = prepared
         if reserving:
-            # First: a refused request stores nothing, not even its input.
+            # A refused request stores nothing: the transaction rolls back, input included.
             spend_reserve(tenant_id=tenant.pk, plan=plan)
-        if inline is not None:
-            artifact = artifact_create(tenant=tenant, actor=actor, content=inline,
-                                       origin=ArtifactOrigin.INLINE, policy=policy,
-                                       field="input_artifact_base64")
         # With execute_now the row is born claimed (pending → processing within this one
         # statement), so no other caller can ever see it pending.
         claim = {**_claim_fields(requested_timeout_seconds), **plan.claim_fields()} \
@@ -356,7 +367,11 @@ def request_execute(*, mm_request: MultimodalRequest, origin: Origin) -> Multimo
     claim = {**_claim_fields(mm_request.requested_timeout_seconds), **plan.claim_fields()}
     claim.pop("state")  # the status change sets it
     with transaction.atomic():
-        # Rolled back with the transaction when the claim below finds the request taken.
+        # Lock order (README): the request's row before the daily spend row, as every
+        # ending takes them; then the reservation, rolled back with the transaction when
+        # the claim below finds the request taken.
+        list(MultimodalRequest.objects.select_for_update(of=("self",), no_key=True)
+             .filter(pk=mm_request.pk).values_list("pk", flat=True))
         spend_reserve(tenant_id=mm_request.tenant_id, plan=plan)
         claimed = apply_status_changes(
             MultimodalRequest, [mm_request.pk], target=RequestState.PROCESSING,
@@ -433,9 +448,8 @@ def request_end(
     transaction. Returns False, changing nothing, when the request had already moved on or
     the move is refused.
 
-    `mm_request` must carry the spend fields of the claim being ended (`spend_day`,
-    `reserved_nano_usd`): every caller passes `claim_token`, so the copy it holds is that
-    claim's."""
+    The reservation released is the one on the locked row of the claim being ended (every
+    caller passes `claim_token`)."""
     now = timezone.now()
     where = Q()
     if claim_token is not None:
@@ -458,8 +472,11 @@ def request_end(
                 **result,
             )
         cost_nanos = (result or {}).get("cost_nano_usd")
-        spend_settle(tenant_id=mm_request.tenant_id, day=mm_request.spend_day,
-                     release_nanos=mm_request.reserved_nano_usd, cost_nanos=cost_nanos or 0)
+        # The locked row's figures: the claim may have reserved more since the caller read
+        # it (a paid retry's top-up).
+        claim = ended.applied[0].obj
+        spend_settle(tenant_id=claim.tenant_id, day=claim.spend_day,
+                     release_nanos=claim.reserved_nano_usd, cost_nanos=cost_nanos or 0)
         request_ended(mm_request, target, latency_ms=(result or {}).get("latency_ms"),
                       finished_at=now, cost_nanos=cost_nanos)
     return True

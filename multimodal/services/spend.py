@@ -18,10 +18,19 @@ multimodal.pricing for why integers).
   morning too.
 
 Estimates come from each engine (`Provider.estimate_usage`: TTS from the text's length, STT
-from the audio header's duration, vision from the image size and max_tokens) priced with the
-same price row as the actual cost. With a limit set, a request whose cost cannot be
-estimated (no price, or a priced unit the engine cannot estimate) is refused with 400
+from the audio header's duration, vision from the image size and max_tokens; offline engines
+from their throughput measured on this platform, `EngineThroughput`) priced with the same
+price row as the actual cost. With a limit set, a request whose cost cannot be estimated (no
+price, or a priced unit the engine cannot estimate) is refused with 400
 `cost_not_estimable` rather than let through uncounted.
+
+A limit is never passed by concurrent requests, because no request can cost more than it
+reserved:
+- an offline engine reserves OFFLINE_RESERVE_FACTOR times its estimate, and is stopped when
+  it has used the compute time that reservation pays for (the request fails saying so);
+- a cloud attempt that the provider may have billed without answering (a 5xx, a timeout)
+  is repeated only after one more estimate is reserved (`spend_reserve_retry`); each such
+  attempt is charged its estimate, the answered one its reported usage.
 """
 
 from __future__ import annotations
@@ -32,13 +41,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from agent33.errors import InvalidInput, LimitReached
 from agent33.tenancy.models import Tenant
 
-from ..models import Artifact, DailySpend, MultimodalPolicy
+from ..models import Artifact, DailySpend, EngineThroughput, MultimodalPolicy, MultimodalRequest
 from ..pricing import (
     cost_of,
     format_usd,
@@ -53,14 +63,26 @@ from ..providers.registry import get_provider
 from .prices import price_for
 
 __all__ = [
+    "OFFLINE_RESERVE_FACTOR",
+    "Estimate",
     "SpendPlan",
+    "cost_estimate",
     "input_facts",
     "limit_nanos",
     "spend_on",
     "spend_plan",
     "spend_reserve",
+    "spend_reserve_retry",
     "spend_settle",
+    "throughput_record",
 ]
+
+# An offline engine reserves this many times its estimate and may use no more: room for a
+# busy machine (two OCR jobs at once ran 1.35x slower than one alone) without letting a
+# request cost more than it reserved.
+OFFLINE_RESERVE_FACTOR = 3
+# Measured throughput replaces an engine's prior once this many requests were measured.
+MIN_THROUGHPUT_SAMPLES = 3
 
 @dataclass(frozen=True)
 class SpendPlan:
@@ -115,29 +137,58 @@ def input_facts(modality: str, *, text: str, data: bytes | None = None,
     return InputFacts(text_chars=len(text), image_width=width, image_height=height)
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """What a request is expected to use and cost (nanos None: unknown, `note` says why)."""
+
+    usage: dict[str, Any]
+    nanos: int | None
+    note: str = ""
+
+
+def _measured_rate(provider: str, modality: str) -> float | None:
+    row = EngineThroughput.objects.filter(provider=provider, modality=modality).values_list(
+        "seconds_per_unit", "samples").first()
+    return row[0] if row is not None and row[1] >= MIN_THROUGHPUT_SAMPLES else None
+
+
+def cost_estimate(*, provider: str, modality: str, model: str, options: dict[str, Any],
+                  facts: InputFacts) -> Estimate:
+    """The engine's usage estimate (offline engines at their measured throughput), priced
+    with the price row of `provider`/`model` (the engine's default model when empty)."""
+    engine = get_provider(provider)
+    model = model or engine.default_models.get(modality, "")
+    rate = _measured_rate(provider, modality) if engine.size_unit else None
+    usage = engine.estimate_usage(modality, facts, options, model, seconds_per_unit=rate)
+    price = price_for(provider, model)
+    cost = cost_of(usage, price.usd_per_unit if price else None, what=f"{provider}/{model}")
+    return Estimate(usage=usage, nanos=None if cost.usd is None else to_nanos_ceiling(cost.usd),
+                    note=cost.note or "")
+
+
 def spend_plan(*, tenant: Tenant, policy: MultimodalPolicy, provider: str, modality: str,
                model: str, options: dict[str, Any],
                facts_reader: Callable[[], InputFacts]) -> SpendPlan:
-    """The day a claim made now counts on and, when the policy has a limit, its estimated
-    cost (from `facts_reader()`, called only then). 400 `cost_not_estimable` when a limit is
-    set and the estimate is unknown."""
+    """The day a claim made now counts on and, when the policy has a limit, what it reserves
+    (from `facts_reader()`, called only then): its estimated cost, or for an offline engine
+    OFFLINE_RESERVE_FACTOR times it (the engine is stopped at that). 400
+    `cost_not_estimable` when a limit is set and the estimate is unknown."""
     day = utc_day(timezone.now())
     limit = limit_nanos(policy)
     if limit is None:
         return SpendPlan(day=day)
-    engine = get_provider(provider)
-    model = model or engine.default_models.get(modality, "")
-    usage = engine.estimate_usage(modality, facts_reader(), options, model)
-    price = price_for(provider, model)
-    cost = cost_of(usage, price.usd_per_unit if price else None, what=f"{provider}/{model}")
-    if cost.usd is None:
+    estimate = cost_estimate(provider=provider, modality=modality, model=model,
+                             options=options, facts=facts_reader())
+    if estimate.nanos is None:
+        model = model or get_provider(provider).default_models.get(modality, "")
         raise InvalidInput(
             f"Tenant {tenant.pk} has a daily spend limit, and this request's cost cannot be "
-            f"estimated ({cost.note}), so it could not be counted against the limit. An "
+            f"estimated ({estimate.note}), so it could not be counted against the limit. An "
             f"operator sets the price with PUT /v1/multimodal/prices/{provider}/{model}.",
             code="cost_not_estimable", field="provider")
-    return SpendPlan(day=day, limit_nanos=limit, estimate_nanos=to_nanos_ceiling(cost.usd),
-                     estimated_usage=usage)
+    factor = OFFLINE_RESERVE_FACTOR if get_provider(provider).size_unit else 1
+    return SpendPlan(day=day, limit_nanos=limit, estimate_nanos=estimate.nanos * factor,
+                     estimated_usage=estimate.usage)
 
 
 def _ensure_day_row(tenant_id: str, day: date) -> None:
@@ -178,6 +229,41 @@ def spend_reserve(*, tenant_id: str, plan: SpendPlan) -> None:
         f"and this request is estimated at ${format_usd(from_nanos(plan.estimate_nanos))}. "
         f"The limit resets at 00:00 UTC, in {retry_after} s.",
         code="spend_limit_reached", retry_after=retry_after)
+
+
+def spend_reserve_retry(*, mm_request: MultimodalRequest, claim_token: str, nanos: int,
+                        limit: int) -> bool:
+    """Before repeating a cloud attempt the provider may have billed: reserve `nanos` more
+    for the claim, within the limit, or refuse (False). Its own short transaction, in the
+    lock order of every ending: the request's row, then the day's spend row."""
+    with transaction.atomic():
+        claimed = MultimodalRequest.objects.select_for_update(of=("self",), no_key=True).filter(
+            pk=mm_request.pk, claim_token=claim_token, state="processing")
+        if not list(claimed.values_list("pk", flat=True)):
+            return False
+        plan = SpendPlan(day=mm_request.spend_day, limit_nanos=limit, estimate_nanos=nanos)
+        if not _reserve(mm_request.tenant_id, plan):
+            return False
+        claimed.update(reserved_nano_usd=F("reserved_nano_usd") + nanos)
+    return True
+
+
+def throughput_record(*, provider: str, modality: str, usage: dict[str, Any]) -> None:
+    """Fold a completed offline request's compute time per unit of input into the engine's
+    measured throughput (one short UPDATE after the request's own commit, so the shared row
+    is never held while other locks are)."""
+    engine = get_provider(provider)
+    size, seconds = usage.get(engine.size_unit), usage.get("compute_seconds")
+    if not engine.size_unit or not size or seconds is None or size <= 0:
+        return
+    sample = float(seconds) / float(size)
+    now = timezone.now()
+    rows = EngineThroughput.objects.filter(provider=provider, modality=modality)
+    if not rows.update(seconds_per_unit=F("seconds_per_unit") * 0.8 + sample * 0.2,
+                       samples=F("samples") + 1, updated_at=now):
+        EngineThroughput.objects.bulk_create([EngineThroughput(
+            provider=provider, modality=modality, unit=engine.size_unit,
+            seconds_per_unit=sample, updated_at=now)], ignore_conflicts=True)
 
 
 def spend_settle(*, tenant_id: str, day: date | None, release_nanos: int,

@@ -138,7 +138,8 @@ def test_requests_are_not_added_or_deleted_in_the_admin(root, tenant_a):
 def test_policies_are_editable(alice, tenant_a, tenant_b):
     url = "/admin/multimodal/multimodalpolicy/add/"
     form = {"tenant": tenant_a.pk, "max_text_chars": 120, "max_artifact_bytes": 1000,
-            "max_timeout_seconds": 30, "allowed_modalities": ["text_to_speech"]}
+            "max_timeout_seconds": 30, "allowed_modalities": ["text_to_speech"],
+            "max_storage_bytes": 1 << 30}
     response = alice.post(url, form)
     assert response.status_code == 302, response.content.decode()[:2000]
     policy = MultimodalPolicy.all_tenants.get(tenant=tenant_a)
@@ -238,6 +239,7 @@ def test_policies_show_the_limit_and_todays_spend(alice, tenant_a, tenant_b):
 
     form = {"tenant": tenant_a.pk, "max_text_chars": 5000, "max_artifact_bytes": 5000000,
             "max_timeout_seconds": 300, "allowed_modalities": ["text_to_speech"],
+            "max_storage_bytes": 1 << 30,
             "daily_spend_limit_usd": "7.5"}
     policy = MultimodalPolicy.all_tenants.get(tenant=tenant_a)
     response = alice.post(f"/admin/multimodal/multimodalpolicy/{policy.pk}/change/", form)

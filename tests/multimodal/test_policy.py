@@ -15,6 +15,7 @@ DEFAULTS = {
     "max_timeout_seconds": 300,
     "allowed_modalities": ["speech_to_text", "text_to_speech", "vision_analysis"],
     "daily_spend_limit_usd": None,
+    "max_storage_bytes": 1 << 30,
 }
 
 

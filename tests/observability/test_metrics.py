@@ -15,7 +15,11 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from agent33.auth.scopes import ADMIN, METRICS_READ, WORKFLOWS_READ
-from agent33.observability.row_counts import install_row_counters, row_counters
+from agent33.observability.row_counts import (
+    compact_row_counts,
+    install_row_counters,
+    row_counters,
+)
 from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.services import token_issue
 from multimodal.models import MultimodalRequest, RequestCount
@@ -206,7 +210,8 @@ def test_counts_follow_every_kind_of_write(tenant_a, tenant_b):
     MultimodalRequest.all_tenants.filter(pk=request.pk).update(state="processing")
     MultimodalRequest.all_tenants.filter(pk=request.pk).update(state="completed",
                                                                provider="openai")
-    assert {(r.provider, r.state): r.count for r in RequestCount.all_tenants.all()} == {
+    counted = RequestCount.all_tenants.values_list("provider", "state").annotate(n=Sum("count"))
+    assert {(provider, state): n for provider, state, n in counted} == {
         ("espeak", "pending"): 0, ("espeak", "processing"): 0, ("openai", "completed"): 1,
     }
 
@@ -241,6 +246,69 @@ def test_recount_rows_repairs_counts_changed_around_the_triggers(tenant_a):
     ProcessCount.all_tenants.update(count=40)
     call_command("recount_rows")
     assert _counted() == {("trace", "running"): 2}
+
+
+def test_counts_are_delta_rows_folded_by_compaction(tenant_a, tenant_b):
+    """On PostgreSQL triggers only append: every write adds rows, never updates a shared
+    count row (so they take no lock other transactions hold); compaction folds each key to
+    one row and keeps every sum, zeros included. (SQLite, one writer at a time, keeps one
+    row per key.)"""
+    runs = WorkflowRunFactory.create_batch(3, tenant=tenant_a, status="running")
+    WorkflowRunFactory(tenant=tenant_b, status="queued")
+    for run in runs[:2]:
+        WorkflowRun.all_tenants.filter(pk=run.pk).update(status="paused")
+    WorkflowRun.all_tenants.filter(pk=runs[2].pk).delete()
+    if connection.vendor == "postgresql":
+        assert ProcessCount.all_tenants.filter(process_type="workflow").count() > 4
+    before = _counted()
+    compact_row_counts()
+    assert _counted() == before == {("workflow", "paused"): 2, ("workflow", "queued"): 1}
+    keys = ProcessCount.all_tenants.filter(process_type="workflow").values_list(
+        "tenant_id", "status")
+    assert sorted(keys) == sorted(set(keys))  # one row per key
+    assert ProcessCount.all_tenants.get(tenant=tenant_a, process_type="workflow",
+                                        status="running").count == 0
+    compact_row_counts()  # idempotent
+    assert _counted() == before
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_compaction_while_writers_append_loses_no_count(require_postgres, tenant_a):
+    import threading
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer():
+        try:
+            while not stop.is_set():
+                WorkflowRunFactory(tenant=tenant_a, status="running")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def compactor():
+        try:
+            for _ in range(20):
+                compact_row_counts()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    threads += [threading.Thread(target=compactor) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    threads[-1].join()
+    threads[-2].join()
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert _counted() == {("workflow", "running"): WorkflowRun.all_tenants.count()}
 
 
 def test_http_series_count_responses_by_view_and_status(scraper, client_a, tenant_a):
