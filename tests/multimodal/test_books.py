@@ -11,7 +11,6 @@ import pytest
 from werkzeug import Response
 
 from agent33.tenancy.context import tenant_scope
-from multimodal import provider_fakes
 from multimodal.models import DailySpend, EngineThroughput, MultimodalRequest
 from multimodal.providers.base import (
     MODALITY_TEXT_TO_SPEECH,
@@ -24,7 +23,6 @@ from multimodal.providers.base import (
 from multimodal.providers.registry import register_provider, unregister_provider
 from multimodal.services import spend
 from tests.factories.multimodal import wav_bytes
-from tests.multimodal.conftest import REQUESTS
 
 pytestmark = pytest.mark.django_db
 
@@ -111,7 +109,7 @@ def test_under_a_limit_a_paid_retry_needs_room_and_the_limit_is_never_passed(
                                 format="json").status_code == 200
     mm_request, result = run(client_a, modality="text_to_speech", provider="openai",
                              input_text=TEXT)
-    assert len(calls) == 1
+    assert len(calls) == 1 and result["metadata"]["unanswered_attempts"] == 1
     assert mm_request["state"] == "failed"
     assert mm_request["error_message"].endswith(
         "not retried: the tenant's daily spend limit has no room for another paid attempt")
