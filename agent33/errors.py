@@ -6,7 +6,9 @@ commands and tasks.
 
 from __future__ import annotations
 
-__all__ = ["DomainError", "InvalidInput", "LimitReached", "NotFound", "StateConflict"]
+__all__ = [
+    "DomainError", "Forbidden", "InvalidInput", "LimitReached", "NotFound", "StateConflict",
+]
 
 
 class DomainError(Exception):
@@ -31,6 +33,14 @@ class DomainError(Exception):
 
 class InvalidInput(DomainError):
     """400: the input breaks a rule (a policy limit, a bad reference)."""
+
+
+class Forbidden(DomainError):
+    """403: the caller may do this kind of thing, but not this one (a rule of who, not of
+    which scope)."""
+
+    status_code = 403
+    code = "forbidden"
 
 
 class StateConflict(DomainError):

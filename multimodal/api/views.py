@@ -226,15 +226,21 @@ class PolicyView(ApiView):
         tenant = _policy_tenant(request, tenant_id)
         return Response(PolicySerializer(services.policy_for(tenant)).data)
 
-    @extend_schema(request=PolicyUpdateSerializer,
-                   responses={200: PolicySerializer, **OBJECT_ERRORS},
-                   summary="Set some or all of the tenant's policy (multimodal:admin)")
+    @extend_schema(
+        request=PolicyUpdateSerializer,
+        responses={200: PolicySerializer, **OBJECT_ERRORS, 403: OpenApiResponse(
+            description="Missing multimodal:admin, or a tenant's token raising or removing "
+            "the daily spend limit (`spend_limit_operator_only`: only an operator token or "
+            "staff may; a tenant's token may lower it)")},
+        summary="Set some or all of the tenant's policy (multimodal:admin)",
+    )
     def post(self, request, tenant_id: str):
         tenant = _policy_tenant(request, tenant_id)
         payload = PolicyUpdateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         policy = services.policy_set(
-            tenant=tenant, actor=actor_of(request), values=payload.validated_data
+            tenant=tenant, actor=actor_of(request), values=payload.validated_data,
+            may_raise_spend_limit=request.user.is_operator,
         )
         return Response(PolicySerializer(policy).data)
 
