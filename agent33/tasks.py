@@ -17,3 +17,12 @@ def purge_idempotency_records() -> int:
     from agent33.api.idempotency import purge_expired_records
 
     return purge_expired_records()
+
+
+@shared_task(name="agent33.purge_rate_counters")
+def purge_rate_counters() -> int:
+    """Database rate counters of callers idle for an hour (beat: hourly). Without Redis,
+    every caller that was ever throttled has a row until then."""
+    from agent33.auth.counters import purge_stale
+
+    return purge_stale()

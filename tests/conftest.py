@@ -90,12 +90,16 @@ def _media_in_tmp(settings, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
-    """Each test starts with no token remembered by the authenticator."""
+    """Each test starts with no token remembered by the authenticator, and no throttle
+    lease (token ids repeat between tests whose rows were rolled back)."""
     from agent33.auth.authentication import forget_cached_tokens
+    from agent33.auth.throttling import forget_leases
 
     forget_cached_tokens()
+    forget_leases()
     yield
     forget_cached_tokens()
+    forget_leases()
 
 
 @pytest.fixture
@@ -143,6 +147,12 @@ def tenant_a(db):
 @pytest.fixture
 def tenant_b(db):
     return TenantFactory(slug="tenant-b", name="Tenant B")
+
+
+def warm_up(client: APIClient) -> None:
+    """A query-count guard measures the view: one request first, so the token is remembered
+    and its throttle counter exists (a caller's first request makes its counter row)."""
+    assert client.get("/v1/auth/whoami").status_code == 200
 
 
 def make_client(token: str | None = None) -> APIClient:

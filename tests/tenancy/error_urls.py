@@ -61,6 +61,16 @@ class Slow(ApiView):
         return Response({"seq": len(CREATED)}, status=201)
 
 
+class Public(APIView):
+    """Like the schema and docs pages: no token, throttled per client address."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
 class Undeclared(APIView):
     def get(self, request):
         return Response({"ok": True})
@@ -72,5 +82,6 @@ urlpatterns = [
     path("v1/test/undeclared", Undeclared.as_view()),
     path("v1/test/create", Create.as_view()),
     path("v1/test/slow", Slow.as_view()),
+    path("v1/test/public", Public.as_view()),
     path("", include("agent33.urls")),
 ]
