@@ -82,6 +82,24 @@ def _no_event_rate_limit(settings):
     settings.AGENT33_EVENTS_PER_MINUTE = 0
 
 
+# 30 s into a minute (agent33/auth/counters.py counts in windows aligned to the epoch).
+HELD_CLOCK = 1_800_000_030.0
+
+
+@pytest.fixture(autouse=True)
+def _rate_windows_held(monkeypatch):
+    """Throttles and the events allowance count in fixed one-minute windows. A test that
+    crossed into the next minute would see its throttle lease or allowance start afresh (an
+    extra query, a count reset), so in-process their clock is held at HELD_CLOCK. Servers a
+    test starts keep the real clock; those tests wait for a fresh minute instead
+    (tests/workers.py)."""
+    from types import SimpleNamespace
+
+    from agent33.auth import counters
+
+    monkeypatch.setattr(counters, "time", SimpleNamespace(time=lambda: HELD_CLOCK))
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Artifacts written by a test land in its own temporary folder."""

@@ -13,11 +13,12 @@ from django.db import connection
 from agent33.auth import counters
 from agent33.auth.throttling import _take_request
 from agent33.tenancy.models import RateCounter
+from tests.conftest import HELD_CLOCK
 
 pytestmark = pytest.mark.django_db
 
 REDIS_DB = "redis://127.0.0.1:6379/9"
-NOW = 1_800_000_030.0  # 30 s into a minute
+NOW = HELD_CLOCK  # 30 s into a minute
 
 
 @pytest.fixture(params=["database", "redis"])

@@ -5,13 +5,11 @@ with it, only the part the trusted proxies wrote is read."""
 from __future__ import annotations
 
 import uuid
-from types import SimpleNamespace
 
 import pytest
 import redis
 from django.test import RequestFactory
 
-from agent33.auth import counters
 from agent33.auth.proxies import check_trusted_proxies, client_address
 from agent33.auth.throttling import TokenRateThrottle
 from agent33.tenancy.models import RateCounter
@@ -25,9 +23,8 @@ PUBLIC = "/v1/test/public"
 
 @pytest.fixture
 def rate(monkeypatch):
-    """5 requests a minute, and a clock held 30 s into one minute."""
+    """5 requests a minute (the clock is held 30 s into one: tests/conftest.py)."""
     monkeypatch.setattr(TokenRateThrottle, "THROTTLE_RATES", {"token": "5/min"})
-    monkeypatch.setattr(counters, "time", SimpleNamespace(time=lambda: 1_800_000_030.0))
 
 
 @pytest.fixture(params=["database", "redis"])
