@@ -133,6 +133,19 @@ def require_redis():
         service_missing(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}")
 
 
+@pytest.fixture(params=["redis", "database"])
+def counts_env(request) -> dict[str, str]:
+    """The environment of a server a test starts, once with its rate counters in Redis (a
+    key prefix of the test's own) and once without REDIS_URL (in the database)."""
+    if request.param == "database":
+        return {}
+    request.getfixturevalue("require_redis")
+    import uuid
+
+    return {"REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/8",
+            "CACHE_KEY_PREFIX": f"counts-test-{uuid.uuid4().hex}"}
+
+
 @pytest.fixture
 def chromium_path() -> str:
     path = shutil.which("chromium")

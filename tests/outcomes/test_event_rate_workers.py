@@ -6,7 +6,6 @@ together never grant more than the allowance."""
 from __future__ import annotations
 
 import threading
-import uuid
 
 import httpx
 import pytest
@@ -16,17 +15,8 @@ from outcomes.models import OutcomeEvent
 from tests.outcomes.conftest import event_body
 from tests.workers import gunicorn_server, wait_for_fresh_window
 
-REDIS_DB = "redis://127.0.0.1:6379/8"
 BULK = "/v1/outcomes/events/bulk"
 ALLOWANCE = 20_000
-
-
-@pytest.fixture(params=["redis", "database"])
-def mode(request) -> dict[str, str]:
-    if request.param == "database":
-        return {}
-    request.getfixturevalue("require_redis")
-    return {"REDIS_URL": REDIS_DB, "CACHE_KEY_PREFIX": f"events-test-{uuid.uuid4().hex}"}
 
 
 def events(count: int, *, invalid: bool = False) -> dict:
@@ -39,11 +29,11 @@ def events(count: int, *, invalid: bool = False) -> dict:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_senders_within_the_allowance_are_never_refused(require_postgres,
-                                                                    tenant_a, mode):
+                                                                    tenant_a, counts_env):
     token = token_issue(tenant=tenant_a, scopes=["outcomes:write"]).plaintext
     headers = {"Authorization": f"Bearer {token}"}
     valid, invalid = events(4_000), events(10_000, invalid=True)
-    with gunicorn_server(workers=2, AGENT33_EVENTS_PER_MINUTE=str(ALLOWANCE), **mode) as url:
+    with gunicorn_server(workers=2, AGENT33_EVENTS_PER_MINUTE=str(ALLOWANCE), **counts_env) as url:
         wait_for_fresh_window(needed=40)
         # Four senders of 4,000 valid events (16,000 together, within the 20,000) at the
         # same time as four senders of 10,000 events whose last one is invalid.

@@ -1,15 +1,11 @@
 """Throttles are shared by every process of the deployment, with Redis and without it
 (issue 24): two gunicorn workers never let a token through more than its rate."""
 
-import uuid
-
 import httpx
 import pytest
 
 from agent33.tenancy.services import token_issue
 from tests.workers import gunicorn_server, wait_for_fresh_window
-
-REDIS_DB = "redis://127.0.0.1:6379/8"
 
 
 def hammer(url: str, token: str, count: int) -> list[httpx.Response]:
@@ -18,20 +14,12 @@ def hammer(url: str, token: str, count: int) -> list[httpx.Response]:
     return [httpx.get(f"{url}/v1/auth/whoami", headers=headers, timeout=10) for _ in range(count)]
 
 
-@pytest.fixture(params=["redis", "database"])
-def mode(request) -> dict[str, str]:
-    """The environment of the server: counts in Redis, or (no REDIS_URL) in the database."""
-    if request.param == "database":
-        return {}
-    request.getfixturevalue("require_redis")
-    return {"REDIS_URL": REDIS_DB, "CACHE_KEY_PREFIX": f"throttle-test-{uuid.uuid4().hex}"}
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_throttle_counts_are_shared_by_two_gunicorn_workers(require_postgres, tenant_a, mode):
+def test_throttle_counts_are_shared_by_two_gunicorn_workers(require_postgres, tenant_a,
+                                                            counts_env):
     token = token_issue(tenant=tenant_a, scopes=["admin"]).plaintext
-    with gunicorn_server(workers=2, AGENT33_THROTTLE_RATE="12/min", **mode) as url:
+    with gunicorn_server(workers=2, AGENT33_THROTTLE_RATE="12/min", **counts_env) as url:
         wait_for_fresh_window(needed=15)
         responses = hammer(url, token, 20)
     statuses = [r.status_code for r in responses]
@@ -44,16 +32,17 @@ def test_throttle_counts_are_shared_by_two_gunicorn_workers(require_postgres, te
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_leased_counts_never_let_two_workers_pass_the_rate(require_postgres, tenant_a, mode):
+def test_leased_counts_never_let_two_workers_pass_the_rate(require_postgres, tenant_a,
+                                                           counts_env):
     """At 300 a minute a worker counting in the database takes 3 requests at a time from the
     shared count: together the workers stay within the rate, at most a lease short of it
     per worker."""
     token = token_issue(tenant=tenant_a, scopes=["admin"]).plaintext
-    with gunicorn_server(workers=2, AGENT33_THROTTLE_RATE="300/min", **mode) as url:
+    with gunicorn_server(workers=2, AGENT33_THROTTLE_RATE="300/min", **counts_env) as url:
         wait_for_fresh_window(needed=30)
         statuses = [r.status_code for r in hammer(url, token, 330)]
     passed = statuses.count(200)
     assert 300 - 2 * 2 <= passed <= 300, passed
     assert statuses.count(429) == 330 - passed
-    if mode:  # Redis counts every request
+    if counts_env:  # Redis counts every request
         assert passed == 300
