@@ -46,10 +46,13 @@ def _window(tenant: Tenant, limit: int) -> counters.Window:
     return counters.window(f"events:{tenant.pk}", limit=limit, seconds=_WINDOW_SECONDS)
 
 
-def _refused(window: counters.Window) -> LimitReached:
+def _refused(window: counters.Window, events: int | None = None) -> LimitReached:
+    what = (f"This tenant has used its {window.limit:,} outcome events for this minute"
+            if events is None else
+            f"{events:,} more outcome events would pass this tenant's {window.limit:,} "
+            "for this minute")
     return LimitReached(
-        f"This tenant has sent its {window.limit:,} outcome events for this minute "
-        f"(AGENT33_EVENTS_PER_MINUTE); retry in {window.retry_after} s.",
+        f"{what} (AGENT33_EVENTS_PER_MINUTE); retry in {window.retry_after} s.",
         retry_after=window.retry_after,
         code="event_rate_exceeded",
     )
@@ -77,7 +80,7 @@ def events_charged(*, tenant: Tenant, events: int) -> Iterator[None]:
         return
     window = _window(tenant, limit)
     if not counters.take(window, events):
-        raise _refused(window)
+        raise _refused(window, events)
     try:
         yield
     except BaseException:

@@ -174,14 +174,12 @@ class _Redis:
         return int(self.client.get(self._key(w)) or 0)
 
 
-_redis_for: dict[int, _Redis] = {}
-
-
 def _redis() -> _Redis | None:
-    cache = caches["default"]
+    cache = caches["default"]  # one per thread (Django's cache handler)
     if not isinstance(cache, RedisCache):
         return None
-    found = _redis_for.get(id(cache))
-    if found is None or found.cache is not cache:
-        found = _redis_for[id(cache)] = _Redis(cache)
-    return found
+    # Kept on the cache object, so it lives and goes with that thread's cache.
+    counters = cache.__dict__.get("_agent33_counters")
+    if counters is None:
+        counters = cache.__dict__["_agent33_counters"] = _Redis(cache)
+    return counters

@@ -154,8 +154,8 @@ class RateCounter(models.Model):
     """What one caller used in its current window (a token's requests, a tenant's events),
     when no Redis is configured: every process of the deployment counts in this one row, so
     gunicorn's workers cannot each grant the whole allowance (agent33/auth/counters.py).
-    A row is reused window after window; rows of callers gone quiet are removed as new
-    callers arrive. On PostgreSQL the table is UNLOGGED (no WAL, no fsync per count)."""
+    A row is reused window after window; rows of callers idle for an hour are purged
+    hourly. On PostgreSQL the table is UNLOGGED (no WAL, no fsync per count)."""
 
     key = models.CharField(max_length=255, primary_key=True)
     window_ends_at = models.BigIntegerField()  # Unix seconds; the window is [end - length, end)

@@ -1,8 +1,9 @@
 """Rate counters in the database, for deployments without Redis (agent33/auth/counters.py).
 
-On PostgreSQL the table is UNLOGGED: a count is written on most API requests, and a logged
-table would make each of those commits wait for a WAL flush. An unlogged table is emptied
-after a crash of the database server, which only starts every caller's window afresh.
+On PostgreSQL the table is UNLOGGED: counts are written by every events request and every
+throttle lease, and a logged table would make each of those commits wait for a WAL flush.
+An unlogged table is emptied after a crash of the database server, which only starts every
+caller's window afresh.
 """
 
 from django.db import migrations, models
