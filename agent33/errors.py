@@ -42,11 +42,12 @@ class InvalidInput(DomainError):
 
 
 class Forbidden(DomainError):
-    """403: the caller may reach this object but not make this change (a move that needs a
-    scope or permission the caller lacks); `detail` names what is missing."""
+    """403: the caller may do this kind of thing, but not this one: a rule of who (only an
+    operator raises a spend limit) or of which move (pausing needs workflows:execute, whatever
+    the route); `detail` names what is missing."""
 
     status_code = 403
-    code = "missing_scope"
+    code = "forbidden"
 
 
 class StateConflict(DomainError):

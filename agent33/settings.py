@@ -132,6 +132,9 @@ AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_HOURS", "0.25"))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
+# The lock-out keys on the same client address as the throttles: X-Forwarded-For only from
+# AGENT33_TRUSTED_PROXIES (agent33/auth/proxies.py).
+AXES_CLIENT_IP_CALLABLE = "agent33.auth.proxies.client_address"
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user row; only staff get object perms
 
 LANGUAGE_CODE = "en-us"
@@ -159,7 +162,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = AGENT33_MAX_BODY_BYTES
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 DATA_UPLOAD_MAX_NUMBER_FILES = 100
 
-# Cache: Redis when configured (shared by all workers: throttles, token last-use), else local.
+# Cache: Redis when configured (shared by all workers: the auth generation, and the rate
+# counters of throttles and allowances), else local memory, which those never use: without
+# Redis they live in a file and in the database (agent33/auth/revocation.py, counters.py).
 REDIS_URL = os.environ.get("REDIS_URL", os.environ.get("CACHE_URL", ""))
 if REDIS_URL:
     CACHES = {
@@ -257,6 +262,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agent33.purge_idempotency_records",
         "schedule": 3600.0,
     },
+    "purge-rate-counters": {
+        "task": "agent33.purge_rate_counters",
+        "schedule": 3600.0,
+    },
     "expire-autonomy-budgets": {
         "task": "operations.tasks.expire_budgets",
         "schedule": 30.0,
@@ -275,11 +284,15 @@ AGENT33_TOKEN_CACHE_SECONDS = float(os.environ.get("AGENT33_TOKEN_CACHE_SECONDS"
 # Where processes on one host without a shared cache (REDIS_URL) keep the auth generation.
 AGENT33_AUTH_STAMP_DIR = os.environ.get("AGENT33_AUTH_STAMP_DIR", "")
 
+# Reverse proxies whose X-Forwarded-For is believed (comma-separated CIDRs); empty: the
+# client is the connection's address, whatever headers it sends (agent33/auth/proxies.py).
+AGENT33_TRUSTED_PROXIES = os.environ.get("AGENT33_TRUSTED_PROXIES", "")
+
 # Encryption keys for stored provider credentials (comma-separated; first encrypts).
 AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 
 # Outcome events one tenant may send through the API per minute (single, bulk, CTRF), shared
-# by every worker through the cache (Redis when configured); 0: no limit (outcomes/limits.py).
+# by every process (agent33/auth/counters.py); 0: no limit (outcomes/limits.py).
 AGENT33_EVENTS_PER_MINUTE = int(os.environ.get("AGENT33_EVENTS_PER_MINUTE", "60000"))
 
 # Without a broker, a request that touched more trend keys than this hands their decline

@@ -26,3 +26,12 @@ def compact_row_counts() -> None:
     from agent33.observability.row_counts import compact_row_counts as compact
 
     compact()
+
+
+@shared_task(name="agent33.purge_rate_counters")
+def purge_rate_counters() -> int:
+    """Database rate counters of callers idle for an hour (beat: hourly). Without Redis,
+    every caller that was ever throttled has a row until then."""
+    from agent33.auth.counters import purge_stale
+
+    return purge_stale()

@@ -15,11 +15,13 @@ its own database). Gunicorn with 2 sync workers, as `docker compose` runs it.
 
 BENCH_SECONDS (default 30) per condition, split into BENCH_ROUNDS (default 3) rounds.
 `run()` returns the figures. The neighbour rounds run with the default
-AGENT33_EVENTS_PER_MINUTE (60,000 per tenant), shared by both workers through Redis
-(db 12 on 127.0.0.1, as `docker compose` runs; BENCH_REDIS_URL="" runs them embedded, each
-worker counting alone; BENCH_EVENTS_PER_MINUTE sets another allowance). The bulk-cost rounds
-run without the allowance (they send 60,000 events in about 10 s). Tenant A is a process of
-its own that re-sends a refused bulk at once, ignoring Retry-After: the worst case.
+AGENT33_EVENTS_PER_MINUTE (60,000 per tenant), once in each documented mode: with Redis
+(db 12 on 127.0.0.1, as `docker compose` runs) and without (the counts in the database, as
+gunicorn runs without REDIS_URL); BENCH_MODES="redis" or "database" runs one of them,
+BENCH_REDIS_URL names another Redis, BENCH_EVENTS_PER_MINUTE sets another allowance. The
+bulk-cost rounds run without the allowance (they send 60,000 events in about 10 s). Tenant
+A is a process of its own that re-sends a refused bulk at once, ignoring Retry-After: the
+worst case.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ BULK = 10_000
 DB_NAME = "agent33_bench_noisy"
 TARGET_VARIETY = 3.0
 TARGET_NEIGHBOUR = 2.0
+MODES = [m.strip() for m in os.environ.get("BENCH_MODES", "redis,database").split(",")
+         if m.strip()]
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 
 
 def token(env: dict[str, str], tenant: str, scopes: str) -> str:
@@ -157,17 +162,55 @@ def tenant_b(client: LeanClient, seconds: float, samples: dict[str, list[float]]
             raise SystemExit(f"tenant B {kind} → {status}: {response[:300]!r}")
 
 
+def neighbour_rounds(env: dict[str, str], mode: str, a_token: str, b_token: str, *,
+                     seconds: float, rounds: int) -> list[Figure]:
+    """Tenant B alone vs while A floods, in alternating rounds, on a server in `mode`."""
+    figures: list[Figure] = []
+    with gunicorn(env, workers=2) as url:
+        sender = BulkSender(url, a_token)
+        host, port = url.removeprefix("http://").split(":")
+        b_client = LeanClient((host, int(port)), b_token)
+        alone: dict[str, list[float]] = {"hub": [], "event": []}
+        loaded: dict[str, list[float]] = {"hub": [], "event": []}
+        # A runs in a process of its own: building and sending its bodies in this one
+        # would take the interpreter lock from B's client and slow B's measurements.
+        context = multiprocessing.get_context("spawn")
+        sent, refused = context.Value("i", 0), context.Value("i", 0)
+        for _ in range(rounds):
+            tenant_b(b_client, seconds / rounds, alone)
+            stop = context.Event()
+            noisy = context.Process(target=noisy_tenant,
+                                    args=(url, a_token, stop, sent, refused), daemon=True)
+            noisy.start()
+            time.sleep(2.0)  # A's first bulk is in flight
+            tenant_b(b_client, seconds / rounds, loaded)
+            stop.set()
+            noisy.join()
+        sender.sent, sender.refused = sent.value, refused.value
+        where = "Redis" if mode == "redis" else "the database (no Redis)"
+        print(f"\n{mode}: the allowance counted in {where}")
+        print(f"tenant B ({seconds:g} s per condition, {rounds} alternating rounds; "
+              f"A sent {sender.sent} bulks in all, {sender.refused} of them refused with "
+              "429 over its events-per-minute allowance)")
+        print("                 alone p50/p95 (ms)     with A p50/p95 (ms)    p95 ratio")
+        for kind in ("hub", "event"):
+            a50, a95 = percentile(alone[kind], 50) * 1000, percentile(alone[kind], 95) * 1000
+            l50, l95 = (percentile(loaded[kind], 50) * 1000,
+                        percentile(loaded[kind], 95) * 1000)
+            ratio = l95 / a95
+            print(f"  {kind:6} n={len(loaded[kind]):5}  {a50:8.1f} {a95:8.1f}        "
+                  f"{l50:8.1f} {l95:8.1f}        {ratio:6.2f}  "
+                  f"(target <= {TARGET_NEIGHBOUR:g})")
+            figures.append(Figure(f"tenant B {kind} p95, with A's bulks ÷ alone ({mode})",
+                                  ratio, "ratio", f"<= {TARGET_NEIGHBOUR:g}"))
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"  machine load {load:.2f} (1-min average; {os.cpu_count()} CPUs)")
+    return figures
+
+
 def run(*, seconds: float = SECONDS, rounds: int = ROUNDS, bulks: int = 3) -> list[Figure]:
     database_url = fresh_postgres_database(DB_NAME)
     env = bench_env(database_url, AGENT33_EVENTS_PER_MINUTE="0")
-    # The neighbour rounds run as `docker compose` does: the allowance shared by both workers
-    # through Redis (BENCH_REDIS_URL="" runs them embedded, each worker counting alone).
-    neighbour_env = bench_env(
-        database_url,
-        AGENT33_EVENTS_PER_MINUTE=os.environ.get("BENCH_EVENTS_PER_MINUTE", "60000"),
-        REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
-        CACHE_KEY_PREFIX=f"bench-noisy-{os.getpid()}",
-    )
     figures: list[Figure] = []
     try:
         manage(env, "migrate", "--noinput")
@@ -198,43 +241,17 @@ def run(*, seconds: float = SECONDS, rounds: int = ROUNDS, bulks: int = 3) -> li
                 figures.append(Figure(f"bulk time until {label}, all-distinct ÷ one key",
                                       ratio, "ratio", f"<= {TARGET_VARIETY:g}"))
 
-        with gunicorn(neighbour_env, workers=2) as url:
-            sender = BulkSender(url, a_token)
-            host, port = url.removeprefix("http://").split(":")
-            b_client = LeanClient((host, int(port)), b_token)
-            alone: dict[str, list[float]] = {"hub": [], "event": []}
-            loaded: dict[str, list[float]] = {"hub": [], "event": []}
-            # A runs in a process of its own: building and sending its bodies in this one
-            # would take the interpreter lock from B's client and slow B's measurements.
-            context = multiprocessing.get_context("spawn")
-            sent, refused = context.Value("i", 0), context.Value("i", 0)
-            for _ in range(rounds):
-                tenant_b(b_client, seconds / rounds, alone)
-                stop = context.Event()
-                noisy = context.Process(target=noisy_tenant,
-                                        args=(url, a_token, stop, sent, refused), daemon=True)
-                noisy.start()
-                time.sleep(2.0)  # A's first bulk is in flight
-                tenant_b(b_client, seconds / rounds, loaded)
-                stop.set()
-                noisy.join()
-            sender.sent, sender.refused = sent.value, refused.value
-            print(f"\ntenant B ({seconds:g} s per condition, {rounds} alternating rounds; "
-                  f"A sent {sender.sent} bulks in all, {sender.refused} of them refused with "
-                  "429 over its events-per-minute allowance)")
-            print("                 alone p50/p95 (ms)     with A p50/p95 (ms)    p95 ratio")
-            for kind in ("hub", "event"):
-                a50, a95 = percentile(alone[kind], 50) * 1000, percentile(alone[kind], 95) * 1000
-                l50, l95 = (percentile(loaded[kind], 50) * 1000,
-                            percentile(loaded[kind], 95) * 1000)
-                ratio = l95 / a95
-                print(f"  {kind:6} n={len(loaded[kind]):5}  {a50:8.1f} {a95:8.1f}        "
-                      f"{l50:8.1f} {l95:8.1f}        {ratio:6.2f}  "
-                      f"(target <= {TARGET_NEIGHBOUR:g})")
-                figures.append(Figure(f"tenant B {kind} p95, with A's bulks ÷ alone", ratio,
-                                      "ratio", f"<= {TARGET_NEIGHBOUR:g}"))
-            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            print(f"  machine load {load:.2f} (1-min average; {os.cpu_count()} CPUs)")
+        for mode in MODES:
+            # The allowance shared by both workers through Redis as `docker compose` runs,
+            # or through the database as gunicorn without REDIS_URL runs.
+            neighbour_env = bench_env(
+                database_url,
+                AGENT33_EVENTS_PER_MINUTE=os.environ.get("BENCH_EVENTS_PER_MINUTE", "60000"),
+                REDIS_URL=REDIS_URL if mode == "redis" else "",
+                CACHE_KEY_PREFIX=f"bench-noisy-{os.getpid()}",
+            )
+            figures += neighbour_rounds(neighbour_env, mode, a_token, b_token,
+                                        seconds=seconds, rounds=rounds)
     finally:
         drop_postgres_database(DB_NAME)
     return figures

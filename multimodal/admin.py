@@ -11,6 +11,7 @@ edit it with the model's change permission (superusers have it).
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
@@ -38,6 +39,7 @@ from operations.transitions import origin_of
 from . import encryption, provider_keys, services
 from .choices import Modality
 from .models import (
+    MAX_DAILY_SPEND_LIMIT,
     Artifact,
     DailySpend,
     MultimodalPolicy,
@@ -47,7 +49,7 @@ from .models import (
     ProviderPrice,
     StorageUsage,
 )
-from .pricing import UNITS, utc_day
+from .pricing import UNITS, format_usd, parse_usd, utc_day
 from .providers.registry import provider_names
 from .services.prices import check_price_key, clean_usd_per_unit
 from .templatetags.multimodal_money import usd
@@ -270,6 +272,29 @@ class PolicyForm(forms.ModelForm):
     allowed_modalities = forms.MultipleChoiceField(
         choices=Modality.choices, widget=forms.CheckboxSelectMultiple, required=False
     )
+    # Django's DecimalField reads "١٢" as 12 (and "1_000", "1e3"): the API's rule instead.
+    daily_spend_limit_usd = forms.CharField(
+        required=False, label="Daily spend limit (USD)",
+        help_text="A plain decimal such as 25.00 (at most 6 decimal places); empty: no limit.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.daily_spend_limit_usd is not None and not self.is_bound:
+            self.initial["daily_spend_limit_usd"] = format_usd(
+                self.instance.daily_spend_limit_usd)
+
+    def clean_daily_spend_limit_usd(self) -> Decimal | None:
+        raw = self.cleaned_data["daily_spend_limit_usd"]  # surrounding blanks stripped
+        if raw == "":
+            return None
+        try:
+            amount = parse_usd(raw, max_decimals=6)
+        except ValueError as exc:
+            raise forms.ValidationError(f"The limit {exc}.") from None
+        if amount > MAX_DAILY_SPEND_LIMIT:
+            raise forms.ValidationError(f"The limit must be at most {MAX_DAILY_SPEND_LIMIT}.")
+        return amount
 
     class Meta:
         model = MultimodalPolicy
@@ -334,6 +359,7 @@ class MultimodalPolicyAdmin(TenantScopedAdmin):
             tenant=obj.tenant,
             actor=actor_of(request),
             values={name: getattr(obj, name) for name in services.POLICY_FIELDS},
+            may_loosen_limits=True,  # staff
         )
         obj.pk = saved.pk
         obj.updated_at, obj.updated_by = saved.updated_at, saved.updated_by

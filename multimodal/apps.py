@@ -4,10 +4,20 @@ from django.apps import AppConfig
 from django.conf import settings
 
 
+def longest_request_work_seconds() -> float:
+    """The longest a request's work may run: its deadline is at most the policy ceiling on
+    `max_timeout_seconds` after its claim, and the reaper ends it at most its grace later."""
+    from .models import POLICY_LIMITS
+    from .services.execution import _reaper_grace_seconds
+
+    return POLICY_LIMITS["max_timeout_seconds"] + _reaper_grace_seconds()
+
+
 class MultimodalConfig(AppConfig):
     name = "multimodal"
 
     def ready(self) -> None:
+        from agent33.api.idempotency import register_work_bound
         from agent33.observability.metrics import register_collector
         from agent33.observability.row_counts import register_row_counter
         from operations.hub import (
@@ -35,6 +45,8 @@ class MultimodalConfig(AppConfig):
         register_attention_item(recently_failed_item())
         register_row_counter(metrics.ROW_COUNTER)
         register_collector("multimodal", metrics.collect)
+        # An Idempotency-Key guards a create or execute as long as its work can run.
+        register_work_bound(longest_request_work_seconds)
         # Extra engines (a deployment's own, or a test-only one in worker processes) are
         # modules that register a provider when imported.
         for module in getattr(settings, "MULTIMODAL_PROVIDER_MODULES", ()):

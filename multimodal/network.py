@@ -16,23 +16,9 @@ import socket
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+from agent33.networks import Address, Network, parse_networks
+
 __all__ = ["Network", "allowed_networks", "parse_networks", "refusal"]
-
-type Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-type Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """Comma-separated CIDRs ("10.0.0.0/8, fd00::/8"); ValueError naming a bad entry."""
-    networks = []
-    for entry in (part.strip() for part in text.split(",")):
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"{entry!r} is not a network in CIDR notation") from None
-    return tuple(networks)
 
 
 def _kind(address: Address) -> str | None:

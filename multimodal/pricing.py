@@ -14,6 +14,7 @@ second).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
@@ -74,19 +75,29 @@ def format_usd(amount: Decimal | int | None) -> str | None:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
+# Money as clients may write it: ASCII digits, optionally a point and more ASCII digits.
+# Python's Decimal() reads far more ("١٢" and fullwidth digits as 12, "1_000", "-0", "+1",
+# " 1", "1e3", "NaN"), and a limit or a price must mean exactly what its sender saw.
+_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_MAX_DECIMAL_CHARS = 40
+
+
 def parse_usd(value: Any, *, max_decimals: int = MAX_PRICE_DECIMALS) -> Decimal:
-    """A non-negative decimal from a string (or an int). Floats are refused: 0.1 as a JSON
-    number is already inexact. Raises ValueError with a message for people."""
+    """A non-negative amount from a plain decimal string ("12.50", "0.000015") or a JSON
+    integer. Floats are refused (0.1 as a JSON number is already inexact), and so is every
+    other spelling of a number. Raises ValueError with a message for people."""
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError('must be a decimal string such as "0.000015"')
-    try:
-        amount = Decimal(str(value).strip())
-    except InvalidOperation:
-        raise ValueError(f"{str(value)[:40]!r} is not a decimal number") from None
-    if not amount.is_finite():
-        raise ValueError("must be a finite decimal number")
-    if amount < 0:
-        raise ValueError("must not be negative")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return Decimal(value)
+    if len(value) > _MAX_DECIMAL_CHARS or not _PLAIN_DECIMAL.fullmatch(value):
+        raise ValueError(
+            'must be a plain decimal such as "12.50" (ASCII digits 0-9, an optional "." and '
+            'decimals; no sign, spaces, exponent, separators or other digits)'
+        )
+    amount = Decimal(value)
     exponent = amount.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > max_decimals:
         raise ValueError(f"has more than {max_decimals} decimal places")

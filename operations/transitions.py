@@ -178,12 +178,12 @@ def move_refusal(model: type[models.Model], values: Mapping[str, Any], target: s
     if control and not any(grants(origin.scopes, scope) for scope in kind.control_scopes):
         return Forbidden(
             f"Moving {machine.label} {pk} from '{current}' to '{target}' is a {control}: "
-            f"it needs the scope {' or '.join(kind.control_scopes)}.",
+            f"it needs the scope {' or '.join(kind.control_scopes)}.", code="missing_scope",
         )
     if machine.is_approval(current, target) and not grants(origin.scopes, BUDGETS_APPROVE):
         return Forbidden(
             f"Moving {machine.label} {pk} from '{current}' to '{target}' approves it: "
-            f"it needs the scope {BUDGETS_APPROVE}.",
+            f"it needs the scope {BUDGETS_APPROVE}.", code="missing_scope",
         )
     return None
 

@@ -28,7 +28,6 @@ from django.core.exceptions import ValidationError
 from agent33.tenancy.models import Tenant
 
 from .choices import MetricType
-from .limits import events_allowance_take
 from .models import MAX_LABEL_LENGTH
 from .services import event_record_bulk
 from .validation import MAX_BULK_EVENTS, EventInvalid, clean_event, encodable
@@ -291,7 +290,8 @@ def ctrf_ingest(
 
     `domain` defaults to `benchmarks.<results.tool.name>`. Raises ValidationError naming the
     JSON path of the first problem; nothing is stored then. `metered`: the events count
-    against the tenant's per-minute allowance (the API; an operator's command is not).
+    against the tenant's per-minute allowance once valid (the API; an operator's command is
+    not).
     """
     results = _check_header(report)
     tool = _object(_get(results, "tool"), "results.tool")
@@ -315,10 +315,8 @@ def ctrf_ingest(
     if not recorded:
         return CtrfIngested(created=0, domain=domain)
     events, sources = _events_for(recorded, domain=domain, occurred_at=occurred_at)
-    if metered:
-        events_allowance_take(tenant=tenant, events=len(events))
     try:
-        created = event_record_bulk(tenant=tenant, events=events)
+        created = event_record_bulk(tenant=tenant, events=events, metered=metered)
     except ValidationError as exc:
         # The bulk validator names events by index; the caller sent tests.
         raise ValidationError(

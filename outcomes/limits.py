@@ -8,25 +8,32 @@ against a per-tenant allowance per minute, `AGENT33_EVENTS_PER_MINUTE` (default 
 i.e. a sustained 1,000 events a second; 0 turns it off). Events the service records itself
 (a multimodal request's ending) do not count: the tenant did not send them.
 
-The allowance is a counter per tenant and minute in the default cache, so with Redis
-(`REDIS_URL`) every worker and host shares it; embedded, each worker process counts alone.
-A request over the allowance is refused with 429 `event_rate_exceeded` and `Retry-After` (the
-seconds to the next minute) and counts nothing; once a tenant is over, its next requests are
+Only events that are stored count. A request is charged once its events are valid, just
+before they are written, if they fit in what is left of the minute; a request whose events
+do not fit is refused (429 `event_rate_exceeded`, `Retry-After` the seconds to the next
+minute) and charges nothing, and a charge whose write then fails is given back. The count is
+one per tenant and minute shared by every process (agent33/auth/counters.py: Redis, or the
+database), and a charge that does not fit changes nothing, so senders whose events together
+fit are never refused. Once a tenant has used the whole minute, its next requests are
 refused before their bodies are parsed.
 """
 
 from __future__ import annotations
 
-import time
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
 from django.core import checks
-from django.core.cache import cache
 
+from agent33.auth import counters
 from agent33.errors import LimitReached
 from agent33.tenancy.models import Tenant
 
-__all__ = ["check_events_per_minute", "events_allowance_check", "events_allowance_take"]
+__all__ = ["check_events_per_minute", "events_allowance_check", "events_charged"]
+
+logger = logging.getLogger("agent33.outcomes")
 
 _WINDOW_SECONDS = 60
 
@@ -35,48 +42,54 @@ def _limit() -> int:
     return int(getattr(settings, "AGENT33_EVENTS_PER_MINUTE", 60_000))
 
 
-def _window(tenant: Tenant) -> tuple[str, int]:
-    now = time.time()
-    minute = int(now // _WINDOW_SECONDS)
-    retry_after = max(1, int((minute + 1) * _WINDOW_SECONDS - now + 0.999))
-    return f"outcomes:events-per-minute:{tenant.pk}:{minute}", retry_after
+def _window(tenant: Tenant, limit: int) -> counters.Window:
+    return counters.window(f"events:{tenant.pk}", limit=limit, seconds=_WINDOW_SECONDS)
 
 
-def _refused(limit: int, retry_after: int) -> LimitReached:
+def _refused(window: counters.Window, events: int | None = None) -> LimitReached:
+    what = (f"This tenant has used its {window.limit:,} outcome events for this minute"
+            if events is None else
+            f"{events:,} more outcome events would pass this tenant's {window.limit:,} "
+            "for this minute")
     return LimitReached(
-        f"This tenant has sent its {limit:,} outcome events for this minute "
-        f"(AGENT33_EVENTS_PER_MINUTE); retry in {retry_after} s.",
-        retry_after=retry_after,
+        f"{what} (AGENT33_EVENTS_PER_MINUTE); retry in {window.retry_after} s.",
+        retry_after=window.retry_after,
         code="event_rate_exceeded",
     )
 
 
 def events_allowance_check(*, tenant: Tenant) -> None:
-    """Refuse at once (before the body is parsed) when the tenant is already over this
-    minute's allowance."""
+    """Refuse at once (before the body is parsed) when the tenant has used this minute's
+    whole allowance."""
     limit = _limit()
     if limit <= 0:
         return
-    key, retry_after = _window(tenant)
-    if (cache.get(key) or 0) >= limit:
-        raise _refused(limit, retry_after)
+    window = _window(tenant, limit)
+    if counters.used(window) >= limit:
+        raise _refused(window)
 
 
-def events_allowance_take(*, tenant: Tenant, events: int) -> None:
-    """Count `events` against this minute's allowance, or refuse them (counting nothing)."""
+@contextmanager
+def events_charged(*, tenant: Tenant, events: int) -> Iterator[None]:
+    """Charge `events` (already valid) against this minute's allowance for the block that
+    stores them, or raise LimitReached charging nothing. If the block raises (the events
+    were not stored), the charge is given back. Enter it outside the storing transaction."""
     limit = _limit()
     if limit <= 0 or events <= 0:
+        yield
         return
-    key, retry_after = _window(tenant)
-    cache.add(key, 0, timeout=2 * _WINDOW_SECONDS)
+    window = _window(tenant, limit)
+    if not counters.take(window, events):
+        raise _refused(window, events)
     try:
-        total = cache.incr(key, events)
-    except ValueError:  # the key expired between add and incr: start the window again
-        cache.add(key, events, timeout=2 * _WINDOW_SECONDS)
-        total = events
-    if total > limit:
-        cache.decr(key, events)  # a refused request takes nothing from the allowance
-        raise _refused(limit, retry_after)
+        yield
+    except BaseException:
+        try:
+            counters.give_back(window, events)
+        except Exception:  # the store's own failure is the one to report
+            logger.exception("Could not give back %s events to %s's allowance", events,
+                             tenant.pk)
+        raise
 
 
 @checks.register()

@@ -20,6 +20,7 @@ from agent33.ids import new_id
 from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
 
+from .limits import events_charged
 from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
 from .selectors import trend_stats_many
 from .trends import TrendStats
@@ -53,9 +54,11 @@ def event_record(
     value: float,
     occurred_at: datetime | str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    metered: bool = False,
 ) -> OutcomeEvent:
     """Record one measurement. Bad input raises ValidationError naming the field. Every
-    event is watched: after commit its trend is evaluated for a decline."""
+    event is watched: after commit its trend is evaluated for a decline. `metered`: a valid
+    event counts against the tenant's per-minute allowance (outcomes/limits.py; the API)."""
     try:
         clean = clean_event(
             {
@@ -72,26 +75,30 @@ def event_record(
     [event] = _new_events(tenant, [clean], timezone.now())
     # Joins a caller's transaction whole (no savepoint round trips): an event recorded with
     # the fact it describes (a request's ending) commits or rolls back with it.
-    with transaction.atomic(savepoint=False), tenant_scope(tenant):
+    with events_charged(tenant=tenant, events=int(metered)), \
+            transaction.atomic(savepoint=False), tenant_scope(tenant):
         event.save(force_insert=True)
         _counts_add(tenant, {(event.metric_type, event.domain, event.event_type): 1})
         _notify_on_commit(tenant, {(event.metric_type, event.domain)})
     return event
 
 
-def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) -> int:
+def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]],
+                      metered: bool = False) -> int:
     """Record up to 10,000 events, all or nothing; returns how many were stored.
 
     The first bad event raises ValidationError with fields `events.<index>.<field>`, and
     nothing is stored. The rows go in with `bulk_create`, in one transaction together with
-    the summary counts.
+    the summary counts. `metered`: valid events count against the tenant's per-minute
+    allowance (outcomes/limits.py; the API), and a refused or invalid bulk counts nothing.
     """
     cleaned = clean_events(events)
     now = timezone.now()
     counts: Counter[CountKey] = Counter(
         (e.metric_type, e.domain, e.event_type) for e in cleaned
     )
-    with transaction.atomic(savepoint=False), tenant_scope(tenant):  # as in event_record
+    with events_charged(tenant=tenant, events=len(cleaned) if metered else 0), \
+            transaction.atomic(savepoint=False), tenant_scope(tenant):  # as in event_record
         _insert_events(tenant, cleaned, now)
         _counts_add(tenant, counts)
         _notify_on_commit(tenant, {(metric, domain) for metric, domain, _ in counts})

@@ -82,6 +82,24 @@ def _no_event_rate_limit(settings):
     settings.AGENT33_EVENTS_PER_MINUTE = 0
 
 
+# 30 s into a minute (agent33/auth/counters.py counts in windows aligned to the epoch).
+HELD_CLOCK = 1_800_000_030.0
+
+
+@pytest.fixture(autouse=True)
+def _rate_windows_held(monkeypatch):
+    """Throttles and the events allowance count in fixed one-minute windows. A test that
+    crossed into the next minute would see its throttle lease or allowance start afresh (an
+    extra query, a count reset), so in-process their clock is held at HELD_CLOCK. Servers a
+    test starts keep the real clock; those tests wait for a fresh minute instead
+    (tests/workers.py)."""
+    from types import SimpleNamespace
+
+    from agent33.auth import counters
+
+    monkeypatch.setattr(counters, "time", SimpleNamespace(time=lambda: HELD_CLOCK))
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Artifacts written by a test land in its own temporary folder."""
@@ -90,12 +108,16 @@ def _media_in_tmp(settings, tmp_path):
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
-    """Each test starts with no token remembered by the authenticator."""
+    """Each test starts with no token remembered by the authenticator, and no throttle
+    lease (token ids repeat between tests whose rows were rolled back)."""
     from agent33.auth.authentication import forget_cached_tokens
+    from agent33.auth.throttling import forget_leases
 
     forget_cached_tokens()
+    forget_leases()
     yield
     forget_cached_tokens()
+    forget_leases()
 
 
 @pytest.fixture
@@ -109,6 +131,19 @@ def require_postgres(db):
 def require_redis():
     if not redis_available():
         service_missing(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}")
+
+
+@pytest.fixture(params=["redis", "database"])
+def counts_env(request) -> dict[str, str]:
+    """The environment of a server a test starts, once with its rate counters in Redis (a
+    key prefix of the test's own) and once without REDIS_URL (in the database)."""
+    if request.param == "database":
+        return {}
+    request.getfixturevalue("require_redis")
+    import uuid
+
+    return {"REDIS_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/8",
+            "CACHE_KEY_PREFIX": f"counts-test-{uuid.uuid4().hex}"}
 
 
 @pytest.fixture
@@ -143,6 +178,12 @@ def tenant_a(db):
 @pytest.fixture
 def tenant_b(db):
     return TenantFactory(slug="tenant-b", name="Tenant B")
+
+
+def warm_up(client: APIClient) -> None:
+    """A query-count guard measures the view: one request first, so the token is remembered
+    and its throttle counter exists (a caller's first request makes its counter row)."""
+    assert client.get("/v1/auth/whoami").status_code == 200
 
 
 def make_client(token: str | None = None) -> APIClient:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import Any
 
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -343,6 +344,19 @@ def _tenant_route(tenant) -> Built:
     return Built(kwargs={"tenant_id": tenant.slug})
 
 
+def _limited_tenant(tenant) -> Built:
+    MultimodalPolicy.all_tenants.update_or_create(
+        tenant=tenant, defaults={"daily_spend_limit_usd": Decimal("10")})
+    return Built(kwargs={"tenant_id": tenant.slug})
+
+
+def _limit_kept(response, built, tenant) -> None:
+    """Issue 23: raising or removing a daily spend limit is an operator's (or staff's)."""
+    assert response.json()["code"] == "spend_limit_operator_only"
+    kept = MultimodalPolicy.all_tenants.get(tenant=tenant).daily_spend_limit_usd
+    assert kept == Decimal("10"), kept
+
+
 def _provider_key(tenant) -> Built:
     from agent33.tenancy.context import tenant_scope
     from multimodal.provider_keys import credential_set
@@ -395,7 +409,17 @@ def _multimodal() -> dict[str, dict[str, list[Probe]]]:
     return {
         f"{MM}/tenants/<tenant_id>/policy": {
             "GET": [Probe(build=_tenant_route)],
-            "POST": [Probe(build=_tenant_route, body={"max_text_chars": 10})],
+            "POST": [
+                Probe(build=_tenant_route, body={"max_text_chars": 10}),
+                Probe(build=_limited_tenant, body={"daily_spend_limit_usd": "5.00"},
+                      note="a tenant's token lowers its own spend limit"),
+                Probe(build=_limited_tenant, body={"daily_spend_limit_usd": "50.00"},
+                      own_status=403, check_own=_limit_kept,
+                      note="raising its own spend limit is an operator's"),
+                Probe(build=_limited_tenant, body={"daily_spend_limit_usd": None},
+                      own_status=403, check_own=_limit_kept,
+                      note="removing its own spend limit is an operator's"),
+            ],
         },
         # Issue 7: tenants' stored provider keys (multimodal:admin).
         f"{MM}/tenants/<tenant_id>/providers": {"GET": [Probe(build=_provider_key)]},

@@ -144,3 +144,12 @@ def _healthy(httpx, url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def wait_for_fresh_window(*, seconds: int = 60, needed: float = 30) -> None:
+    """Rate counters use fixed windows aligned to the Unix epoch (agent33/auth/counters.py):
+    a test counting against one window through real processes (whose clocks it cannot hold)
+    starts early enough in one to finish within it."""
+    left = seconds - time.time() % seconds
+    if left < needed:
+        time.sleep(left + 0.05)

@@ -17,11 +17,19 @@ Two halves, because the response to remember exists only after every middleware 
 
 A request refused before the claim (401, 403, 429, a bad key) leaves no record. 5xx answers
 are not remembered, so a retry runs again.
+
+A key stays "in flight" (409 to every retry) for as long as its request's work can run: the
+longest any app says a request's work may take (`register_work_bound`; multimodal: the
+policy ceiling on a request's timeout plus the reaper's grace, after which the reaper has
+ended the work whatever became of the process). Only past that is a key whose request never
+answered (its process died) taken as abandoned, so a retry never runs the work a second
+time while the first may still be running it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -35,14 +43,36 @@ from agent33.tenancy.models import ApiToken, IdempotencyRecord
 
 from .exceptions import Conflict, json_error
 
-__all__ = ["IdempotencyMiddleware", "IdempotentMixin", "purge_expired_records"]
+__all__ = [
+    "IdempotencyMiddleware",
+    "IdempotentMixin",
+    "in_flight_guard",
+    "purge_expired_records",
+    "register_work_bound",
+]
 
 HEADER = "Idempotency-Key"
 REPLAY_WINDOW = timedelta(hours=24)
-# A request that has been "in flight" this long died with its process; its key is free again.
-ABANDONED_AFTER = timedelta(minutes=5)
+# The floor of the in-flight guard, for a service whose apps register no longer work: a
+# request without long work of its own (the slowest, a 10,000-event bulk, takes seconds)
+# is long over by then.
+MIN_IN_FLIGHT_GUARD = timedelta(minutes=5)
 NOT_REMEMBERED = {401, 403, 429}
 REPLAYED_HEADERS = ("Location", "Link", "Retry-After")
+
+
+_work_bounds: list[Callable[[], float]] = []
+
+
+def register_work_bound(seconds: Callable[[], float]) -> None:
+    """An app whose requests may run long work registers how long that work can run at most
+    (a callable of seconds, read at each claim so settings changes apply)."""
+    _work_bounds.append(seconds)
+
+
+def in_flight_guard() -> timedelta:
+    """How long a key whose request has not answered keeps refusing retries (409)."""
+    return max([MIN_IN_FLIGHT_GUARD, *(timedelta(seconds=bound()) for bound in _work_bounds)])
 
 
 class KeyReused(APIException):
@@ -79,7 +109,7 @@ class PendingKey:
         mine = IdempotencyRecord.objects.filter(token=token, key=self.key)
         mine.filter(created_at__lt=now - REPLAY_WINDOW).delete()
         mine.filter(
-            state=IdempotencyRecord.IN_FLIGHT, created_at__lt=now - ABANDONED_AFTER
+            state=IdempotencyRecord.IN_FLIGHT, created_at__lt=now - in_flight_guard()
         ).delete()
         try:
             with transaction.atomic():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.utils import timezone
@@ -28,12 +29,26 @@ __all__ = [
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 _CACHE_MAX_ENTRIES = 10_000
 
+
+class _Remembered(NamedTuple):
+    at: float  # time.monotonic() of the database read
+    generation: object  # the auth generation read before it
+    token: ApiToken
+
+
 # Tokens found in the database recently, by prefix, so a busy client costs no query per
 # request. The secret is still checked against the stored hash on every request, and a
-# remembered token is used only while the auth generation is the one it was remembered
-# under (agent33/auth/revocation.py): any revocation or deactivation, in any process,
-# changes the generation, and the next request here forgets every remembered token.
-_recent_tokens: dict[str, tuple[float, ApiToken]] = {}
+# remembered token is used only under the auth generation it was read under
+# (agent33/auth/revocation.py): any revocation or deactivation, in any process, changes the
+# generation once it has committed.
+#
+# Each entry keeps the generation read BEFORE its database read. So a refresh racing a
+# revocation can never be trusted afterwards: if the read saw the row before the revocation
+# committed, the generation it was filed under was read earlier still, before the change
+# that follows the commit, and no later request finds that generation current. (Clearing the
+# table when the generation moves on was not enough: a refresh that read the old row could
+# put it back after the clear, and it was then trusted until AGENT33_TOKEN_CACHE_SECONDS.)
+_recent_tokens: dict[str, _Remembered] = {}
 _generation_seen: list[object] = [object()]  # a value no generation equals
 
 
@@ -41,21 +56,25 @@ def forget_cached_tokens() -> None:
     _recent_tokens.clear()
 
 
+def _token_row(prefix: str) -> ApiToken | None:
+    return ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
+
+
 def _load_token(prefix: str) -> ApiToken | None:
     generation = auth_generation()
     if generation != _generation_seen[0]:
-        _recent_tokens.clear()
+        _recent_tokens.clear()  # memory only: entries of another generation are never used
         _generation_seen[0] = generation
     ttl = settings.AGENT33_TOKEN_CACHE_SECONDS
     now = time.monotonic()
     cached = _recent_tokens.get(prefix)
-    if cached is not None and now - cached[0] < ttl:
-        return cached[1]
-    token = ApiToken.objects.select_related("tenant").filter(prefix=prefix).first()
+    if cached is not None and cached.generation == generation and now - cached.at < ttl:
+        return cached.token
+    token = _token_row(prefix)
     if token is not None and ttl > 0:
         if len(_recent_tokens) >= _CACHE_MAX_ENTRIES:
             _recent_tokens.clear()
-        _recent_tokens[prefix] = (now, token)
+        _recent_tokens[prefix] = _Remembered(now, generation, token)
     return token
 
 

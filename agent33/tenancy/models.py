@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from .managers import AllTenantsManager, TenantScopedManager
 
-__all__ = ["ApiToken", "Tenant", "TenantOwnedModel"]
+__all__ = ["ApiToken", "IdempotencyRecord", "RateCounter", "Tenant", "TenantOwnedModel"]
 
 TOKEN_PREFIX = "a33"
 slug_validator = RegexValidator(
@@ -148,3 +148,21 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.token_id}:{self.key}"
+
+
+class RateCounter(models.Model):
+    """What one caller used in its current window (a token's requests, a tenant's events),
+    when no Redis is configured: every process of the deployment counts in this one row, so
+    gunicorn's workers cannot each grant the whole allowance (agent33/auth/counters.py).
+    A row is reused window after window; rows of callers idle for an hour are purged
+    hourly. On PostgreSQL the table is UNLOGGED (no WAL, no fsync per count)."""
+
+    key = models.CharField(max_length=255, primary_key=True)
+    window_ends_at = models.BigIntegerField()  # Unix seconds; the window is [end - length, end)
+    used = models.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["window_ends_at"], name="ratecounter_window_end")]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.used} until {self.window_ends_at}"

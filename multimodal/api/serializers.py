@@ -47,8 +47,9 @@ __all__ = [
 @extend_schema_field({"type": "string", "format": "decimal", "example": "12.50",
                       "nullable": True})
 class UsdField(serializers.Field):
-    """US dollars as a decimal string ("12.50", "0.000015"). Input: a decimal string or an
-    integer, never a JSON float (0.1 is already inexact there)."""
+    """US dollars as a decimal string ("12.50", "0.000015"). Input: a plain ASCII decimal
+    string or a JSON integer (`parse_usd`), never a JSON float (0.1 is already inexact
+    there)."""
 
     def __init__(self, *, max_decimals: int = 6, maximum=None, **kwargs):
         self.max_decimals = max_decimals
@@ -243,13 +244,15 @@ class PolicyUpdateSerializer(serializers.Serializer):
     )
     max_storage_bytes = serializers.IntegerField(
         required=False, min_value=0, max_value=POLICY_LIMITS["max_storage_bytes"],
-        help_text="Bytes of artifacts the tenant may keep stored (default 1 GiB). Operator "
-        "tokens only: a tenant's token gets 403 storage_quota_operator_only.",
+        help_text="Bytes of artifacts the tenant may keep stored (default 1 GiB). Only an "
+        "operator token raises it (a tenant's token may lower it; raising: 403 "
+        "storage_quota_operator_only).",
     )
     daily_spend_limit_usd = UsdField(
         required=False, allow_null=True, maximum=MAX_DAILY_SPEND_LIMIT,
-        help_text="USD per UTC day for all multimodal requests, as a decimal string (at "
-        "most 6 decimal places); null removes the limit.",
+        help_text="USD per UTC day for all multimodal requests, as a plain decimal string "
+        "(at most 6 decimal places); null removes the limit. Only an operator token raises "
+        "or removes it; a tenant's token may lower it, or set one where there is none.",
     )
 
     def validate_allowed_modalities(self, value: list[str]) -> list[str]:

@@ -230,22 +230,23 @@ class PolicyView(ApiView):
         tenant = _policy_tenant(request, tenant_id)
         return Response(PolicySerializer(services.policy_for(tenant)).data)
 
-    @extend_schema(request=PolicyUpdateSerializer,
-                   responses={200: PolicySerializer, **OBJECT_ERRORS},
-                   summary="Set some or all of the tenant's policy (multimodal:admin)")
+    @extend_schema(
+        request=PolicyUpdateSerializer,
+        responses={200: PolicySerializer, **OBJECT_ERRORS, 403: OpenApiResponse(
+            description="Missing multimodal:admin, or a tenant's token loosening an "
+            "operator's limit: raising or removing the daily spend limit "
+            "(`spend_limit_operator_only`) or raising the artifact storage quota "
+            "(`storage_quota_operator_only`); only an operator token or staff may, a "
+            "tenant's token may tighten them")},
+        summary="Set some or all of the tenant's policy (multimodal:admin)",
+    )
     def post(self, request, tenant_id: str):
         tenant = _policy_tenant(request, tenant_id)
-        if isinstance(request.data, dict) and "max_storage_bytes" in request.data \
-                and not request.user.is_operator:
-            # The storage quota bounds what a tenant may make the platform keep.
-            raise StorageQuotaForbidden(
-                "max_storage_bytes can be set only by an operator token or staff in the "
-                "admin; leave it out (the current quota is kept)."
-            )
         payload = PolicyUpdateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         policy = services.policy_set(
-            tenant=tenant, actor=actor_of(request), values=payload.validated_data
+            tenant=tenant, actor=actor_of(request), values=payload.validated_data,
+            may_loosen_limits=request.user.is_operator,
         )
         return Response(PolicySerializer(policy).data)
 
@@ -328,10 +329,6 @@ class PriceView(APIView):
 
 class BaseUrlForbidden(PermissionDenied):
     default_code = "base_url_operator_only"
-
-
-class StorageQuotaForbidden(PermissionDenied):
-    default_code = "storage_quota_operator_only"
 
 
 KEY_ERRORS = {

@@ -34,8 +34,9 @@ def price_for(provider: str, model: str) -> ProviderPrice | None:
 
 
 def clean_usd_per_unit(value: Any) -> dict[str, str]:
-    """`{unit: "decimal"}` with known units and non-negative decimals of at most 12 places,
-    normalised ("1.5E-5" → "0.000015"). InvalidInput names every bad unit."""
+    """`{unit: "decimal"}` with known units and plain non-negative decimals of at most 12
+    places (`parse_usd`), normalised ("0.0000150" → "0.000015"). InvalidInput names every
+    bad unit."""
     if not isinstance(value, dict) or not value:
         raise InvalidInput(
             f"usd_per_unit must be an object of unit → decimal string; units: "

@@ -20,7 +20,7 @@ from .. import selectors
 from ..choices import METRIC_TYPES
 from ..ctrf import MAX_RECORDED_TESTS, ctrf_ingest
 from ..filtersets import OutcomeEventFilter
-from ..limits import events_allowance_check, events_allowance_take
+from ..limits import events_allowance_check
 from ..models import MAX_LABEL_LENGTH, OutcomeEvent
 from ..services import event_record, event_record_bulk
 from ..validation import EventInvalid, clean_event
@@ -147,8 +147,7 @@ class OutcomeEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
             clean = clean_event(_json_object(request.data))
         except EventInvalid as exc:
             raise ValidationError(exc.errors) from None
-        events_allowance_take(tenant=tenant, events=1)
-        event = event_record(tenant=tenant, **clean.as_kwargs())
+        event = event_record(tenant=tenant, metered=True, **clean.as_kwargs())
         return Response(OutcomeEventSerializer(event).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -166,9 +165,7 @@ class OutcomeEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tena
         body = _json_object(request.data)
         if "events" not in body:
             raise DRFValidationError({"events": ["This field is required."]})
-        if isinstance(body["events"], list):  # anything else is refused by the service
-            events_allowance_take(tenant=tenant, events=len(body["events"]))
-        created = event_record_bulk(tenant=tenant, events=body["events"])
+        created = event_record_bulk(tenant=tenant, events=body["events"], metered=True)
         return Response({"created": created}, status=status.HTTP_201_CREATED)
 
 

@@ -38,10 +38,12 @@ def spend_url(tenant) -> str:
 
 
 @pytest.fixture
-def limit(client_a, tenant_a):
+def limit(operator_client, tenant_a):
+    """Sets tenant A's limit as an operator (who alone may raise or remove one)."""
+
     def set_limit(amount: str | None) -> None:
-        response = client_a.post(policy_url(tenant_a), {"daily_spend_limit_usd": amount},
-                                 format="json")
+        response = operator_client.post(policy_url(tenant_a),
+                                        {"daily_spend_limit_usd": amount}, format="json")
         assert response.status_code == 200, response.content
 
     return set_limit
@@ -59,14 +61,17 @@ def tts(client, **extra):
 # --- the limit in the policy -------------------------------------------------------------
 
 
-def test_the_limit_is_a_decimal_string_set_by_a_tenant_admin(api_client_for, tenant_a):
+def test_the_limit_is_a_decimal_string_set_by_a_tenant_admin(api_client_for, operator_client,
+                                                              tenant_a):
     admin = api_client_for(tenant_a, scopes=[MULTIMODAL_ADMIN, MULTIMODAL_READ])
     response = admin.post(policy_url(tenant_a), {"daily_spend_limit_usd": "25.5"},
                           format="json")
     assert response.status_code == 200, response.content
     assert response.json()["daily_spend_limit_usd"] == "25.50"
     assert admin.get(policy_url(tenant_a)).json()["daily_spend_limit_usd"] == "25.50"
-    cleared = admin.post(policy_url(tenant_a), {"daily_spend_limit_usd": None}, format="json")
+    # Removing it is an operator's (tests/multimodal/test_money_input.py has the rules).
+    cleared = operator_client.post(policy_url(tenant_a), {"daily_spend_limit_usd": None},
+                                   format="json")
     assert cleared.json()["daily_spend_limit_usd"] is None
 
     writer = api_client_for(tenant_a, scopes=[MULTIMODAL_WRITE])

@@ -55,7 +55,9 @@ def test_uploads_past_the_quota_are_413_and_store_nothing(client_a, operator_cli
     assert stored(tenant_a) == 2 * len(data)
 
 
-def test_the_default_quota_is_one_gibibyte_and_only_operators_set_it(client_a, tenant_a):
+def test_the_default_quota_is_one_gibibyte_and_only_operators_raise_it(
+    client_a, operator_client, tenant_a
+):
     policy = client_a.get(POLICY.format(tenant_a.slug)).json()
     assert policy["max_storage_bytes"] == 1 << 30
     response = client_a.post(POLICY.format(tenant_a.slug), {"max_storage_bytes": 1 << 40},
@@ -63,6 +65,11 @@ def test_the_default_quota_is_one_gibibyte_and_only_operators_set_it(client_a, t
     assert response.status_code == 403
     assert response.json()["code"] == "storage_quota_operator_only"
     assert client_a.get(POLICY.format(tenant_a.slug)).json()["max_storage_bytes"] == 1 << 30
+    # A tenant may hold itself tighter; an operator loosens it again.
+    lowered = client_a.post(POLICY.format(tenant_a.slug), {"max_storage_bytes": 1 << 20},
+                            format="json")
+    assert lowered.status_code == 200 and lowered.json()["max_storage_bytes"] == 1 << 20
+    set_quota(operator_client, tenant_a, 1 << 31)
 
 
 def test_inline_inputs_count_and_a_refused_request_leaves_no_file(client_a, operator_client,

@@ -1,4 +1,4 @@
-"""Test-only route: a view that logs, beside the project's own routes."""
+"""Test-only routes: a view that logs and views that fail, beside the project's own routes."""
 
 import logging
 
@@ -20,7 +20,22 @@ class Chatty(APIView):
         return Response({"ok": True})
 
 
+class Failing(APIView):
+    required_scopes = AUTHENTICATED
+
+    def get(self, request):
+        logger.info("about to fail")
+        raise RuntimeError("the API view failed")
+
+
+def failing_page(request):
+    """Outside DRF: Django's own handler turns the exception into the 500."""
+    raise RuntimeError("the plain view failed")
+
+
 urlpatterns = [
     path("test/chatty", Chatty.as_view()),
+    path("test/failing", Failing.as_view()),
+    path("test/failing-page", failing_page),
     path("", include("agent33.urls")),
 ]

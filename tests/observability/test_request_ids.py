@@ -68,3 +68,29 @@ def test_every_log_line_of_a_request_carries_its_id(client_a, settings, capture_
     assert {line["message"] for line in others} >= {"working on it", "still working"}
     assert all(line["request_id"] not in (None, "follow-me-1") for line in others
                if line["logger"] == "tests.observability.view")
+
+
+@pytest.mark.parametrize(("path", "tenant"), [
+    ("/test/failing", "tenant-a"),  # a DRF view: the token names the tenant
+    ("/test/failing-page", None),  # a plain Django view reads no token
+])
+def test_every_line_of_a_failed_request_names_it(client_a, settings, capture_logs, path,
+                                                 tenant):
+    """Issue 23: Django's "Internal Server Error" line came after the request's context was
+    gone, with request_id, tenant, method and path null."""
+    settings.ROOT_URLCONF = "tests.observability.log_urls"
+    logs = capture_logs("json")
+    client_a.raise_request_exception = False  # answer the 500 as a server would
+    response = client_a.get(path, HTTP_X_REQUEST_ID="failed-1")
+    assert response.status_code == 500
+    lines = [json.loads(line) for line in logs.lines]
+    errors = [line for line in lines if line["level"] == "ERROR"]
+    assert "Internal Server Error: " + path in [line["message"] for line in errors]
+    assert any("Traceback" in line.get("exc_info", "") for line in errors)
+    for line in lines:
+        if line["logger"] == "django.db.backends":
+            continue
+        assert (line["request_id"], line["method"], line["path"]) == ("failed-1", "GET", path), line
+    access = next(line for line in lines if line["logger"] == "agent33.access")
+    assert access["tenant"] == tenant
+    assert [line["tenant"] for line in errors] == [tenant] * len(errors)

@@ -6,6 +6,7 @@ import pytest
 
 from operations import choices
 from operations.models import AutonomyBudget, StatusChange, Trace, WorkflowRun
+from tests.conftest import warm_up
 from tests.factories.operations import (
     AutonomyBudgetFactory,
     ImprovementIntakeFactory,
@@ -190,6 +191,7 @@ def test_process_detail_query_count(executor, tenant_a, django_assert_max_num_qu
     trace = TraceFactory(tenant=tenant_a)
     for _ in range(10):
         TraceStepFactory(trace=trace)
+    warm_up(executor)
     with django_assert_max_num_queries(6):
         executor.get(f"/v1/operations/processes/{trace.pk}")
 

@@ -15,6 +15,7 @@ from operations.hub import (
     registered_sources,
     unregister_process_source,
 )
+from tests.conftest import warm_up
 from tests.factories.operations import (
     AutonomyBudgetFactory,
     ImprovementIntakeFactory,
@@ -197,6 +198,7 @@ def test_tenants_see_only_their_processes_and_operators_see_all(
 
 def test_hub_query_count_is_fixed(reader, tenant_a, django_assert_max_num_queries):
     TraceFactory(tenant=tenant_a)
+    warm_up(reader)
     with django_assert_max_num_queries(8) as small:
         reader.get(HUB)
     for _ in range(20):

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from operations.models import AutonomyBudget, Trace, TraceStep, WorkflowRun
+from tests.conftest import warm_up
 from tests.factories.operations import (
     AutonomyBudgetFactory,
     ImprovementIntakeFactory,
@@ -260,6 +261,7 @@ def test_lists_use_a_fixed_number_of_queries(
                 factory(tenant=tenant_a)
 
     make(2)
+    warm_up(writer)
     with django_assert_max_num_queries(3) as few:
         assert len(writer.get(f"{BASE}/{path}").json()) == 2
     make(30)

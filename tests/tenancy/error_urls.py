@@ -1,5 +1,7 @@
 """Test-only routes that exercise the error handler."""
 
+import threading
+
 from django.urls import include, path
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -43,6 +45,32 @@ class Create(ApiView):
                          "seq": len(CREATED)}, status=201)
 
 
+RUNNING = threading.Event()  # set by Slow once it runs
+RELEASE = threading.Event()  # Slow answers once this is set (or after 10 s)
+
+
+class Slow(ApiView):
+    """A request whose work runs until the test releases it."""
+
+    required_scopes = AUTHENTICATED
+
+    def post(self, request):
+        RUNNING.set()
+        RELEASE.wait(10)
+        CREATED.append(request.data)
+        return Response({"seq": len(CREATED)}, status=201)
+
+
+class Public(APIView):
+    """Like the schema and docs pages: no token, throttled per client address."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+
+    def get(self, request):
+        return Response({"ok": True})
+
+
 class Undeclared(APIView):
     def get(self, request):
         return Response({"ok": True})
@@ -53,5 +81,7 @@ urlpatterns = [
     path("v1/test/echo", Echo.as_view()),
     path("v1/test/undeclared", Undeclared.as_view()),
     path("v1/test/create", Create.as_view()),
+    path("v1/test/slow", Slow.as_view()),
+    path("v1/test/public", Public.as_view()),
     path("", include("agent33.urls")),
 ]

@@ -233,3 +233,81 @@ def test_a_malformed_multipart_body_is_a_json_400_naming_it(api_client_for, tena
     assert not IdempotencyRecord.objects.exists()
     budget.refresh_from_db()
     assert budget.status == "draft"
+
+
+def test_an_in_flight_key_guards_its_request_as_long_as_its_work_can_run(settings):
+    """Issue 24: a key counted as abandoned after 5 minutes while a multimodal request may
+    run for an hour. The guard is the policy ceiling on a request's timeout plus the
+    reaper's grace, read from both."""
+    from datetime import timedelta
+
+    from agent33.api.idempotency import in_flight_guard
+    from multimodal.models import POLICY_LIMITS
+
+    assert POLICY_LIMITS["max_timeout_seconds"] == 3600
+    settings.MULTIMODAL_REAPER_GRACE_SECONDS = 30
+    assert in_flight_guard() == timedelta(seconds=3630)
+    settings.MULTIMODAL_REAPER_GRACE_SECONDS = 90
+    assert in_flight_guard() == timedelta(seconds=3690)
+
+
+@pytest.mark.urls("tests.tenancy.error_urls")
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_while_the_work_runs_is_409_never_a_second_execution(client_a, monkeypatch):
+    """A request whose work is still running: a retry at any time up to the guard (here the
+    clock is moved to one second before it) gets 409; once the work answers, retries replay."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from agent33.api import idempotency
+    from tests.tenancy.error_urls import CREATED, RELEASE, RUNNING
+
+    RUNNING.clear()
+    RELEASE.clear()
+    token = client_a.plaintext
+    first: list = []
+
+    def send_first():
+        try:
+            first.append(post(make_client(token), {"n": 1}, key="long", path="/v1/test/slow"))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=send_first)
+    worker.start()
+    try:
+        assert RUNNING.wait(10)
+        later = timezone.now() + idempotency.in_flight_guard() - timedelta(seconds=1)
+        monkeypatch.setattr(idempotency, "timezone", SimpleNamespace(now=lambda: later))
+        retry = post(client_a, {"n": 1}, key="long", path="/v1/test/slow")
+        assert retry.status_code == 409
+        assert retry.json()["code"] == "idempotency_key_in_flight"
+        assert CREATED == []
+    finally:
+        RELEASE.set()
+        worker.join(10)
+    monkeypatch.undo()
+    assert first[0].status_code == 201
+    replayed = post(client_a, {"n": 1}, key="long", path="/v1/test/slow")
+    assert replayed["Idempotent-Replayed"] == "true"
+    assert CREATED == [{"n": 1}]
+
+
+@pytest.mark.urls("tests.tenancy.error_urls")
+def test_a_key_in_flight_past_the_guard_was_abandoned_and_runs_again(client_a):
+    """Its process died without answering, and the longest work it could run is over."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agent33.api.idempotency import in_flight_guard
+    from tests.tenancy.error_urls import CREATED
+
+    started = timezone.now() - in_flight_guard() - timedelta(seconds=1)
+    IdempotencyRecord.objects.create(token=client_a.token, key="dead",
+                                     fingerprint=_fingerprint_of(client_a), created_at=started)
+    response = post(client_a, {"n": 1}, key="dead")
+    assert response.status_code == 201
+    assert len(CREATED) == 1
