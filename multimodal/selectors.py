@@ -35,6 +35,8 @@ from .pricing import from_nanos, utc_day
 
 __all__ = [
     "PercentileCont",
+    "request_awaited",
+    "request_channel",
     "request_reloaded",
     "request_result",
     "request_stats",
@@ -74,6 +76,31 @@ def request_reloaded(mm_request: MultimodalRequest) -> MultimodalRequest:
     """A fresh copy of a request, with `result_ref`, in one query: what create, execute and
     cancel answer with."""
     return requests_with_result_id().get(pk=mm_request.pk)
+
+
+def request_channel(request_id: str) -> str:
+    """What a create or execute waiting for this request's end listens to (the execution
+    job notifies it when the attempt ends)."""
+    return f"mmreq:{request_id}"
+
+
+def request_awaited(mm_request: MultimodalRequest, *, timeout: float) -> MultimodalRequest:
+    """The request once it is no longer processing (the worker ended it, someone cancelled
+    it, the reaper failed it), or as it is after `timeout` seconds. Sleeps meanwhile: on
+    PostgreSQL until the job's NOTIFY (looking again every second), elsewhere between
+    short polls (agent33/jobs/waiting.py)."""
+    from agent33.jobs.waiting import wait_until
+
+    if timeout <= 0 or mm_request.state != RequestState.PROCESSING:
+        return mm_request
+
+    def ended() -> str | None:
+        state = (MultimodalRequest.objects.filter(pk=mm_request.pk)
+                 .values_list("state", flat=True).first())
+        return None if state == RequestState.PROCESSING else (state or "gone")
+
+    wait_until(ended, channel=request_channel(mm_request.pk), timeout=timeout)
+    return request_reloaded(mm_request)
 
 
 def request_result(mm_request: MultimodalRequest) -> MultimodalResult | None:

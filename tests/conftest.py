@@ -82,6 +82,25 @@ def _no_event_rate_limit(settings):
     settings.AGENT33_EVENTS_PER_MINUTE = 0
 
 
+IMMEDIATE_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.ImmediateBackend"}}
+DATABASE_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.DatabaseBackend"}}
+
+
+@pytest.fixture(autouse=True)
+def _jobs_run_in_process(settings):
+    """Test-only: a job runs in this process when the transaction that queued it commits,
+    once, and its error propagates (agent33.jobs.backends.ImmediateBackend). Tests of the
+    real modes use `database_jobs` (and a real `manage.py worker`) or a Celery worker."""
+    settings.TASKS = IMMEDIATE_JOBS
+
+
+@pytest.fixture
+def database_jobs(settings):
+    """Jobs go to the database queue, as in the embedded mode; nothing runs them until the
+    test runs them (`run_ready_jobs()`) or starts a worker."""
+    settings.TASKS = DATABASE_JOBS
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Artifacts written by a test land in its own temporary folder."""
