@@ -16,8 +16,6 @@ from django.conf import settings
 
 from agent33 import jobs
 from agent33.jobs.waiting import notify
-from agent33.tenancy.context import tenant_scope
-from agent33.tenancy.models import Tenant
 
 from . import services
 from .selectors import request_channel
@@ -28,15 +26,10 @@ logger = logging.getLogger("agent33.multimodal")
 
 
 def _fail_unqueued(kwargs: dict[str, Any], exc: BaseException) -> None:
-    """The broker refused the job: fail the request now instead of waiting for the reaper."""
-    from .models import MultimodalRequest
-
-    tenant_id = (MultimodalRequest.all_tenants.filter(pk=kwargs["request_id"])
-                 .values_list("tenant_id", flat=True).first())
-    if tenant_id is not None:
-        with tenant_scope(Tenant(pk=tenant_id)):
-            services.request_fail_unqueued(kwargs["request_id"], kwargs["claim_token"],
-                                           f"{type(exc).__name__}: {exc}")
+    """The broker refused the job: fail the request now instead of waiting for the reaper
+    (in the request's tenant scope, which the job carries)."""
+    services.request_fail_unqueued(kwargs["request_id"], kwargs["claim_token"],
+                                   f"{type(exc).__name__}: {exc}")
 
 
 @jobs.job("multimodal.tasks.execute_request", max_attempts=3, backoff=(1.0, 5.0),

@@ -179,7 +179,7 @@ def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
     if len(keys) > inline_limit:
         _queue_evaluations(tenant, keys)
     else:
-        transaction.on_commit(lambda: _evaluate_after_commit(tenant, frozenset(keys)))
+        transaction.on_commit(lambda: _after_events_committed(tenant, frozenset(keys)))
 
 
 def _queue_evaluations(tenant: Tenant, keys: Iterable[TrendKey]) -> None:
@@ -191,7 +191,7 @@ def _queue_evaluations(tenant: Tenant, keys: Iterable[TrendKey]) -> None:
                      keys=ordered[start : start + _TASK_KEYS])
 
 
-def _evaluate_after_commit(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
+def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
     """A few keys, right after the events commit. If the evaluation fails, the recorded
     events stand and the evaluation becomes a job, tried again on the worker."""
     from .declines import declines_evaluate

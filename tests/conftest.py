@@ -90,8 +90,13 @@ DATABASE_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.DatabaseBackend"}
 def _jobs_run_in_process(settings):
     """Test-only: a job runs in this process when the transaction that queued it commits,
     once, and its error propagates (agent33.jobs.backends.ImmediateBackend). Tests of the
-    real modes use `database_jobs` (and a real `manage.py worker`) or a Celery worker."""
+    real modes use `database_jobs` (and a real `manage.py worker`) or a Celery worker.
+
+    A multimodal create or execute then waits for nothing by default: its job either ran
+    when the request committed, or (a test inside one transaction) never will. The tests of
+    the wait set it."""
     settings.TASKS = IMMEDIATE_JOBS
+    settings.AGENT33_MULTIMODAL_WAIT_SECONDS = 0
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from traceback import format_exception
 from typing import Any
 
@@ -45,13 +46,13 @@ def split_meta(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return kwargs, kwargs.pop(META_KEY, None) or {}
 
 
-def run_job(job: Job, kwargs: dict[str, Any]) -> Any:
-    """One try of `job`, inside the tenant scope and request context it was queued with."""
+@contextmanager
+def job_context(meta: dict[str, Any]) -> Iterator[None]:
+    """The tenant scope and request context a job was queued with."""
     from agent33.observability import context
     from agent33.tenancy.context import tenant_scope
     from agent33.tenancy.models import Tenant
 
-    kwargs, meta = split_meta(kwargs)
     with ExitStack() as stack:
         request_id = meta.get("request_id")
         if context.valid_request_id(request_id):
@@ -60,6 +61,13 @@ def run_job(job: Job, kwargs: dict[str, Any]) -> Any:
             stack.callback(context.reset, token)
         if meta.get("tenant_id"):
             stack.enter_context(tenant_scope(Tenant(pk=meta["tenant_id"])))
+        yield
+
+
+def run_job(job: Job, kwargs: dict[str, Any]) -> Any:
+    """One try of `job`, inside the tenant scope and request context it was queued with."""
+    kwargs, meta = split_meta(kwargs)
+    with job_context(meta):
         return job.func(**kwargs)
 
 
@@ -123,7 +131,9 @@ def _publish(task: Job, kwargs: dict[str, Any], countdown: float | None,
         logger.exception("could not queue job %s", task.job_name)
         if task.on_enqueue_failure is None:
             raise
-        task.on_enqueue_failure(split_meta(kwargs)[0], exc)
+        plain, meta = split_meta(kwargs)
+        with job_context(meta):
+            task.on_enqueue_failure(plain, exc)
 
 
 class ImmediateBackend(BaseTaskBackend):

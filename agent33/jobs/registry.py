@@ -41,7 +41,8 @@ class Job(Task):
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     backoff: tuple[float, ...] = DEFAULT_BACKOFF
     time_limit: float = DEFAULT_TIME_LIMIT
-    # Called with (kwargs, exception) when the job could not be handed to the broker at all
+    # Called with (kwargs, exception), in the job's tenant scope, when the job could not
+    # be handed to the broker at all
     # (Celery mode: the broker refused it after the caller's commit).
     on_enqueue_failure: Callable[[dict[str, Any], BaseException], None] | None = None
 

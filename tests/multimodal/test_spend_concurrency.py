@@ -1,5 +1,5 @@
 """Twelve requests at once against a daily spend limit that allows five (DESIGN §7.4): a real
-gunicorn (2 processes x 6 threads, eager execution) on the database of this test pass
+gunicorn (2 processes x 6 threads) and a `manage.py worker` on the database of this test pass
 (a scratch PostgreSQL database in the PostgreSQL pass, an SQLite file otherwise), migrated
 as in production (so the seeded tts-1 price is used), and a loopback OpenAI that counts the
 calls it receives. Exactly five reach the provider and complete; seven get 429."""
@@ -20,6 +20,7 @@ from bench.common import (
     drop_postgres_database,
     fresh_postgres_database,
     gunicorn,
+    job_worker,
     manage,
 )
 from multimodal import provider_fakes
@@ -51,7 +52,7 @@ def test_twelve_concurrent_requests_against_a_limit_for_five(database_url, cloud
     env = bench_env(database_url, AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
                     MEDIA_ROOT=str(tmp_path / "media"),
                     AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8")
-    env.pop("CELERY_BROKER_URL", None)  # eager: each request runs inside its HTTP request
+    env.pop("CELERY_BROKER_URL", None)  # embedded: the worker runs them, each create waits
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     manage(env, "migrate", "-v0")
     manage(env, "create_tenant", "spender")
@@ -61,7 +62,7 @@ def test_twelve_concurrent_requests_against_a_limit_for_five(database_url, cloud
                             "admin").split()[-1]
     received = provider_fakes.openai_speech(cloud, audio=wav_bytes())
 
-    with gunicorn(env, workers=2, threads=6) as url:
+    with gunicorn(env, workers=2, threads=6) as url, job_worker(env, concurrency=4):
         tenant = httpx.Client(base_url=url, timeout=60,
                               headers={"Authorization": f"Bearer {tenant_token}"})
         operator = httpx.Client(base_url=url, timeout=60,
