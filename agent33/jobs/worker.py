@@ -102,7 +102,8 @@ def record_failure(row: DBTaskResult, fields: dict[str, str], *, retry_after: fl
     if not updated:
         return "gone"
     log = logger.error if outcome == "failed" else logger.warning
-    log("job %s (%s) try %d of %s failed: %s; %s", row.task_path, row.pk, attempts,
+    log("job %s (%s) try %d of %s failed: %s; %s", job.job_name if job else row.task_path,
+        row.pk, attempts,
         job.max_attempts if job else "?", fields["exception_class_path"],
         "no tries left" if outcome == "failed" else "queued again")
     return outcome
