@@ -15,10 +15,8 @@ from django_tasks_db.models import DBTaskResult
 from agent33.tenancy.staff import staff_tenants
 
 from . import enqueue
-from .backends import META_KEY, split_meta
-from .selectors import job_name_of
-
-TENANT_KEY = f"args_kwargs__kwargs__{META_KEY}__tenant_id"
+from .backends import split_meta
+from .selectors import job_name_of, jobs_in_scope
 
 
 def _meta(obj: DBTaskResult) -> dict:
@@ -33,11 +31,10 @@ class JobResultAdmin(DBTaskResultAdmin):
     actions = ["queue_again"]
 
     def get_queryset(self, request):
-        queryset = super().get_queryset(request)
-        if request.user.is_superuser:
-            return queryset
-        slugs = list(staff_tenants(request.user).values_list("slug", flat=True))
-        return queryset.filter(**{f"{TENANT_KEY}__in": slugs})
+        ordering = self.get_ordering(request)
+        tenants = None if request.user.is_superuser else \
+            staff_tenants(request.user).values_list("slug", flat=True)
+        return jobs_in_scope(tenants).order_by(*ordering)
 
     @admin.display(description="job", ordering="task_path")
     def job(self, obj: DBTaskResult) -> str:
@@ -72,10 +69,14 @@ class JobResultAdmin(DBTaskResultAdmin):
         queued = 0
         for row in queryset.filter(status=TaskResultStatus.FAILED):
             kwargs, meta = split_meta(row.args_kwargs.get("kwargs") or {})
-            with transaction.atomic():
-                enqueue(job_name_of(row.task_path), tenant_id=meta.get("tenant_id"),
-                        time_limit=meta.get("time_limit"), **kwargs)
-                row.delete()
+            try:
+                with transaction.atomic():
+                    enqueue(job_name_of(row.task_path), tenant_id=meta.get("tenant_id"),
+                            time_limit=meta.get("time_limit"), **kwargs)
+                    row.delete()
+            except LookupError as exc:  # its code is gone: it cannot run again
+                self.message_user(request, f"{row.pk}: {exc}", messages.ERROR)
+                continue
             queued += 1
         self.message_user(request, f"{queued} failed jobs queued again.", messages.SUCCESS)
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db.models import Count, Q
 from django.tasks.base import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 
 from .registry import registered_jobs
 
-__all__ = ["failed_jobs", "job_counts", "job_name_of"]
+__all__ = ["TENANT_LOOKUP", "failed_jobs", "job_counts", "job_name_of", "jobs_in_scope"]
+
+# The tenant a job works for, inside its JSON arguments (agent33.jobs.backends.META_KEY).
+TENANT_LOOKUP = "args_kwargs__kwargs___job__tenant_id"
 
 
 def job_name_of(task_path: str) -> str:
@@ -18,9 +23,17 @@ def job_name_of(task_path: str) -> str:
     return task_path
 
 
-def failed_jobs():
+def jobs_in_scope(tenants: Iterable[str] | None):
+    """Every job for `tenants=None` (superusers), else the jobs of those tenants only:
+    platform jobs (no tenant) are not shown to tenant-limited staff."""
+    if tenants is None:
+        return DBTaskResult.objects.all()
+    return DBTaskResult.objects.filter(**{f"{TENANT_LOOKUP}__in": list(tenants)})
+
+
+def failed_jobs(tenants: Iterable[str] | None = None):
     """Jobs that used their last try (kept until pruned by `agent33.prune_jobs`)."""
-    return DBTaskResult.objects.filter(status=TaskResultStatus.FAILED)
+    return jobs_in_scope(tenants).filter(status=TaskResultStatus.FAILED)
 
 
 def job_counts() -> list[tuple[str, str, int]]:

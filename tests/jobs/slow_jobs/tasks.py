@@ -23,3 +23,20 @@ def spawn_and_hang(*, pid_file: str) -> None:
 @job("tests.always_fails", max_attempts=2, backoff=(0.2,))
 def always_fails(*, reason: str) -> None:
     raise RuntimeError(reason)
+
+
+@job("tests.echo_context", max_attempts=2)
+def echo_context(*, value: int) -> dict:
+    """What a job sees of where it came from: its tenant scope and request id."""
+    from agent33.observability import context
+    from agent33.tenancy.context import current_scope
+
+    return {"value": value, "tenant": current_scope().pk,
+            "request_id": context.current().request_id}
+
+
+@job("tests.retry_after", max_attempts=3, backoff=(600.0,))
+def retry_after(*, seconds: float) -> None:
+    from agent33.jobs import Retry
+
+    raise Retry("the receiver asked to wait", after=seconds)
