@@ -44,7 +44,7 @@ def test_arguments_must_be_plain_json(settings, backend, tenant_a):
     settings.TASKS = {"default": {"BACKEND": f"agent33.jobs.backends.{backend}"}}
     with pytest.raises(TypeError, match="plain JSON"):
         jobs.enqueue("tests.echo_context", value=tenant_a)
-    with pytest.raises(LookupError, match="no job is registered as 'tests.nope'"):
+    with pytest.raises(LookupError, match=r"no job is registered as 'tests\.nope'"):
         jobs.enqueue("tests.nope")
 
 
@@ -180,9 +180,9 @@ def test_the_schedule_queues_each_periodic_job_once_per_period(database_jobs, se
 
 def test_every_periodic_job_runs_in_both_modes(settings):
     """One schedule: Celery beat's is built from the worker's, and each entry is a job."""
-    assert settings.CELERY_BEAT_SCHEDULE == {
+    assert {
         name: {"task": entry["job"], "schedule": float(entry["every"])}
-        for name, entry in settings.AGENT33_SCHEDULE.items()}
+        for name, entry in settings.AGENT33_SCHEDULE.items()} == settings.CELERY_BEAT_SCHEDULE
     registered = jobs.registered_jobs()
     assert all(entry["job"] in registered for entry in settings.AGENT33_SCHEDULE.values())
     assert {entry["job"] for entry in settings.AGENT33_SCHEDULE.values()} >= {
@@ -190,8 +190,8 @@ def test_every_periodic_job_runs_in_both_modes(settings):
         "agent33.purge_idempotency_records"}
 
 
-def test_a_job_left_running_by_a_vanished_worker_is_queued_again(database_jobs):
-    row = queue("tests.echo_context", value=3)
+def test_a_job_left_running_by_a_vanished_worker_is_queued_again(database_jobs, tenant_a):
+    row = queue("tests.echo_context", tenant_id=tenant_a.pk, value=3)
     now = timezone.now()
     WorkerHeartbeat.objects.create(worker_id="gone", hostname="elsewhere", pid=1,
                                    started_at=now, seen_at=now - timedelta(minutes=5))
