@@ -189,3 +189,33 @@ out = budget.pk
             timeout=30, message="every periodic job to run once")
     assert ran == ["agent33.tasks.prune_jobs", "agent33.tasks.purge_idempotency_records",
                    "multimodal.tasks.reap_timeouts", "operations.tasks.expire_budgets"]
+
+
+def test_a_create_waits_for_the_worker_and_wait_0_answers_at_once(embedded_env, tmp_path):
+    """Through gunicorn (threads) and a worker: a text-to-speech create answers with the
+    request the worker completed (woken by NOTIFY on PostgreSQL, polling on SQLite), and
+    `?wait=0` answers `processing` at once while the worker completes it anyway."""
+    env = embedded_env
+    run_manage(env, "create_tenant", "acme")
+    token = run_manage(env, "issue_token", "--tenant", "acme", "--scopes",
+                       "multimodal:read,multimodal:write").split()[-1]
+    web, url = start_gunicorn(env)
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        client = httpx.Client(base_url=url, timeout=60,
+                              headers={"Authorization": f"Bearer {token}"})
+        body = {"modality": "text_to_speech", "input_text": "Waiting for the worker."}
+        waited = client.post("/v1/multimodal/requests", json=body)
+        assert waited.status_code == 201, waited.text
+        assert waited.json()["state"] == "completed" and waited.json()["result_id"]
+
+        at_once = client.post("/v1/multimodal/requests", params={"wait": "0"}, json=body)
+        assert at_once.status_code == 201 and at_once.json()["state"] == "processing"
+        request_id = at_once.json()["id"]
+        wait_for(lambda: client.get(f"/v1/multimodal/requests/{request_id}").json()["state"]
+                 == "completed", timeout=30, message="the worker to complete it")
+    finally:
+        for process in (web, worker):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
