@@ -1,0 +1,67 @@
+"""`make run`: one command starts the server and a background worker (which runs jobs and
+the schedule); Ctrl-C, sent to the command's process group as a terminal sends it, stops
+every process it started. A real `make`, real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import httpx
+import pytest
+
+from bench.common import ROOT, free_port
+from tests.jobs.conftest import alive, children_of, query
+from tests.workers import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def descendants(pid: int) -> set[int]:
+    found, todo = set(), [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def test_make_run_serves_runs_the_worker_and_ctrl_c_stops_everything(tmp_path):
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'run.sqlite3'}",
+           "MEDIA_ROOT": str(tmp_path / "media"), "DJANGO_SETTINGS_MODULE": "agent33.settings"}
+    for name in ("CELERY_BROKER_URL", "REDIS_URL", "CACHE_URL", "PROMETHEUS_MULTIPROC_DIR"):
+        env.pop(name, None)
+    with open(tmp_path / "run.log", "wb") as log:
+        make = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def serving() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(serving, timeout=240, message="make run to serve")
+        # The worker is up: the schedule's jobs ran (budget expiry, reaper, purges).
+        done = ("from django_tasks_db.models import DBTaskResult\n"
+                "out = DBTaskResult.objects.filter(status='SUCCESSFUL').count()")
+        wait_for(lambda: query(env, done) >= 4, timeout=60,
+                 message="the worker to run the schedule")
+        started = descendants(make.pid)
+        commands = {open(f"/proc/{pid}/cmdline", "rb").read() for pid in started
+                    if alive(pid)}
+        assert any(b"runserver" in c for c in commands)
+        assert any(b"manage.py\x00worker" in c for c in commands)
+
+        os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        make.wait(timeout=60)
+        wait_for(lambda: not any(alive(pid) for pid in started), timeout=30,
+                 message="every process make run started to stop")
+    finally:
+        for pid in descendants(make.pid) | {make.pid}:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        make.wait()
