@@ -84,6 +84,7 @@ def _no_event_rate_limit(settings):
 
 IMMEDIATE_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.ImmediateBackend"}}
 DATABASE_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.DatabaseBackend"}}
+CELERY_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.CeleryBackend"}}
 
 
 @pytest.fixture(autouse=True)

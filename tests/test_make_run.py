@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -51,7 +52,7 @@ def test_make_run_serves_runs_the_worker_and_ctrl_c_stops_everything(tmp_path):
         wait_for(lambda: query(env, done) >= 4, timeout=60,
                  message="the worker to run the schedule")
         started = descendants(make.pid)
-        commands = {open(f"/proc/{pid}/cmdline", "rb").read() for pid in started
+        commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in started
                     if alive(pid)}
         assert any(b"runserver" in c for c in commands)
         assert any(b"manage.py\x00worker" in c for c in commands)
