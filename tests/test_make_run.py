@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bench.common import ROOT, free_port
-from tests.jobs.conftest import alive, children_of, query
+from tests.jobs.conftest import alive, children_of, query, run_manage
 from tests.workers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -51,6 +51,20 @@ def test_make_run_serves_runs_the_worker_and_ctrl_c_stops_everything(tmp_path):
                 "out = DBTaskResult.objects.filter(status='SUCCESSFUL').count()")
         wait_for(lambda: query(env, done) >= 4, timeout=60,
                  message="the worker to run the schedule")
+        # Engine work ran in the worker's job process; its series reach the server's
+        # /metrics (the spend of the espeak request, priced per compute second).
+        operator = run_manage(env, "issue_token", "--all-tenants", "--scopes",
+                              "metrics:read").split()[-1]
+        writer = run_manage(env, "issue_token", "--tenant", "demo", "--scopes",
+                            "multimodal:write").split()[-1]
+        created = httpx.post(f"http://127.0.0.1:{port}/v1/multimodal/requests",
+                             json={"modality": "text_to_speech", "input_text": "Hello."},
+                             headers={"Authorization": f"Bearer {writer}"}, timeout=60)
+        assert created.status_code == 201 and created.json()["state"] == "completed"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30,
+                            headers={"Authorization": f"Bearer {operator}"}).text
+        assert 'agent33_multimodal_spend_usd_total{modality="text_to_speech",' \
+               'provider="espeak"}' in metrics
         started = descendants(make.pid)
         commands = {Path(f"/proc/{pid}/cmdline").read_bytes() for pid in started
                     if alive(pid)}

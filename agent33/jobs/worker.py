@@ -42,6 +42,8 @@ from django.utils.json import normalize_json
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
+from agent33.observability.metrics import mark_dead
+
 from .backends import exception_fields, run_job
 from .models import WorkerHeartbeat
 from .processes import die_with_parent
@@ -217,6 +219,12 @@ class Worker:
     # the loop -----------------------------------------------------------------------------
 
     def run(self) -> None:
+        from agent33.observability.metrics import clear_multiprocess_dir
+
+        # With PROMETHEUS_MULTIPROC_DIR (and that directory in the web's
+        # AGENT33_METRICS_MERGE_DIRS), the series the jobs' processes record (provider
+        # calls, spend) reach /metrics, as a Celery worker's do.
+        clear_multiprocess_dir()
         self._install_signals()
         self._beat()
         self._recover()
@@ -315,6 +323,7 @@ class Worker:
             if pid == 0:
                 break
             running = self.children.pop(pid, None)
+            mark_dead(pid)
             # Whatever the job started and left behind (its process group) goes with it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -25,14 +27,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, addrport, grace, **options):
         manage = str(settings.BASE_DIR / "manage.py")
+        env = self._metrics_environment(addrport)
         # Each in a process group of its own: the terminal's Ctrl-C reaches this process
         # only, which stops each child exactly once (a second signal would make the worker
         # kill its jobs instead of letting them finish).
         children = {
             "worker": subprocess.Popen([sys.executable, manage, "worker", "--grace",
-                                        str(grace)], start_new_session=True),
+                                        str(grace)], start_new_session=True,
+                                       env=env["worker"]),
             "server": subprocess.Popen([sys.executable, manage, "runserver", addrport],
-                                       start_new_session=True),
+                                       start_new_session=True, env=env["server"]),
         }
         stop = {"signal": None}
 
@@ -61,3 +65,22 @@ class Command(BaseCommand):
                 process.wait()
         if ended is not None:
             sys.exit(children[ended].returncode or 1)
+
+    @staticmethod
+    def _metrics_environment(addrport: str) -> dict[str, dict[str, str]]:
+        """Unless the environment says otherwise, the worker's job processes keep their
+        series (provider calls, spend) in a directory the server's /metrics merges in."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return {"worker": dict(os.environ), "server": dict(os.environ)}
+        base = Path(tempfile.gettempdir()) / f"agent33-metrics-{addrport.replace(':', '-')}"
+        for name in ("server", "worker"):
+            (base / name).mkdir(parents=True, exist_ok=True)
+            for stale in (base / name).glob("*.db"):
+                stale.unlink()
+        merged = ",".join(filter(None, [os.environ.get("AGENT33_METRICS_MERGE_DIRS", ""),
+                                        str(base / "worker")]))
+        return {
+            "worker": {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(base / "worker")},
+            "server": {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(base / "server"),
+                       "AGENT33_METRICS_MERGE_DIRS": merged},
+        }
