@@ -34,7 +34,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.tasks.base import TaskResultStatus
 from django.utils import timezone
 from django.utils.crypto import get_random_string
@@ -228,28 +228,42 @@ class Worker:
         self._install_signals()
         self._beat()
         self._recover()
-        listener = _Listener() if connections["default"].vendor == "postgresql" else None
+        listening = connections["default"].vendor == "postgresql"
+        # The listener talks to the driver directly: its errors are the driver's own.
+        lost_database = (DatabaseError, connections["default"].Database.Error)
+        listener = _Listener() if listening else None
         logger.info("worker %s started: %d slots, queues %s, schedule %s", self.worker_id,
                     self.concurrency, ",".join(self.queues or ["*"]),
                     "on" if self.schedule else "off")
         next_beat = next_schedule = 0.0
         try:
             while not self.stopping:
-                self._reap_children()
-                self._enforce_time_limits()
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._beat()
-                    self._recover()
-                    next_beat = now + self.heartbeat_every
-                if self.schedule and now >= next_schedule:
-                    from .schedule import queue_due
+                try:
+                    if listener is None and listening:
+                        listener = _Listener()
+                    self._reap_children()
+                    self._enforce_time_limits()
+                    now = time.monotonic()
+                    if now >= next_beat:
+                        self._beat()
+                        self._recover()
+                        next_beat = now + self.heartbeat_every
+                    if self.schedule and now >= next_schedule:
+                        from .schedule import queue_due
 
-                    queue_due()
-                    next_schedule = now + 1.0
-                started = self._fill_slots()
-                if not started and not self.stopping:
-                    self._sleep(listener)
+                        queue_due()
+                        next_schedule = now + 1.0
+                    started = self._fill_slots()
+                    if not started and not self.stopping:
+                        self._sleep(listener)
+                except lost_database:
+                    # The database restarted or dropped us: reconnect, and look again soon.
+                    logger.exception("worker %s: database error; trying again", self.worker_id)
+                    connections.close_all()
+                    if listener is not None:
+                        listener.close()
+                        listener = None
+                    time.sleep(self.interval)
         finally:
             self._shutdown()
             if listener is not None:
