@@ -82,7 +82,6 @@ def measure(database: str, rounds: int = ROUNDS) -> dict[str, float]:
 
     from agent33.jobs.worker import run_ready_jobs
     from agent33.tenancy.services import tenant_create, token_issue
-    from multimodal.models import MultimodalRequest
     from multimodal.providers.base import ProviderCall
     from multimodal.providers.registry import get_provider
 
@@ -121,8 +120,8 @@ def measure(database: str, rounds: int = ROUNDS) -> dict[str, float]:
         cpu[kind].append(time.process_time() - cpu_start)
         assert response.status_code == 201, response.content
         assert ran == ["successful"], ran
-        state = MultimodalRequest.all_tenants.get(pk=response.json()["id"]).state
-        assert state == "completed", state
+        done = clients[kind].get(f"/v1/multimodal/requests/{response.json()['id']}").json()
+        assert done["state"] == "completed", done
         return elapsed
 
     steps = {"direct": direct, "api": lambda: through_api("api"),

@@ -131,6 +131,23 @@ def require_postgres(db):
 
 
 @pytest.fixture
+def scratch_database_url(tmp_path):
+    """A fresh database of this pass's kind for processes a test starts: an SQLite file, or
+    a scratch PostgreSQL database (dropped afterwards) in the PostgreSQL pass."""
+    from bench.common import drop_postgres_database, fresh_postgres_database
+
+    if connection.vendor != "postgresql":
+        yield f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
+        return
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    admin_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/postgres"
+    name = f"{db['NAME']}_scratch"[:63]
+    yield fresh_postgres_database(name, admin_url)
+    drop_postgres_database(name, admin_url)
+
+
+@pytest.fixture
 def require_redis():
     if not redis_available():
         service_missing(f"Redis is not reachable on {REDIS_HOST}:{REDIS_PORT}")

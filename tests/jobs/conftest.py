@@ -1,6 +1,6 @@
-"""Real processes for the job tests: a fresh database of this pass's kind (an SQLite file,
-or a scratch PostgreSQL database in the PostgreSQL pass), migrated as in production, and
-`manage.py` commands run against it."""
+"""Real processes for the job tests: the embedded mode's environment on a fresh database of
+this pass's kind (`scratch_database_url`), migrated as in production, and `manage.py`
+commands run against it."""
 
 from __future__ import annotations
 
@@ -11,22 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
-from bench.common import ROOT, bench_env, drop_postgres_database, fresh_postgres_database
-
-
-@pytest.fixture
-def scratch_database_url(tmp_path: Path):
-    if connection.vendor != "postgresql":
-        yield f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
-        return
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    admin_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/postgres"
-    name = f"{db['NAME']}_jobs"[:63]
-    yield fresh_postgres_database(name, admin_url)
-    drop_postgres_database(name, admin_url)
+from bench.common import ROOT, bench_env
 
 
 @pytest.fixture

@@ -12,17 +12,22 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-import redis
 from django.db import transaction
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from agent33 import jobs
-from agent33.celery import app as celery_app
 from tests.conftest import CELERY_JOBS
 from tests.factories.operations import AutonomyBudgetFactory
 from tests.jobs.slow_jobs import tasks as test_jobs  # noqa: F401  (registers them here)
-from tests.workers import ROOT, celery_worker, stop_process, wait_for, worker_env
+from tests.workers import (
+    ROOT,
+    celery_worker,
+    publishing_jobs_to,
+    stop_process,
+    wait_for,
+    worker_env,
+)
 
 BROKER = "redis://127.0.0.1:6379/3"
 KEY_PREFIX = f"jobstest-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-"
@@ -35,27 +40,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres,
 @pytest.fixture
 def scaled_out(require_postgres, require_redis, settings) -> Iterator[None]:
     """This process queues jobs on Redis, as web processes do with CELERY_BROKER_URL."""
-    client = redis.Redis.from_url(BROKER)
-
-    def clear() -> None:
-        for key in client.scan_iter(match=f"{KEY_PREFIX}*"):
-            client.delete(key)
-
-    clear()
     settings.TASKS = CELERY_JOBS
-    conf = celery_app.conf
-    saved = conf.broker_url, conf.broker_transport_options
-
-    def reset_pools() -> None:
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
-
-    reset_pools()
-    conf.broker_url, conf.broker_transport_options = BROKER, {"global_keyprefix": KEY_PREFIX}
-    yield
-    reset_pools()
-    conf.broker_url, conf.broker_transport_options = saved
-    clear()
+    with publishing_jobs_to(BROKER, KEY_PREFIX):
+        yield
 
 
 def test_beat_and_the_worker_run_the_schedule(scaled_out, tenant_a, tmp_path):

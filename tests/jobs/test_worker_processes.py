@@ -77,7 +77,7 @@ def test_nothing_queued_is_lost_when_every_process_is_killed(embedded_env, tmp_p
     token = run_manage(env, "issue_token", "--tenant", "acme", "--scopes",
                        "outcomes:write").split()[-1]
     log = tmp_path / "worker.log"
-    worker = start_worker(env, log, AGENT33_TEST_SLOW_EVALUATION_SECONDS="4")
+    worker = start_worker(env, log, AGENT33_TEST_SLOW_EVALUATION_SECONDS="8")
     web, url = start_gunicorn(env)
     try:
         client = httpx.Client(base_url=url, timeout=60,
@@ -102,7 +102,8 @@ def test_nothing_queued_is_lost_when_every_process_is_killed(embedded_env, tmp_p
                  message="the job's process to die with its worker")
         killed = query(env, STATE)
         assert killed["intakes"] == [] and killed["snapshots"] < DOMAINS
-        assert killed["jobs"] == {"RUNNING": 1, "READY": 2}
+        # One evaluation interrupted; the others done before it or still queued.
+        assert killed["jobs"].get("RUNNING") == 1 and sum(killed["jobs"].values()) == 3
 
         worker = start_worker(env, log)  # the restart
         done = wait_for(lambda: (state := query(env, STATE))["jobs"] == {"SUCCESSFUL": 3}

@@ -8,21 +8,12 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from django.db import connection
 
-from bench.common import (
-    bench_env,
-    drop_postgres_database,
-    fresh_postgres_database,
-    gunicorn,
-    job_worker,
-    manage,
-)
+from bench.common import bench_env, gunicorn, job_worker, manage
 from multimodal import provider_fakes
 from tests.factories.multimodal import wav_bytes
 
@@ -34,22 +25,9 @@ TEXT = ("Twelve at once. " * 7)[:99] + "."  # 100 characters: $0.0015 at tts-1's
 COST = Decimal("0.0015")
 
 
-@pytest.fixture
-def database_url(tmp_path: Path):
-    """A fresh database of this pass's kind, dropped afterwards."""
-    if connection.vendor != "postgresql":
-        yield f"sqlite:///{tmp_path / 'spend.sqlite3'}"
-        return
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    admin_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/postgres"
-    name = f"{db['NAME']}_spend"[:63]
-    yield fresh_postgres_database(name, admin_url)
-    drop_postgres_database(name, admin_url)
-
-
-def test_twelve_concurrent_requests_against_a_limit_for_five(database_url, cloud, tmp_path):
-    env = bench_env(database_url, AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
+def test_twelve_concurrent_requests_against_a_limit_for_five(scratch_database_url, cloud,
+                                                             tmp_path):
+    env = bench_env(scratch_database_url, AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
                     MEDIA_ROOT=str(tmp_path / "media"),
                     AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8")
     env.pop("CELERY_BROKER_URL", None)  # embedded: the worker runs them, each create waits

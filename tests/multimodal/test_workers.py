@@ -16,15 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
 
-from agent33.celery import app as celery_app
 from multimodal import services
 from multimodal.models import Artifact, MultimodalResult
 from tests.conftest import CELERY_JOBS
 from tests.multimodal import slow_provider  # noqa: F401  (registers test-slow here too)
-from tests.workers import start_celery_worker, wait_for
+from tests.workers import publishing_jobs_to, start_celery_worker, wait_for
 
 BROKER = "redis://127.0.0.1:6379/5"
 # One Redis key space per pytest(-xdist) process: parallel runs must not share a queue.
@@ -39,28 +37,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres,
 def broker(require_postgres, require_redis, settings) -> Iterator[None]:
     """This process publishes jobs to Redis (the scaled-out mode)."""
     settings.TASKS = CELERY_JOBS
-    client = redis.Redis.from_url(BROKER)
-
-    def clear() -> None:
-        for key in client.scan_iter(match=f"{KEY_PREFIX}*"):
-            client.delete(key)
-
-    clear()
-    conf = celery_app.conf
-    saved = conf.broker_url, conf.broker_transport_options
-
-    def reset_pools() -> None:
-        # Forget cached broker connections so the next publish uses the current broker_url.
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
-
-    reset_pools()
-    conf.broker_url = BROKER
-    conf.broker_transport_options = {"global_keyprefix": KEY_PREFIX}
-    yield
-    reset_pools()
-    conf.broker_url, conf.broker_transport_options = saved
-    clear()
+    with publishing_jobs_to(BROKER, KEY_PREFIX):
+        yield
 
 
 @pytest.fixture
