@@ -278,6 +278,9 @@ CELERY_BEAT_SCHEDULE = {
 # A multimodal create or execute waits this long (at most) for the worker's result before
 # answering with the request as it is (`?wait=` per call, 0 to answer at once).
 AGENT33_MULTIMODAL_WAIT_SECONDS = float(os.environ.get("AGENT33_MULTIMODAL_WAIT_SECONDS", "10"))
+# Waiting requests each hold a server thread: at most this many wait at once per process
+# (the others answer `processing` at once), so the rest of its threads serve everyone else.
+AGENT33_MULTIMODAL_MAX_WAITING = int(os.environ.get("AGENT33_MULTIMODAL_MAX_WAITING", "2"))
 
 # How long a worker trusts a token it looked up when nothing says it changed. Revocation,
 # tenant deactivation and every token or tenant saved through the application bump the

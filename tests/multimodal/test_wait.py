@@ -77,3 +77,30 @@ def test_the_schema_documents_wait_on_create_and_execute(client):
         [wait] = [p for p in schema["paths"][path]["post"]["parameters"] if p["name"] == "wait"]
         assert wait["in"] == "query" and wait["schema"]["type"] == "number"
         assert "processing" in wait["description"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_at_most_the_configured_number_of_requests_wait_per_process(
+        client_a, database_jobs, settings, monkeypatch):
+    """Each waiting request holds a server thread: beyond AGENT33_MULTIMODAL_MAX_WAITING
+    waiting at once, a create answers `processing` at once instead of taking another."""
+    from agent33.jobs import waiting
+    from multimodal import selectors
+
+    waits = []
+    monkeypatch.setattr(waiting, "wait_until", lambda check, **kw: waits.append(kw))
+    settings.AGENT33_MULTIMODAL_WAIT_SECONDS = 30
+    settings.AGENT33_MULTIMODAL_MAX_WAITING = 1
+    assert client_a.post(URL, TTS, format="json").json()["state"] == "processing"
+    assert len(waits) == 1  # a free slot: it waited
+
+    slots = selectors._waiting_slots()
+    assert slots.acquire(blocking=False)  # another request of this process is waiting
+    try:
+        response = client_a.post(URL, TTS, format="json")
+        assert response.status_code == 201 and response.json()["state"] == "processing"
+    finally:
+        slots.release()
+    settings.AGENT33_MULTIMODAL_MAX_WAITING = 0
+    assert client_a.post(URL, TTS, format="json").json()["state"] == "processing"
+    assert len(waits) == 1  # neither of the last two waited
