@@ -26,9 +26,17 @@ def queue_due() -> list[str]:
     from . import enqueue
 
     now = timezone.now()
-    queued = []
-    for name, entry in entries().items():
+    schedule = entries()
+    # One read when nothing is due (every second, on every worker): no lock, no write.
+    due_at = dict(ScheduleState.objects.filter(name__in=schedule)
+                  .values_list("name", "next_run_at"))
+    for name in schedule.keys() - due_at.keys():
         ScheduleState.objects.get_or_create(name=name, defaults={"next_run_at": now})
+        due_at[name] = now
+    queued = []
+    for name, entry in schedule.items():
+        if due_at[name] > now:
+            continue
         with transaction.atomic():
             claimed = ScheduleState.objects.filter(name=name, next_run_at__lte=now).update(
                 next_run_at=now + timedelta(seconds=float(entry["every"])), last_run_at=now)

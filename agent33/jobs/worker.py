@@ -136,6 +136,8 @@ def claim(worker_id: str, queues: list[str] | None = None) -> DBTaskResult | Non
     ready = DBTaskResult.objects.ready().filter(backend_name="default")
     if queues:
         ready = ready.filter(queue_name__in=queues)
+    if not ready.exists():  # an idle queue costs a read, not a lock (SQLite's is exclusive)
+        return None
     with exclusive_transaction(ready.db):
         row = ready.get_locked()  # FOR UPDATE SKIP LOCKED where the database has it
         if row is not None:
