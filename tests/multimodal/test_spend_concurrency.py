@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from bench.common import bench_env, gunicorn, job_worker, manage
 from multimodal import provider_fakes
 from tests.factories.multimodal import wav_bytes
+from tests.workers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +81,13 @@ def test_twelve_concurrent_requests_against_a_limit_for_five(scratch_database_ur
         assert sorted(by_status) == [201, 429], [(a.status_code, a.text[:200]) for a in answers]
         created, refused = by_status[201], by_status[429]
         assert len(created) == ALLOWED and len(refused) == CONCURRENT - ALLOWED
-        assert {a.json()["state"] for a in created} == {"completed"}
+        # Each answered once done or, past the waiting slots, as processing: all complete.
+        for answer in created:
+            wait_for(lambda answer=answer: tenant.get(
+                f"/v1/multimodal/requests/{answer.json()['id']}").json()["state"] != "processing",
+                timeout=120, message="the worker to end the request")
+        assert {tenant.get(f"/v1/multimodal/requests/{a.json()['id']}").json()["state"]
+                for a in created} == {"completed"}
         assert {a.json()["code"] for a in refused} == {"spend_limit_reached"}
         assert all(1 <= int(a.headers["Retry-After"]) <= 86400 for a in refused)
         assert len(received.requests) == ALLOWED  # the provider saw exactly five calls
