@@ -44,7 +44,7 @@ from django_tasks_db.utils import exclusive_transaction
 
 from agent33.observability.metrics import mark_dead
 
-from .backends import exception_fields, run_job
+from .backends import exception_fields, run_job, split_meta
 from .models import WorkerHeartbeat
 from .processes import die_with_parent
 from .registry import Job, Retry
@@ -78,7 +78,7 @@ def _job_of(row: DBTaskResult) -> Job | None:
 
 
 def _time_limit_of(row: DBTaskResult, job: Job | None) -> float:
-    meta = (row.args_kwargs.get("kwargs") or {}).get("_job") or {}
+    meta = split_meta(row.args_kwargs.get("kwargs") or {})[1]
     return float(meta.get("time_limit") or (job.time_limit if job else 60.0))
 
 
@@ -111,15 +111,17 @@ def record_failure(row: DBTaskResult, fields: dict[str, str], *, retry_after: fl
     return outcome
 
 
-def _lost_fields(reason: str) -> dict[str, str]:
-    return {"exception_class_path": "agent33.jobs.WorkerLost", "traceback": reason}
+def _lost_fields(reason: str, kind: str = "WorkerLost") -> dict[str, str]:
+    """A failure with no exception of its own: the job's process died, or its code is gone."""
+    return {"exception_class_path": f"agent33.jobs.{kind}", "traceback": reason}
 
 
 def execute(row: DBTaskResult) -> str:
     """Run one claimed try in this process and record its outcome."""
     job = _job_of(row)
     if job is None:
-        return record_failure(row, _lost_fields(f"no job is importable at {row.task_path}"))
+        return record_failure(row, _lost_fields(f"no job is importable at {row.task_path}",
+                                                kind="JobMissing"))
     try:
         value = run_job(job, row.args_kwargs.get("kwargs") or {})
         value = normalize_json(value)
