@@ -41,6 +41,7 @@ from bench.common import (
     drop_postgres_database,
     fresh_postgres_database,
     gunicorn,
+    job_worker,
     manage,
     missed,
     percentile,
@@ -175,7 +176,9 @@ def run(*, seconds: float = SECONDS, rounds: int = ROUNDS, bulks: int = 3) -> li
             manage(env, "create_tenant", slug)
         a_token = token(env, "tenant-a", "outcomes:write,outcomes:read")
         b_token = token(env, "tenant-b", "outcomes:write,workflows:read")
-        with gunicorn(env, workers=2) as url:
+        # The worker evaluates the bulks' keys (background jobs, issue 24), as beside any
+        # embedded deployment.
+        with gunicorn(env, workers=2) as url, job_worker(env, concurrency=2):
             sender = BulkSender(url, a_token)
             sender.post(distinct=False)  # warm up both paths once
             sender.post(distinct=True)
@@ -198,7 +201,7 @@ def run(*, seconds: float = SECONDS, rounds: int = ROUNDS, bulks: int = 3) -> li
                 figures.append(Figure(f"bulk time until {label}, all-distinct ÷ one key",
                                       ratio, "ratio", f"<= {TARGET_VARIETY:g}"))
 
-        with gunicorn(neighbour_env, workers=2) as url:
+        with gunicorn(neighbour_env, workers=2) as url, job_worker(neighbour_env, concurrency=2):
             sender = BulkSender(url, a_token)
             host, port = url.removeprefix("http://").split(":")
             b_client = LeanClient((host, int(port)), b_token)
