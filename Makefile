@@ -25,11 +25,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+PORT ?= 8000
+
+# The server and one background worker (jobs and the periodic schedule); Ctrl-C stops both.
 run: $(STAMP)
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
-	@echo "Serving on http://127.0.0.1:8000  (admin: http://127.0.0.1:8000/admin/, API docs: http://127.0.0.1:8000/v1/docs/)"
-	$(PY) manage.py runserver 127.0.0.1:8000
+	@echo "Serving on http://127.0.0.1:$(PORT)  (admin: http://127.0.0.1:$(PORT)/admin/, API docs: http://127.0.0.1:$(PORT)/v1/docs/), with a background worker; Ctrl-C stops both"
+	$(PY) manage.py run 127.0.0.1:$(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)

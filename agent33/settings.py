@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "guardian",
     "axes",
     "agent33.tenancy",
+    "django_tasks_db",  # the database queue's table (Django's tasks framework)
+    "agent33.jobs",
     "operations",
     "multimodal",
     "outcomes",
@@ -241,11 +243,33 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# Celery: without a broker, tasks run eagerly in-process (no extra server for `make run`).
-CELERY_TASK_ALWAYS_EAGER = not os.environ.get("CELERY_BROKER_URL")
-# In-memory transport when eager, so nothing ever tries to reach a broker on localhost.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "memory://"
-CELERY_TASK_EAGER_PROPAGATES = False
+# Background jobs (agent33/jobs): one `enqueue` call, two modes. Embedded (no
+# CELERY_BROKER_URL): a durable queue in the database, run by `manage.py worker` together
+# with the schedule below. Scaled out: Celery workers and beat on the broker.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+TASKS = {
+    "default": {
+        "BACKEND": "agent33.jobs.backends.CeleryBackend" if CELERY_BROKER_URL
+        else "agent33.jobs.backends.DatabaseBackend",
+    }
+}
+# Every periodic job, in both modes (Celery beat reads it as CELERY_BEAT_SCHEDULE).
+AGENT33_SCHEDULE = {
+    "reap-timed-out-multimodal-requests": {"job": "multimodal.tasks.reap_timeouts", "every": 30},
+    "expire-autonomy-budgets": {"job": "operations.tasks.expire_budgets", "every": 30},
+    "purge-idempotency-records": {"job": "agent33.purge_idempotency_records", "every": 3600},
+    "prune-finished-jobs": {"job": "agent33.prune_jobs", "every": 3600},
+    "purge-rate-counters": {"job": "agent33.purge_rate_counters", "every": 3600},
+    "compact-row-counts": {"job": "agent33.compact_row_counts", "every": 60},
+}
+# Finished jobs are kept this long for staff to read, then pruned (hourly): successful ones
+# a day, failed ones (listed in the hub's "Needs attention") two weeks.
+AGENT33_JOBS_KEEP_SUCCEEDED_HOURS = float(os.environ.get("AGENT33_JOBS_KEEP_SUCCEEDED_HOURS",
+                                                         "24"))
+AGENT33_JOBS_KEEP_FAILED_DAYS = float(os.environ.get("AGENT33_JOBS_KEEP_FAILED_DAYS", "14"))
+# A worker whose heartbeat is older than this is gone: its running jobs are queued again.
+AGENT33_WORKER_STALE_SECONDS = float(os.environ.get("AGENT33_WORKER_STALE_SECONDS", "15"))
+
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -254,27 +278,16 @@ CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", None)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULE = {
-    "reap-timed-out-multimodal-requests": {
-        "task": "multimodal.tasks.reap_timeouts",
-        "schedule": 30.0,
-    },
-    "purge-idempotency-records": {
-        "task": "agent33.purge_idempotency_records",
-        "schedule": 3600.0,
-    },
-    "purge-rate-counters": {
-        "task": "agent33.purge_rate_counters",
-        "schedule": 3600.0,
-    },
-    "expire-autonomy-budgets": {
-        "task": "operations.tasks.expire_budgets",
-        "schedule": 30.0,
-    },
-    "compact-row-counts": {
-        "task": "agent33.compact_row_counts",
-        "schedule": 60.0,
-    },
+    name: {"task": entry["job"], "schedule": float(entry["every"])}
+    for name, entry in AGENT33_SCHEDULE.items()
 }
+
+# A multimodal create or execute waits this long (at most) for the worker's result before
+# answering with the request as it is (`?wait=` per call, 0 to answer at once).
+AGENT33_MULTIMODAL_WAIT_SECONDS = float(os.environ.get("AGENT33_MULTIMODAL_WAIT_SECONDS", "10"))
+# Waiting requests each hold a server thread: at most this many wait at once per process
+# (the others answer `processing` at once), so the rest of its threads serve everyone else.
+AGENT33_MULTIMODAL_MAX_WAITING = int(os.environ.get("AGENT33_MULTIMODAL_MAX_WAITING", "2"))
 
 # How long a worker trusts a token it looked up when nothing says it changed. Revocation,
 # tenant deactivation and every token or tenant saved through the application bump the
@@ -295,8 +308,8 @@ AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 # by every process (agent33/auth/counters.py); 0: no limit (outcomes/limits.py).
 AGENT33_EVENTS_PER_MINUTE = int(os.environ.get("AGENT33_EVENTS_PER_MINUTE", "60000"))
 
-# Without a broker, a request that touched more trend keys than this hands their decline
-# evaluation to a background thread instead of evaluating before it answers (outcomes/deferred).
+# A request that touched more trend keys than this has their decline evaluation queued as
+# background jobs instead of evaluated before it answers (outcomes/services.py).
 AGENT33_DECLINES_INLINE_KEYS = int(os.environ.get("AGENT33_DECLINES_INLINE_KEYS", "100"))
 
 # Networks a provider base_url may point into although they are private, loopback, ...
@@ -329,12 +342,5 @@ LOGGING = logging_config(
     level=os.environ.get("LOG_LEVEL", "INFO"),
     quiet={
         "django.request": "ERROR",
-        # Eager tasks: kombu's notice that the in-memory transport has no hostname, and a
-        # line per task run, are noise in a local run.
-        **(
-            {"kombu.connection": "ERROR", "celery.app.trace": "WARNING"}
-            if CELERY_TASK_ALWAYS_EAGER
-            else {}
-        ),
     },
 )

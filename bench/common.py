@@ -162,3 +162,28 @@ def gunicorn(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextmanager
+def job_worker(env: dict[str, str], *, concurrency: int = 2, extra_args: tuple[str, ...] = (),
+               stdout: IO | None = None, stderr: IO | None = None
+               ) -> Iterator[subprocess.Popen]:
+    """`manage.py worker` (the embedded mode's background worker) for the block, in its own
+    process group, stopped with it (its jobs' processes too)."""
+    import signal
+
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "worker", "--concurrency", str(concurrency),
+         "--interval", "0.2", *extra_args],
+        cwd=ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -1,7 +1,8 @@
 """Golden tasks: fixed inputs with known answers, run through the real API of a real server.
 
 `GoldenServer` migrates a fresh PostgreSQL database, creates a tenant and tokens with the
-project's own commands, starts gunicorn on 127.0.0.1 (embedded mode: tasks run in the request)
+project's own commands, starts gunicorn on 127.0.0.1 and a `manage.py worker` (the embedded
+mode: each create waits up to 60 s for the worker's result)
 and a loopback stand-in for the cloud providers (multimodal.provider_fakes). Each task then
 talks HTTP only and returns its figures; a wrong answer raises AssertionError naming it.
 
@@ -32,6 +33,7 @@ from bench.common import (
     drop_postgres_database,
     fresh_postgres_database,
     gunicorn,
+    job_worker,
     manage,
 )
 from multimodal import provider_fakes
@@ -68,6 +70,7 @@ def golden_server(log_path: Path) -> Iterator[GoldenServer]:
         AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
         # The fakes listen on loopback, which provider base URLs may not name otherwise.
         AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8",
+        AGENT33_MULTIMODAL_WAIT_SECONDS="60",  # golden answers are final ones
     )
     for name in PLATFORM_PROVIDER_SETTINGS:  # no developer keys, no broker: embedded mode
         env.pop(name, None)
@@ -81,8 +84,9 @@ def golden_server(log_path: Path) -> Iterator[GoldenServer]:
                                 "--name", "golden operator").strip().splitlines()[-1]
         log = stack.enter_context(log_path.open("w"))
         url = stack.enter_context(
-            gunicorn(env, extra_args=("--timeout", "180"), stdout=log, stderr=log)
+            gunicorn(env, threads=4, extra_args=("--timeout", "180"), stdout=log, stderr=log)
         )
+        stack.enter_context(job_worker(env, concurrency=2, stdout=log, stderr=log))
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per fake request
         fakes = HTTPServer(host="127.0.0.1", port=0, threaded=True)
         fakes.start()

@@ -7,15 +7,16 @@ scratch PostgreSQL database on 127.0.0.1 (skipped, saying why, when the server i
 reachable). `--database sqlite|postgres` runs one measuring process alone and prints its
 figures as JSON. `run()` returns the figures (`make bench-smoke` calls it with fewer rounds).
 
-In each process, with eager execution (the embedded default) and the migrated price table
+In each process, in the embedded mode (the database queue) and with the migrated price table
 (espeak priced per compute second, so every request is costed and its spend settled), each
 round times:
 - direct: `get_provider("espeak").synthesize(TEXT, call)`;
 - API: `POST /v1/multimodal/requests {"modality": "text_to_speech", "input_text": TEXT}`
-  through Django's full WSGI stack (middleware, token auth, scope check, throttle, policy
-  checks, options, the request row, the claim, the eager task, the WAV artifact written to
-  storage, the cost, the result row, the day's spend, the response), asserting the answer is
-  `completed`, for a tenant without a daily spend limit;
+  with `?wait=0` through Django's full WSGI stack (middleware, token auth, scope check,
+  throttle, policy checks, options, the request row, the claim, its job row, the response),
+  then the worker's run of that job in this process (`run_ready_jobs`: the claim of the
+  job, the engine, the WAV artifact written to storage, the cost, the result row, the day's
+  spend), the request then checked `completed`, for a tenant without a daily spend limit;
 - API with a limit: the same for a tenant with a daily spend limit (never reached), which
   adds the estimate, the reservation (a conditional UPDATE) and its transaction.
 Rounds rotate the three so all see the same machine conditions. Prints p50/p95 of each, the
@@ -65,7 +66,7 @@ def configure(database: str) -> None:
         AGENT33_THROTTLE_RATE="1000000/min",
         LOG_LEVEL="WARNING",
     )
-    os.environ.pop("CELERY_BROKER_URL", None)  # eager: the embedded default
+    os.environ.pop("CELERY_BROKER_URL", None)  # the embedded default: the database queue
 
 
 def ms(samples: list[float], pct: float) -> float:
@@ -79,6 +80,7 @@ def measure(database: str, rounds: int = ROUNDS) -> dict[str, float]:
     from django.core.management import call_command
     from rest_framework.test import APIClient
 
+    from agent33.jobs.worker import run_ready_jobs
     from agent33.tenancy.services import tenant_create, token_issue
     from multimodal.providers.base import ProviderCall
     from multimodal.providers.registry import get_provider
@@ -112,11 +114,14 @@ def measure(database: str, rounds: int = ROUNDS) -> dict[str, float]:
 
     def through_api(kind: str) -> float:
         cpu_start, start = time.process_time(), time.perf_counter()
-        response = clients[kind].post("/v1/multimodal/requests", body, format="json")
+        response = clients[kind].post("/v1/multimodal/requests?wait=0", body, format="json")
+        ran = run_ready_jobs()
         elapsed = time.perf_counter() - start
         cpu[kind].append(time.process_time() - cpu_start)
         assert response.status_code == 201, response.content
-        assert response.json()["state"] == "completed", response.json()
+        assert ran == ["successful"], ran
+        done = clients[kind].get(f"/v1/multimodal/requests/{response.json()['id']}").json()
+        assert done["state"] == "completed", done
         return elapsed
 
     steps = {"direct": direct, "api": lambda: through_api("api"),
@@ -167,7 +172,8 @@ def run_measuring_process(database: str, rounds: int) -> dict[str, float] | str:
 
 
 def report(results: dict[str, dict[str, float] | str], rounds: int) -> None:
-    print(f"TTS request overhead ({rounds} rounds per database, eager, text {len(TEXT)} chars)")
+    print(f"TTS request overhead ({rounds} rounds per database, embedded queue, "
+          f"text {len(TEXT)} chars)")
     print(f"  {'':14}" + "".join(f"{DATABASES[db]:>28}" for db in results))
     rows = [
         ("espeak direct", "direct", ""),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import NotSupportedError, connection
 from django.db.models import (
     Aggregate,
@@ -35,6 +37,8 @@ from .pricing import from_nanos, utc_day
 
 __all__ = [
     "PercentileCont",
+    "request_awaited",
+    "request_channel",
     "request_reloaded",
     "request_result",
     "request_stats",
@@ -74,6 +78,57 @@ def request_reloaded(mm_request: MultimodalRequest) -> MultimodalRequest:
     """A fresh copy of a request, with `result_ref`, in one query: what create, execute and
     cancel answer with."""
     return requests_with_result_id().get(pk=mm_request.pk)
+
+
+def request_channel(request_id: str) -> str:
+    """What a create or execute waiting for this request's end listens to (the execution
+    job notifies it when the attempt ends)."""
+    return f"mmreq:{request_id}"
+
+
+def request_awaited(mm_request: MultimodalRequest, *, timeout: float) -> MultimodalRequest:
+    """The request once it is no longer processing (the worker ended it, someone cancelled
+    it, the reaper failed it), or as it is after `timeout` seconds. Sleeps meanwhile: on
+    PostgreSQL until the job's NOTIFY (looking again every second), elsewhere between
+    short polls (agent33/jobs/waiting.py)."""
+    from agent33.jobs.waiting import wait_until
+
+    if timeout <= 0 or mm_request.state != RequestState.PROCESSING:
+        return mm_request
+    # A waiting request holds a server thread: at most AGENT33_MULTIMODAL_MAX_WAITING of
+    # them per process wait at once, so the others stay free for everyone else's calls.
+    # Beyond that, the answer comes at once (`processing`), as with `?wait=0`.
+    if not _waiting_slots().acquire(blocking=False):
+        return mm_request
+    try:
+        def ended() -> str | None:
+            state = (MultimodalRequest.objects.filter(pk=mm_request.pk)
+                     .values_list("state", flat=True).first())
+            return None if state == RequestState.PROCESSING else (state or "gone")
+
+        wait_until(ended, channel=request_channel(mm_request.pk), timeout=timeout)
+    finally:
+        _waiting_slots().release()
+    return request_reloaded(mm_request)
+
+
+_slots: dict[int, threading.BoundedSemaphore] = {}
+_slots_lock = threading.Lock()
+
+
+def _waiting_slots() -> threading.BoundedSemaphore:
+    """This process's waiting slots (one semaphore per configured size: tests change it)."""
+    size = max(0, int(settings.AGENT33_MULTIMODAL_MAX_WAITING))
+    with _slots_lock:
+        if size not in _slots:
+            _slots[size] = threading.BoundedSemaphore(size) if size else _none_free()
+        return _slots[size]
+
+
+def _none_free() -> threading.BoundedSemaphore:
+    closed = threading.BoundedSemaphore(1)
+    closed.acquire()
+    return closed
 
 
 def request_result(mm_request: MultimodalRequest) -> MultimodalResult | None:

@@ -267,6 +267,26 @@ def _waiting_in(model: type[models.Model], status: str, label: str) -> Attention
     )
 
 
+def failed_jobs_item() -> AttentionItem:
+    """Background jobs that used their last try (agent33.jobs), linked to the admin list of
+    failed jobs: in the staff member's scope (superusers: every job; other staff: their
+    tenants' jobs)."""
+    from agent33.jobs.selectors import failed_jobs
+    from agent33.tenancy.context import ALL_TENANTS, TenantSet, current_scope
+
+    def count() -> int:
+        scope = current_scope()
+        if scope is ALL_TENANTS:
+            return failed_jobs().count()
+        return failed_jobs(scope if isinstance(scope, TenantSet) else [scope.pk]).count()
+
+    return AttentionItem(
+        key="jobs-failed", label="Background jobs failed", count=count,
+        list_url=lambda: reverse("admin:django_tasks_database_dbtaskresult_changelist")
+        + "?" + urlencode({"status__exact": "FAILED"}),
+    )
+
+
 def register_builtin_attention_items() -> None:
     register_attention_item(
         _waiting_in(ImprovementIntake, IntakeStatus.SUBMITTED, "Intakes waiting for triage")
@@ -274,3 +294,4 @@ def register_builtin_attention_items() -> None:
     register_attention_item(
         _waiting_in(AutonomyBudget, BudgetStatus.PENDING_APPROVAL, "Budgets pending approval")
     )
+    register_attention_item(failed_jobs_item())

@@ -1,14 +1,14 @@
-"""Celery tasks of operations: the periodic sweep that expires autonomy budgets."""
+"""Jobs of operations: the periodic sweep that expires autonomy budgets."""
 
 from __future__ import annotations
 
-from celery import shared_task
+from agent33.jobs import job
 
 from . import services
 
 __all__ = ["expire_budgets"]
 
 
-@shared_task(name="operations.tasks.expire_budgets")
+@job("operations.tasks.expire_budgets", max_attempts=3, time_limit=300)
 def expire_budgets() -> int:
     return len(services.budgets_expire())

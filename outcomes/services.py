@@ -9,7 +9,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -42,7 +41,7 @@ TrendKey = tuple[str, str]  # (metric_type, domain)
 _INSERT_BATCH = 2_000  # rows per INSERT of bulk_create (SQLite lowers it to its own limit)
 # Count or snapshot keys per statement: 5 to 11 values each, well within SQLite's 32,766.
 _KEY_BATCH = 2_000
-_TASK_KEYS = 1_000  # trend keys per decline-evaluation task
+_TASK_KEYS = 1_000  # trend keys per decline-evaluation job
 
 
 def event_record(
@@ -177,32 +176,44 @@ def _counts_add(tenant: Tenant, counts: Mapping[CountKey, int]) -> None:
 
 
 def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
-    transaction.on_commit(lambda: _after_events_committed(tenant, frozenset(keys)))
+    """Inside the transaction that records the events: have the touched trends evaluated
+    (snapshots, declines). Up to AGENT33_DECLINES_INLINE_KEYS keys are evaluated by this
+    request right after its commit, so a client sees its decline's intake in its next
+    read. More keys become background jobs of at most 1,000 keys each, queued in this
+    transaction: they exist exactly when the events do, so a process killed right after
+    answering leaves none unevaluated, and a failed evaluation is tried again."""
+    inline_limit = getattr(settings, "AGENT33_DECLINES_INLINE_KEYS", 100)
+    if len(keys) > inline_limit:
+        _queue_evaluations(tenant, keys)
+    else:
+        transaction.on_commit(lambda: _after_events_committed(tenant, frozenset(keys)))
+
+
+def _queue_evaluations(tenant: Tenant, keys: Iterable[TrendKey]) -> None:
+    from agent33 import jobs
+
+    ordered = [list(key) for key in sorted(keys)]
+    for start in range(0, len(ordered), _TASK_KEYS):
+        jobs.enqueue("outcomes.evaluate_declines", tenant_id=tenant.pk,
+                     keys=ordered[start : start + _TASK_KEYS])
 
 
 def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
-    """Once per request, after commit: evaluate the touched trends (snapshots, declines).
-    With a broker: Celery tasks of at most 1,000 keys each, so a bulk of many keys spreads
-    over the workers. Without one: a few keys right here; a bulk of more than
-    AGENT33_DECLINES_INLINE_KEYS on this process's background evaluator (outcomes/deferred),
-    so the response does not wait for it. A failure there never undoes or fails the recorded
-    events."""
+    """A few keys, right after the events commit. If the evaluation fails, the recorded
+    events stand and the evaluation becomes a job, tried again on the worker."""
     from .declines import declines_evaluate
-    from .deferred import evaluate_in_background
-    from .tasks import evaluate_declines
 
     try:
-        if current_app.conf.task_always_eager:
-            inline_limit = getattr(settings, "AGENT33_DECLINES_INLINE_KEYS", 100)
-            # The tenant is already in hand: no Celery eager tracing, no reload of its row.
-            if len(keys) <= inline_limit or not evaluate_in_background(tenant.pk, keys):
-                declines_evaluate(tenant=tenant, keys=keys)
-        else:
-            ordered = [list(key) for key in sorted(keys)]
-            for start in range(0, len(ordered), _TASK_KEYS):
-                evaluate_declines.delay(tenant.pk, ordered[start : start + _TASK_KEYS])
-    except Exception:  # a broker outage must not turn a stored event into an error
-        logger.exception("Could not evaluate declines for %s", tenant.pk)
+        declines_evaluate(tenant=tenant, keys=keys)
+    except Exception:
+        logger.exception("Could not evaluate declines for %s: queued for the worker", tenant.pk)
+        # The events are committed and answered for; an error here would only make the
+        # client send them again. If even the queue refuses, the log line is what is left.
+        try:
+            _queue_evaluations(tenant, keys)
+        except Exception:
+            logger.exception("Could not queue the evaluation of %d keys of %s", len(keys),
+                             tenant.pk)
 
 
 def trend_snapshots_save(*, tenant: Tenant, trends: Mapping[TrendKey, TrendStats]) -> None:

@@ -1,12 +1,14 @@
-from celery import shared_task
+"""Jobs of outcomes: decline evaluations too large to run before a response."""
 
-from agent33.tenancy.models import Tenant
+from agent33.jobs import job
+from agent33.tenancy.context import current_scope
 
-from .declines import declines_evaluate
+from . import declines
 
 
-@shared_task(name="outcomes.evaluate_declines", acks_late=True)
-def evaluate_declines(tenant_id: str, keys: list[list[str]]) -> list[str]:
-    """Idempotent: a redelivery re-evaluates, and the one-open-intake rule dedupes."""
-    tenant = Tenant.objects.get(pk=tenant_id)
-    return declines_evaluate(tenant=tenant, keys=[(metric, domain) for metric, domain in keys])
+@job("outcomes.evaluate_declines", max_attempts=5, time_limit=600)
+def evaluate_declines(*, keys: list[list[str]]) -> list[str]:
+    """Evaluate these trend keys of the job's tenant (snapshots, declines). Idempotent: a
+    second run re-evaluates, and the one-open-intake rule keeps one intake per decline."""
+    return declines.declines_evaluate(tenant=current_scope(),
+                             keys=[(metric, domain) for metric, domain in keys])

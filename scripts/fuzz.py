@@ -33,7 +33,7 @@ from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import bench_env, gunicorn, manage  # noqa: E402
+from bench.common import bench_env, gunicorn, job_worker, manage  # noqa: E402
 
 # Seeds both fuzz tenants with each app's demo records and prints every object's (tenant,
 # id), so the fuzzer reaches real objects (its own and the other tenant's), not only 404s.
@@ -172,7 +172,7 @@ def fuzz(provider_url: str) -> int:
         OPENAI_COMPATIBLE_BASE_URL=provider_url,
         AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8",
     )
-    env.pop("CELERY_BROKER_URL", None)
+    env.pop("CELERY_BROKER_URL", None)  # the embedded mode: the database queue and a worker
     manage(env, "migrate", "--noinput")
     tokens = {}
     for slug in ("fuzz-a", "fuzz-b"):
@@ -229,7 +229,10 @@ def fuzz(provider_url: str) -> int:
     failed = False
     # gunicorn's own 414 for request lines over 4 KB is an HTML page outside the API's
     # contract (a proxy in front sets its own limit), so the fuzzed server lifts it.
-    with gunicorn(env, workers=1, threads=4, extra_args=("--limit-request-line", "0")) as url:
+    # The embedded mode's worker runs the multimodal requests the fuzzer creates, so a create
+    # waiting for its result (`?wait=` up to 60) ends when the job does.
+    with gunicorn(env, workers=1, threads=4, extra_args=("--limit-request-line", "0")) as url, \
+            job_worker(env, concurrency=2):
         for who, token in tokens.items():
             print(f"\n=== fuzzing as {who}", flush=True)
             config = config_for(who, objects + seed_live_objects(url, tokens))

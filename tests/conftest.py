@@ -100,6 +100,31 @@ def _rate_windows_held(monkeypatch):
     monkeypatch.setattr(counters, "time", SimpleNamespace(time=lambda: HELD_CLOCK))
 
 
+IMMEDIATE_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.ImmediateBackend"}}
+DATABASE_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.DatabaseBackend"}}
+CELERY_JOBS = {"default": {"BACKEND": "agent33.jobs.backends.CeleryBackend"}}
+
+
+@pytest.fixture(autouse=True)
+def _jobs_run_in_process(settings):
+    """Test-only: a job runs in this process when the transaction that queued it commits,
+    once, and its error propagates (agent33.jobs.backends.ImmediateBackend). Tests of the
+    real modes use `database_jobs` (and a real `manage.py worker`) or a Celery worker.
+
+    A multimodal create or execute then waits for nothing by default: its job either ran
+    when the request committed, or (a test inside one transaction) never will. The tests of
+    the wait set it."""
+    settings.TASKS = IMMEDIATE_JOBS
+    settings.AGENT33_MULTIMODAL_WAIT_SECONDS = 0
+
+
+@pytest.fixture
+def database_jobs(settings):
+    """Jobs go to the database queue, as in the embedded mode; nothing runs them until the
+    test runs them (`run_ready_jobs()`) or starts a worker."""
+    settings.TASKS = DATABASE_JOBS
+
+
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
     """Artifacts written by a test land in its own temporary folder."""
@@ -125,6 +150,23 @@ def require_postgres(db):
     """For locking and race tests: they run in the PostgreSQL pass of the suite."""
     if connection.vendor != "postgresql":
         pytest.skip("runs on PostgreSQL only (DATABASE_URL=postgres://...); CI's PG pass runs it")
+
+
+@pytest.fixture
+def scratch_database_url(tmp_path):
+    """A fresh database of this pass's kind for processes a test starts: an SQLite file, or
+    a scratch PostgreSQL database (dropped afterwards) in the PostgreSQL pass."""
+    from bench.common import drop_postgres_database, fresh_postgres_database
+
+    if connection.vendor != "postgresql":
+        yield f"sqlite:///{tmp_path / 'scratch.sqlite3'}"
+        return
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    admin_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/postgres"
+    name = f"{db['NAME']}_scratch"[:63]
+    yield fresh_postgres_database(name, admin_url)
+    drop_postgres_database(name, admin_url)
 
 
 @pytest.fixture

@@ -23,9 +23,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("multimodal.services.execution", "reap_timeouts"):
         "the reaper's candidate search spans tenants; it ends each request in that "
         "request's own tenant scope",
-    ("multimodal.tasks", "_tenant_of_queued_request"):
-        "a task message queued before messages carried tenant_id names only the request; "
-        "this finds its tenant so the task can set the scope",
     ("multimodal.management.commands.rotate_provider_keys", "Command.handle"):
         "operator command re-encrypting every tenant's stored provider keys",
     ("outcomes.services", "outcome_counts_rebuild"):

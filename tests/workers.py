@@ -153,3 +153,36 @@ def wait_for_fresh_window(*, seconds: int = 60, needed: float = 30) -> None:
     left = seconds - time.time() % seconds
     if left < needed:
         time.sleep(left + 0.05)
+
+
+@contextmanager
+def publishing_jobs_to(broker_url: str, key_prefix: str) -> Iterator[None]:
+    """This process publishes jobs to a Redis broker under its own key prefix (the
+    scaled-out mode; the caller also sets `settings.TASKS` to the Celery backend). Keys of
+    that prefix are cleared before and after."""
+    import redis
+
+    from agent33.celery import app as celery_app
+
+    client = redis.Redis.from_url(broker_url)
+
+    def clear() -> None:
+        for key in client.scan_iter(match=f"{key_prefix}*"):
+            client.delete(key)
+
+    def reset_pools() -> None:
+        # Forget cached broker connections so the next publish uses the current broker_url.
+        celery_app._pool = None
+        celery_app.amqp._producer_pool = None
+
+    clear()
+    conf = celery_app.conf
+    saved = conf.broker_url, conf.broker_transport_options
+    reset_pools()
+    conf.broker_url, conf.broker_transport_options = broker_url, {"global_keyprefix": key_prefix}
+    try:
+        yield
+    finally:
+        reset_pools()
+        conf.broker_url, conf.broker_transport_options = saved
+        clear()

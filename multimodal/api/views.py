@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
+from django.conf import settings
 from django.http import FileResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -21,7 +23,7 @@ from agent33.api.pagination import LinkHeaderCursorPagination
 from agent33.api.viewsets import ApiView, TenantScopedViewSet, actor_of, tenant_of
 from agent33.auth.permissions import HasRequiredScopes, OperatorOnly
 from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
-from agent33.errors import NotFound
+from agent33.errors import InvalidInput, NotFound
 from agent33.tenancy.models import Tenant
 from operations.choices import ChangeCause, ChangePath
 from operations.transitions import origin_of
@@ -129,6 +131,32 @@ class ArtifactViewSet(mixins.RetrieveModelMixin, TenantScopedViewSet):
         )
 
 
+MAX_WAIT_SECONDS = 60
+
+WAIT_PARAMETER = OpenApiParameter(
+    "wait", OpenApiTypes.NUMBER, OpenApiParameter.QUERY, required=False,
+    description="Seconds to wait for the worker to finish the request before answering "
+    f"(0 to {MAX_WAIT_SECONDS}; default AGENT33_MULTIMODAL_WAIT_SECONDS, 10). The answer "
+    "holds the final state (`completed`, `failed`, `cancelled`) if it came in time, "
+    "`processing` otherwise: then read `GET /v1/multimodal/requests/{id}` later. `0` "
+    "answers at once.",
+)
+
+
+def _wait_seconds(request) -> float:
+    raw = request.query_params.get("wait")
+    if raw is None:
+        return float(settings.AGENT33_MULTIMODAL_WAIT_SECONDS)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:  # NaN fails too
+        raise InvalidInput(f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS}.",
+                           code="invalid_wait", field="wait")
+    return seconds
+
+
 class RequestViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantScopedViewSet
 ):
@@ -156,31 +184,36 @@ class RequestViewSet(
         return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(
-        request=RequestCreateSerializer,
+        request=RequestCreateSerializer, parameters=[WAIT_PARAMETER],
         responses={201: RequestSerializer, **ERRORS, 429: OpenApiResponse(
             description="`spend_limit_reached`: the request's estimated cost would pass the "
             "tenant's daily spend limit; nothing was stored. `Retry-After`: seconds to the "
             "next 00:00 UTC.")},
     )
     def create(self, request):
+        wait = _wait_seconds(request)
         payload = RequestCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         created = services.request_create(
             tenant=tenant_of(request), actor=actor_of(request), **payload.validated_data
         )
+        created = selectors.request_awaited(created, timeout=wait)
         return Response(RequestSerializer(created).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={
+    @extend_schema(request=None, parameters=[WAIT_PARAMETER], responses={
         200: RequestSerializer, **OBJECT_ERRORS, **CONFLICT,
         429: OpenApiResponse(description="`spend_limit_reached`: the estimated cost would "
                              "pass the daily spend limit; the request is left as it was."),
     })
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
+        mm_request = self.get_object()
+        wait = _wait_seconds(request)
         updated = services.request_execute(
-            mm_request=self.get_object(),
+            mm_request=mm_request,
             origin=origin_of(request, path=ChangePath.API, cause=ChangeCause.OPERATOR),
         )
+        updated = selectors.request_awaited(updated, timeout=wait)
         return Response(RequestSerializer(updated).data)
 
     @extend_schema(request=CancelSerializer,

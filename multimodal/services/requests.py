@@ -253,17 +253,17 @@ def request_create(
         tenant, policy, provider_name, modality, options,
         lambda: input_facts(modality, text=input_text, data=inline, artifact=artifact),
     ) if execute_now else None
-    reserving = plan is not None and plan.limit_nanos is not None
+    reserving = plan is not None and plan.limit_nanos is not None  # only with execute_now
 
     # The inline input's file is written before any lock is taken; its row commits with
     # the request or the file is removed.
     prepared = artifact_prepare(tenant_id=tenant.pk, actor=actor, content=inline,
                                 origin=ArtifactOrigin.INLINE,
                                 field="input_artifact_base64") if inline is not None else None
-    # One INSERT needs no transaction of its own (two fewer round trips on the hot path);
-    # a reservation, an inline input artifact and the request row must commit together.
+    # One INSERT needs no transaction of its own (two fewer round trips); the request row,
+    # its job, and any reservation or inline input artifact must commit together.
     with removed_unless_stored(prepared), \
-            transaction.atomic() if prepared is not None or reserving else nullcontext():
+            transaction.atomic() if prepared is not None or execute_now else nullcontext():
         # Lock order (README): storage usage, then the daily spend row.
         if prepared is not None:
             artifact_insert(prepared, field="input_artifact_base64", policy=policy)
@@ -288,8 +288,7 @@ def request_create(
             **claim,
         )
         if execute_now:
-            _enqueue_on_commit(mm_request, claim["claim_token"], path)
-    # Eager mode: the task ran on commit, so this read sees the finished request.
+            _enqueue(mm_request, claim["claim_token"], path)
     return request_reloaded(mm_request)
 
 
@@ -321,14 +320,12 @@ def _claim_fields(timeout_seconds: int) -> dict[str, Any]:
     }
 
 
-def _enqueue_on_commit(mm_request: MultimodalRequest, claim_token: str, path: str) -> None:
+def _enqueue(mm_request: MultimodalRequest, claim_token: str, path: str) -> None:
+    """Queue the claim's execution in the claim's own transaction: the job exists exactly
+    when the claim does (agent33.jobs.enqueue)."""
     from .. import tasks  # the task module imports this package
 
-    transaction.on_commit(
-        partial(tasks.enqueue_execution, mm_request.pk, claim_token,
-                mm_request.requested_timeout_seconds, tenant_id=mm_request.tenant_id,
-                path=path)
-    )
+    tasks.enqueue_execution(mm_request, claim_token, path)
 
 
 def _sources_text(target: str) -> str:
@@ -349,10 +346,9 @@ def _check_executable(mm_request: MultimodalRequest) -> None:
 
 
 def request_execute(*, mm_request: MultimodalRequest, origin: Origin) -> MultimodalRequest:
-    """Claim a pending (or failed) request and queue it: one status change, and the task is
-    queued when it commits. 409 when processing, completed or cancelled; 429 when its
-    estimated cost would pass the tenant's daily spend limit (the request stays as it was).
-    Eager mode: returns the finished request."""
+    """Claim a pending (or failed) request and queue it: one status change and its job in
+    one transaction. 409 when processing, completed or cancelled; 429 when its estimated
+    cost would pass the tenant's daily spend limit (the request stays as it was)."""
     tenant = Tenant(pk=mm_request.tenant_id)
     policy = policy_for(tenant)
     if policy.daily_spend_limit_usd is not None:
@@ -381,7 +377,7 @@ def request_execute(*, mm_request: MultimodalRequest, origin: Origin) -> Multimo
             raise _not_executable(mm_request, _state_of(mm_request))
         # Executing a failed request again: its old (failed) result gives way to the new run.
         results_of(mm_request).delete()
-        _enqueue_on_commit(mm_request, claim["claim_token"], origin.path)
+        _enqueue(mm_request, claim["claim_token"], origin.path)
     logger.info("multimodal request %s executed by %s", mm_request.pk, origin.actor)
     return request_reloaded(mm_request)
 

@@ -2,7 +2,7 @@
 deadlines, provider errors, the reaper, tenant scopes, and the state machine table.
 
 Tests without `transaction=True` run inside one transaction, so on-commit callbacks (the
-task enqueue) never fire: each test calls the task (`tasks.execute_request`) itself, exactly
+job's enqueue) never fire: each test runs the job (`tasks.execute_request`) itself, exactly
 as a worker would, which lets it interleave deliveries, cancels and the reaper
 deterministically. Services are called in the request's tenant scope, as the API calls them.
 """
@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from agent33.errors import NotFound, StateConflict
+from agent33.jobs.backends import run_job
 from agent33.tenancy.context import TenantScopeMissing, tenant_scope
 from multimodal import services, tasks
 from multimodal.choices import ALLOWED_TRANSITIONS, REQUEST_MACHINE, TERMINAL, RequestState
@@ -91,8 +92,10 @@ def cancel(mm_request: MultimodalRequest, *, actor: str = ACTOR,
 
 
 def run(mm_request: MultimodalRequest, claim_token: str) -> str:
-    """One delivery of the execution task, as a worker runs it (it sets the tenant scope)."""
-    return tasks.execute_request(mm_request.pk, claim_token, mm_request.tenant_id)
+    """One delivery of the execution job, as a worker runs it (in the tenant's scope)."""
+    return run_job(tasks.execute_request, {"request_id": mm_request.pk,
+                                           "claim_token": claim_token,
+                                           "_job": {"tenant_id": mm_request.tenant_id}})
 
 
 def claimed(tenant, **kwargs) -> tuple[MultimodalRequest, str]:
@@ -296,14 +299,22 @@ def test_vision_input_text_is_passed_as_the_prompt(tenant_a, hook):
 
 
 @pytest.mark.django_db
-def test_broker_failure_fails_the_request_at_once(tenant_a, hook, monkeypatch):
+def test_broker_failure_fails_the_request_at_once(tenant_a, hook, monkeypatch, settings,
+                                                  django_capture_on_commit_callbacks):
+    """Scaled out, the job is published when the claim commits; a broker that refuses it
+    fails the request at once instead of leaving it to the reaper."""
+    from celery import current_app
+
+    settings.TASKS = {"default": {"BACKEND": "agent33.jobs.backends.CeleryBackend"}}
     mm_request, token = claimed(tenant_a)
 
     def refuse(*args, **kwargs):
         raise ConnectionRefusedError("broker down")
 
-    monkeypatch.setattr(tasks.execute_request, "apply_async", refuse)
-    tasks.enqueue_execution(mm_request.pk, token, 60, tenant_id=tenant_a.pk)
+    monkeypatch.setattr(current_app.tasks["multimodal.tasks.execute_request"], "apply_async",
+                        refuse)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        tasks.enqueue_execution(mm_request, token)
     mm_request.refresh_from_db()
     assert mm_request.state == "failed"
     assert mm_request.error_message == (
@@ -419,11 +430,11 @@ def test_another_tenants_scope_cannot_run_or_cancel_a_request(tenant_a, tenant_b
 
 
 @pytest.mark.django_db
-def test_a_task_message_queued_without_the_tenant_still_runs(tenant_a, hook):
-    # Messages queued by the previous release carry (request_id, claim_token) only.
+def test_a_job_for_a_request_that_is_gone_does_nothing(tenant_a, hook):
     mm_request, token = claimed(tenant_a)
-    assert tasks.execute_request(mm_request.pk, token) == "completed"
-    assert tasks.execute_request("mmreq-gone", token) == "skipped"
+    assert run(mm_request, token) == "completed"
+    with tenant_scope(tenant_a):
+        assert services.request_run("mmreq-gone", token) == "skipped"
     mm_request.refresh_from_db()
     assert mm_request.state == "completed"
     assert [r.state for r in results_of(mm_request)] == ["completed"]
@@ -485,7 +496,7 @@ def test_reap_timeouts_command_and_task(tenant_a, hook, capsys):
     out = capsys.readouterr().out
     assert f"failed {mm_request.pk}: timed out" in out
     assert "Reaped 1 timed-out request(s)." in out
-    assert tasks.reap_timeouts.delay().get(timeout=5) == 0
+    assert tasks.reap_timeouts() == 0
 
 
 @pytest.mark.django_db

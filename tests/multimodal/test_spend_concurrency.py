@@ -1,5 +1,5 @@
 """Twelve requests at once against a daily spend limit that allows five (DESIGN §7.4): a real
-gunicorn (2 processes x 6 threads, eager execution) on the database of this test pass
+gunicorn (2 processes x 6 threads) and a `manage.py worker` on the database of this test pass
 (a scratch PostgreSQL database in the PostgreSQL pass, an SQLite file otherwise), migrated
 as in production (so the seeded tts-1 price is used), and a loopback OpenAI that counts the
 calls it receives. Exactly five reach the provider and complete; seven get 429."""
@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
-from django.db import connection
 
-from bench.common import (
-    bench_env,
-    drop_postgres_database,
-    fresh_postgres_database,
-    gunicorn,
-    manage,
-)
+from bench.common import bench_env, gunicorn, job_worker, manage
 from multimodal import provider_fakes
 from tests.factories.multimodal import wav_bytes
+from tests.workers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -33,25 +26,12 @@ TEXT = ("Twelve at once. " * 7)[:99] + "."  # 100 characters: $0.0015 at tts-1's
 COST = Decimal("0.0015")
 
 
-@pytest.fixture
-def database_url(tmp_path: Path):
-    """A fresh database of this pass's kind, dropped afterwards."""
-    if connection.vendor != "postgresql":
-        yield f"sqlite:///{tmp_path / 'spend.sqlite3'}"
-        return
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    admin_url = f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/postgres"
-    name = f"{db['NAME']}_spend"[:63]
-    yield fresh_postgres_database(name, admin_url)
-    drop_postgres_database(name, admin_url)
-
-
-def test_twelve_concurrent_requests_against_a_limit_for_five(database_url, cloud, tmp_path):
-    env = bench_env(database_url, AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
+def test_twelve_concurrent_requests_against_a_limit_for_five(scratch_database_url, cloud,
+                                                             tmp_path):
+    env = bench_env(scratch_database_url, AGENT33_SECRET_KEYS=Fernet.generate_key().decode(),
                     MEDIA_ROOT=str(tmp_path / "media"),
                     AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8")
-    env.pop("CELERY_BROKER_URL", None)  # eager: each request runs inside its HTTP request
+    env.pop("CELERY_BROKER_URL", None)  # embedded: the worker runs them, each create waits
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     manage(env, "migrate", "-v0")
     manage(env, "create_tenant", "spender")
@@ -61,7 +41,7 @@ def test_twelve_concurrent_requests_against_a_limit_for_five(database_url, cloud
                             "admin").split()[-1]
     received = provider_fakes.openai_speech(cloud, audio=wav_bytes())
 
-    with gunicorn(env, workers=2, threads=6) as url:
+    with gunicorn(env, workers=2, threads=6) as url, job_worker(env, concurrency=4):
         tenant = httpx.Client(base_url=url, timeout=60,
                               headers={"Authorization": f"Bearer {tenant_token}"})
         operator = httpx.Client(base_url=url, timeout=60,
@@ -101,7 +81,13 @@ def test_twelve_concurrent_requests_against_a_limit_for_five(database_url, cloud
         assert sorted(by_status) == [201, 429], [(a.status_code, a.text[:200]) for a in answers]
         created, refused = by_status[201], by_status[429]
         assert len(created) == ALLOWED and len(refused) == CONCURRENT - ALLOWED
-        assert {a.json()["state"] for a in created} == {"completed"}
+        # Each answered once done or, past the waiting slots, as processing: all complete.
+        for answer in created:
+            wait_for(lambda answer=answer: tenant.get(
+                f"/v1/multimodal/requests/{answer.json()['id']}").json()["state"] != "processing",
+                timeout=120, message="the worker to end the request")
+        assert {tenant.get(f"/v1/multimodal/requests/{a.json()['id']}").json()["state"]
+                for a in created} == {"completed"}
         assert {a.json()["code"] for a in refused} == {"spend_limit_reached"}
         assert all(1 <= int(a.headers["Retry-After"]) <= 86400 for a in refused)
         assert len(received.requests) == ALLOWED  # the provider saw exactly five calls

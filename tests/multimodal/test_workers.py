@@ -13,19 +13,16 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import redis
 from django.conf import settings
-from django.utils import timezone
 
-from agent33.celery import app as celery_app
-from multimodal import services, tasks
-from multimodal.models import Artifact, MultimodalRequest, MultimodalResult
+from multimodal import services
+from multimodal.models import Artifact, MultimodalResult
+from tests.conftest import CELERY_JOBS
 from tests.multimodal import slow_provider  # noqa: F401  (registers test-slow here too)
-from tests.workers import start_celery_worker, wait_for
+from tests.workers import publishing_jobs_to, start_celery_worker, wait_for
 
 BROKER = "redis://127.0.0.1:6379/5"
 # One Redis key space per pytest(-xdist) process: parallel runs must not share a queue.
@@ -37,31 +34,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres,
 
 
 @pytest.fixture
-def broker(require_postgres, require_redis) -> Iterator[None]:
-    """This process publishes to Redis instead of running tasks eagerly."""
-    client = redis.Redis.from_url(BROKER)
-
-    def clear() -> None:
-        for key in client.scan_iter(match=f"{KEY_PREFIX}*"):
-            client.delete(key)
-
-    clear()
-    conf = celery_app.conf
-    saved = conf.task_always_eager, conf.broker_url, conf.broker_transport_options
-
-    def reset_pools() -> None:
-        # Forget cached broker connections so the next publish uses the current broker_url.
-        celery_app._pool = None
-        celery_app.amqp._producer_pool = None
-
-    reset_pools()
-    conf.task_always_eager = False
-    conf.broker_url = BROKER
-    conf.broker_transport_options = {"global_keyprefix": KEY_PREFIX}
-    yield
-    reset_pools()
-    conf.task_always_eager, conf.broker_url, conf.broker_transport_options = saved
-    clear()
+def broker(require_postgres, require_redis, settings) -> Iterator[None]:
+    """This process publishes jobs to Redis (the scaled-out mode)."""
+    settings.TASKS = CELERY_JOBS
+    with publishing_jobs_to(BROKER, KEY_PREFIX):
+        yield
 
 
 @pytest.fixture
@@ -130,7 +107,7 @@ def test_worker_completes_execute_now_requests_and_clients_poll(client_a, spawn_
     with diagnostics(worker):
         created = create(client_a, modality="text_to_speech",
                          input_text="Open the door and turn on the light.")
-        assert created["state"] == "processing"  # returned at once: a worker will run it
+        assert created["state"] == "processing"  # wait 0 (tests): answered at once
         done = poll_state(client_a, created["id"], {"completed", "failed"})
         assert done["state"] == "completed", done
         result = client_a.get(f"{REQUESTS}/{created['id']}/result").json()
@@ -195,18 +172,3 @@ def test_cancel_during_processing_wins_over_the_late_result(client_a, spawn_work
     assert client_a.get(f"{REQUESTS}/{created['id']}").json()["state"] == "cancelled"
     assert client_a.get(f"{REQUESTS}/{created['id']}/result").status_code == 404
     assert not Artifact.all_tenants.filter(origin="output").exists()
-
-
-def test_a_message_queued_by_the_previous_release_is_still_executed(client_a, spawn_worker):
-    # Until this release, execute_request messages carried (request_id, claim_token) only.
-    created = create(client_a, modality="text_to_speech", input_text="An old message.",
-                     execute_now=False)
-    MultimodalRequest.all_tenants.filter(pk=created["id"]).update(
-        state="processing", claim_token="queued-before", claimed_at=timezone.now(),
-        deadline_at=timezone.now() + timedelta(minutes=2),
-    )
-    tasks.execute_request.apply_async(args=[created["id"], "queued-before"])
-    worker = spawn_worker()
-    with diagnostics(worker):
-        done = poll_state(client_a, created["id"], {"completed", "failed"})
-        assert done["state"] == "completed", done

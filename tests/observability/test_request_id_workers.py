@@ -11,6 +11,7 @@ from django.conf import settings
 
 from agent33.celery import app as celery_app
 from multimodal.models import MultimodalRequest
+from tests.conftest import CELERY_JOBS
 from tests.workers import celery_worker, wait_for
 
 BROKER = "redis://127.0.0.1:6379/7"
@@ -20,21 +21,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres,
 
 
 @pytest.fixture
-def publish_to_redis(require_postgres, require_redis):
-    """This process publishes to Redis (db 7) instead of running tasks eagerly."""
+def publish_to_redis(require_postgres, require_redis, settings):
+    """This process publishes jobs to Redis (db 7): the scaled-out mode."""
+    settings.TASKS = CELERY_JOBS
     redis.Redis.from_url(BROKER).flushdb()
     conf = celery_app.conf
-    saved = conf.task_always_eager, conf.broker_url
+    saved = conf.broker_url
 
     def reset_pools() -> None:
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
     reset_pools()
-    conf.task_always_eager, conf.broker_url = False, BROKER
+    conf.broker_url = BROKER
     yield
     reset_pools()
-    conf.task_always_eager, conf.broker_url = saved
+    conf.broker_url = saved
     redis.Redis.from_url(BROKER).flushdb()
 
 

@@ -91,7 +91,7 @@ def test_the_task_expires_due_budgets(tenant_a):
     budget = AutonomyBudgetFactory(
         tenant=tenant_a, status="suspended", expires_at=timezone.now() - timedelta(seconds=1)
     )
-    assert expire_budgets.delay().get() == 1
+    assert expire_budgets() == 1
     assert status_of(budget) == "expired"
 
 

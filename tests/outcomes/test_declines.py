@@ -217,25 +217,6 @@ def test_the_combined_trend_read_matches_one_read_per_key(tenant_a, tenant_b):
     assert combined[("quality_score", "none-yet")].sample_size == 0
 
 
-@pytest.fixture
-def evaluator_gate(monkeypatch):
-    """Hold the background evaluator until the test opens the gate (proves who waits)."""
-    from outcomes import deferred
-
-    gate = threading.Event()
-    real = declines.declines_evaluate
-
-    def held(**kwargs):
-        if threading.current_thread().name == "declines-evaluator":
-            assert gate.wait(30), "the test never opened the gate"
-        return real(**kwargs)
-
-    monkeypatch.setattr(declines, "declines_evaluate", held)
-    yield gate
-    gate.set()
-    assert deferred.wait_until_idle(30)
-
-
 def _bulk_of_distinct_domains(client, count, *, prefix="svc"):
     events = [event_body(domain=f"{prefix}-{n}", value=1.0) for n in range(count)]
     response = client.post("/v1/outcomes/events/bulk", {"events": events}, format="json")
@@ -249,12 +230,20 @@ def _snapshot_domains(tenant) -> set[str]:
                .values_list("domain", flat=True))
 
 
+def _queued_evaluations() -> list[list[list[str]]]:
+    from django_tasks_db.models import DBTaskResult
+
+    return [row.args_kwargs["kwargs"]["keys"] for row in DBTaskResult.objects.filter(
+        task_path="outcomes.tasks.evaluate_declines", status="READY").order_by("enqueued_at")]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_every_key_of_a_bulk_of_thousands_of_domains_is_evaluated(outcomes_a, tenant_a,
-                                                                  settings):
-    """No key is skipped at any size: 3,000 distinct domains, one snapshot each, and a
-    decline among them still opens its intake."""
-    from outcomes import deferred
+                                                                  settings, database_jobs):
+    """No key is skipped at any size: 3,000 distinct domains become three jobs of 1,000
+    keys, queued with the events; once the worker ran them, one snapshot each, and a
+    decline among them opened its intake."""
+    from agent33.jobs.worker import run_ready_jobs
 
     post_series(outcomes_a, [1.0, 1.0, 1.0, 1.0], domain="svc-7")
     settings.AGENT33_DECLINES_INLINE_KEYS = 100
@@ -264,7 +253,9 @@ def test_every_key_of_a_bulk_of_thousands_of_domains_is_evaluated(outcomes_a, te
                for n in range(4)]
     response = outcomes_a.post("/v1/outcomes/events/bulk", {"events": events}, format="json")
     assert response.status_code == 201
-    assert deferred.wait_until_idle(60)
+    assert [len(keys) for keys in _queued_evaluations()] == [1000, 1000, 1000]
+    assert intakes(tenant_a) == []
+    assert run_ready_jobs() == ["successful"] * 3
     assert _snapshot_domains(tenant_a) == {f"svc-{n}" for n in range(3000)}
     [intake] = intakes(tenant_a)
     assert intake.decline_key == "success_rate:svc-7"
@@ -272,34 +263,67 @@ def test_every_key_of_a_bulk_of_thousands_of_domains_is_evaluated(outcomes_a, te
 
 @pytest.mark.django_db(transaction=True)
 def test_a_large_bulk_answers_before_its_keys_are_evaluated(outcomes_a, tenant_a, settings,
-                                                           evaluator_gate):
-    from outcomes import deferred
+                                                           database_jobs):
+    from agent33.jobs.worker import run_ready_jobs
 
     settings.AGENT33_DECLINES_INLINE_KEYS = 10
     _bulk_of_distinct_domains(outcomes_a, 50)
-    # The response came back while the evaluator was held: nothing is evaluated yet.
+    # Answered with the evaluation queued, not done.
     assert _snapshot_domains(tenant_a) == set()
-    evaluator_gate.set()
-    assert deferred.wait_until_idle(30)
+    assert len(_queued_evaluations()) == 1
+    assert run_ready_jobs() == ["successful"]
     assert _snapshot_domains(tenant_a) == {f"svc-{n}" for n in range(50)}
 
-    # A handful of keys is still evaluated before the answer.
+    # A handful of keys is still evaluated before the answer, and queues nothing.
     _bulk_of_distinct_domains(outcomes_a, 3, prefix="few")
     assert {"few-0", "few-1", "few-2"} <= _snapshot_domains(tenant_a)
+    assert _queued_evaluations() == []
+
+
+@pytest.fixture
+def evaluation_fails_once(monkeypatch):
+    real = declines.declines_evaluate
+    calls = []
+
+    def flaky(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise connections["default"].ops.connection.Database.OperationalError(
+                "the database went away")
+        return real(**kwargs)
+
+    monkeypatch.setattr(declines, "declines_evaluate", flaky)
+    return calls
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_sender_outpacing_the_evaluator_evaluates_its_own_keys(outcomes_a, tenant_a,
-                                                                 settings, evaluator_gate):
-    from outcomes import deferred
+def test_a_failed_evaluation_is_tried_again(outcomes_a, tenant_a, settings, database_jobs,
+                                            evaluation_fails_once):
+    """A queued evaluation that fails is queued again after its backoff, with its error,
+    and evaluates every key on its next try."""
+    from django_tasks_db.models import DBTaskResult
 
-    settings.AGENT33_DECLINES_INLINE_KEYS = 1
-    # One evaluation held by the evaluator, four more queued: the queue is full.
-    for batch in range(1 + deferred._MAX_WAITING):
-        _bulk_of_distinct_domains(outcomes_a, 2, prefix=f"queued{batch}")
+    from agent33.jobs.worker import run_ready_jobs
+
+    settings.AGENT33_DECLINES_INLINE_KEYS = 10
+    _bulk_of_distinct_domains(outcomes_a, 20)
+    assert run_ready_jobs() == ["retry"]
+    [row] = DBTaskResult.objects.all()
+    assert row.status == "READY" and "the database went away" in row.traceback
     assert _snapshot_domains(tenant_a) == set()
-    _bulk_of_distinct_domains(outcomes_a, 2, prefix="inline")
-    assert _snapshot_domains(tenant_a) == {"inline-0", "inline-1"}
-    evaluator_gate.set()
-    assert deferred.wait_until_idle(30)
-    assert len(_snapshot_domains(tenant_a)) == 2 * (2 + deferred._MAX_WAITING)
+    DBTaskResult.objects.filter(pk=row.pk).update(run_after=row.enqueued_at)  # backoff over
+    assert run_ready_jobs() == ["successful"]
+    assert _snapshot_domains(tenant_a) == {f"svc-{n}" for n in range(20)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_inline_evaluation_becomes_a_job(outcomes_a, tenant_a, database_jobs,
+                                                  evaluation_fails_once):
+    """The few keys a request evaluates itself: a failure there still answers 201 (the
+    events are stored) and hands the evaluation to the worker."""
+    from agent33.jobs.worker import run_ready_jobs
+
+    _bulk_of_distinct_domains(outcomes_a, 3)
+    assert _queued_evaluations() == [[["success_rate", f"svc-{n}"] for n in range(3)]]
+    assert run_ready_jobs() == ["successful"]
+    assert _snapshot_domains(tenant_a) == {"svc-0", "svc-1", "svc-2"}

@@ -2,16 +2,9 @@ import pytest
 import redis
 from celery import Celery
 
-from agent33.tasks import ping
 from tests.workers import celery_worker
 
 BROKER = "redis://127.0.0.1:6379/14"
-
-
-@pytest.mark.django_db
-def test_tasks_run_eagerly_without_a_broker(settings):
-    assert settings.CELERY_TASK_ALWAYS_EAGER
-    assert ping.delay().get(timeout=5)["pong"] is True
 
 
 @pytest.mark.slow
