@@ -262,7 +262,9 @@ class MultimodalRequest(TenantOwnedModel):
 
 
 class MultimodalResult(TenantOwnedModel):
-    """What an execution produced (completed) or why it did not (failed); one per request."""
+    """What an execution produced (completed) or why it did not (failed); one per request. A
+    cancelled request has one only when the provider answered after the cancel: its cost
+    (the output is not kept), so a day's spend is always the sum of its results' costs."""
 
     id = PrefixedIdField(prefix="mmres")
     # One result per request: the unique (tenant, request) constraint below is what makes a
@@ -300,7 +302,8 @@ class MultimodalResult(TenantOwnedModel):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "request"], name="mmres_one_per_request"),
             models.CheckConstraint(
-                condition=Q(state__in=[RequestState.COMPLETED, RequestState.FAILED]),
+                condition=Q(state__in=[RequestState.COMPLETED, RequestState.FAILED,
+                                       RequestState.CANCELLED]),
                 name="mmres_state_final",
             ),
         ]

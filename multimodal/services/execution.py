@@ -28,7 +28,13 @@ from operations.choices import ChangeCause, ChangePath
 from operations.transitions import Origin
 
 from ..choices import ArtifactOrigin, RequestState
-from ..models import POLICY_DEFAULTS, Artifact, MultimodalPolicy, MultimodalRequest
+from ..models import (
+    POLICY_DEFAULTS,
+    Artifact,
+    MultimodalPolicy,
+    MultimodalRequest,
+    MultimodalResult,
+)
 from ..pricing import CostResult, cost_of, format_usd, from_nanos, to_nanos
 from ..providers.base import Provider, ProviderCall, ProviderError, ProviderOutput
 from ..providers.registry import get_provider
@@ -204,14 +210,15 @@ def request_run(request_id: str, claim_token: str) -> str:
     spent = NOTHING_SPENT
 
     def fail(message: str, *, latency_ms: int | None = None, provider_attempts: int = 1) -> str:
-        ended = request_end(
-            mm_request, RequestState.FAILED, origin=WORKER, error_message=message,
-            claim_token=claim_token,
-            result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
-                                  spent=spent, error=message,
-                                  provider_attempts=provider_attempts),
-        )
-        return "failed" if ended else "discarded"
+        result = _result_fields(mm_request, started=now, latency_ms=latency_ms, spent=spent,
+                                error=message, provider_attempts=provider_attempts)
+        if request_end(mm_request, RequestState.FAILED, origin=WORKER, error_message=message,
+                       claim_token=claim_token, result=result):
+            return "failed"
+        # Cancelled or reaped meanwhile: what the failed attempts cost still counts.
+        _charge_discarded(mm_request, claim_token, _costed(mm_request, spent),
+                          latency_ms=latency_ms, started=now)
+        return "discarded"
 
     remaining = (mm_request.deadline_at - now).total_seconds() if mm_request.deadline_at else 0
     if remaining <= 0:
@@ -304,12 +311,7 @@ def request_run(request_id: str, claim_token: str) -> str:
                     throughput_record, provider=mm_request.provider,
                     modality=mm_request.modality, usage=output.usage))
     except _LateResult:
-        # The provider was paid for output nobody will see (the request was cancelled or
-        # reaped meanwhile, and its reservation given back then): it is still today's spend.
-        if cost[0].nanos:
-            with transaction.atomic():
-                spend_settle(tenant_id=mm_request.tenant_id, day=mm_request.spend_day,
-                             release_nanos=0, cost_nanos=cost[0].nanos)
+        _charge_discarded(mm_request, claim_token, cost, latency_ms=latency_ms, started=now)
         return "discarded"
     except InvalidInput:
         return fail(f"{mm_request.provider}: returned output that is not a supported audio or "
@@ -345,6 +347,43 @@ def _held_to_reservation(mm_request: MultimodalRequest, claim_token: str, engine
         return "the tenant's daily spend limit has no room for another paid attempt"
 
     return replace(call, before_paid_retry=reserve_retry), None
+
+
+def _charge_discarded(mm_request: MultimodalRequest, claim_token: str,
+                      cost: tuple[CostResult, dict[str, Any]], *, latency_ms: int | None,
+                      started: datetime) -> None:
+    """The provider was paid for an answer (or attempts) nobody will see: the request was
+    cancelled or reaped while it worked, and its reservation given back then. The cost is
+    still the day's spend, and it is recorded on the request's result (a cancelled request
+    gets one holding only that cost; a reaped one's failed result adds it), so the day's
+    spend stays the sum of its results' costs. A request executed again since has a new
+    claim and will have its own result: then only the spend counts it."""
+    nanos = cost[0].nanos
+    if not nanos:
+        return
+    charge = {"for": "an answer that came after the request had ended (not kept)",
+              "cost_usd": format_usd(from_nanos(nanos))}
+    with transaction.atomic():
+        state = (MultimodalRequest.objects.select_for_update(of=("self",), no_key=True)
+                 .filter(pk=mm_request.pk, claim_token=claim_token)
+                 .values_list("state", flat=True).first())
+        if state is not None:
+            result = MultimodalResult.objects.filter(request_id=mm_request.pk).first()
+            if result is None:
+                MultimodalResult.objects.create(
+                    tenant_id=mm_request.tenant_id, request_id=mm_request.pk, state=state,
+                    provider=mm_request.provider, cost_nano_usd=nanos, latency_ms=latency_ms,
+                    started_at=started, metadata={**cost[1], "charges": [charge],
+                                                  "discarded": True})
+            else:
+                total = (result.cost_nano_usd or 0) + nanos
+                result.cost_nano_usd = total
+                result.metadata = {**result.metadata,
+                                   "charges": [*result.metadata.get("charges", []), charge],
+                                   "cost_usd": format_usd(from_nanos(total))}
+                result.save(update_fields=["cost_nano_usd", "metadata"])
+        spend_settle(tenant_id=mm_request.tenant_id, day=mm_request.spend_day,
+                     release_nanos=0, cost_nanos=nanos)
 
 
 class _LateResult(Exception):

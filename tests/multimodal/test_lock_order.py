@@ -1,13 +1,14 @@
 """One lock order under load (DESIGN §8.2), on PostgreSQL through a real gunicorn.
 
 A tenant with a daily spend limit; twelve clients at once create-and-execute text-to-speech
-requests (which end inside their HTTP request: completed by a loopback OpenAI, or failed when
-it answers 500), create pending ones and execute or cancel them, and cancel each other's,
-while the reaper sweeps. Before the lock order was fixed, a quarter of such requests answered
-500 with `deadlock detected` (creating locked the spend row then, through the row-count
-trigger, a count row; ending locked them the other way round). Afterwards: no 5xx, no
-deadlock in the server's log, and the books balance: the day's settled spend is exactly the
-sum of what the requests' results and charges say, and nothing stays reserved once idle.
+requests (the worker ends them: completed by a loopback OpenAI, or failed when it answers
+400), create pending ones and execute or cancel them, and cancel running ones while the
+worker ends them, with the reaper sweeping. Before the lock order was fixed, a quarter of
+such requests answered 500 with `deadlock detected` (creating locked the spend row then,
+through the row-count trigger, a count row; ending locked them the other way round).
+Afterwards: no 5xx, no deadlock in the server's or the worker's log, and the books balance:
+the day's settled spend is exactly the sum of the requests' results' costs (a cancel that
+lost the race to the provider's answer included), and nothing stays reserved once idle.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from bench.common import (
     drop_postgres_database,
     fresh_postgres_database,
     gunicorn,
+    job_worker,
     manage,
 )
 from tests.factories.multimodal import wav_bytes
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -89,7 +92,8 @@ def test_mixed_writes_under_a_spend_limit_never_deadlock_and_the_books_balance(
     log_path = tmp_path / "gunicorn.log"
 
     with open(log_path, "wb") as log, gunicorn(env, workers=2, threads=6, stdout=log,
-                                               stderr=log) as url:
+                                               stderr=log) as url, \
+            job_worker(env, concurrency=2, stdout=log, stderr=log):
         headers = {"Authorization": f"Bearer {token}"}
         admin = httpx.Client(base_url=url, timeout=60,
                              headers={"Authorization": f"Bearer {operator}"})
@@ -103,7 +107,8 @@ def test_mixed_writes_under_a_spend_limit_never_deadlock_and_the_books_balance(
 
         statuses: Counter = Counter()
         failures: list[str] = []
-        pending: list[str] = []
+        pending: list[str] = []  # created, not executed
+        running: list[str] = []  # executed, answered before the worker ended them
         lock = threading.Lock()
         remaining = [OPERATIONS]
 
@@ -125,6 +130,10 @@ def test_mixed_writes_under_a_spend_limit_never_deadlock_and_the_books_balance(
                 "modality": "text_to_speech", "provider": "openai", "input_text": TEXT,
                 "execute_now": execute_now})
             record(response, "create+execute" if execute_now else "create")
+            if execute_now and response.status_code == 201 \
+                    and response.json()["state"] == "processing":
+                with lock:
+                    running.append(response.json()["id"])
             return response
 
         def client(seed: int) -> None:
@@ -141,12 +150,15 @@ def test_mixed_writes_under_a_spend_limit_never_deadlock_and_the_books_balance(
                             with lock:
                                 pending.append(created.json()["id"])
                         continue
+                    action = "execute" if roll < 0.85 else "cancel"
                     with lock:
-                        target = pending.pop(rng.randrange(len(pending))) if pending else None
+                        # A cancel takes a running request when there is one: it races the
+                        # worker's ending.
+                        source = running if action == "cancel" and running else pending
+                        target = source.pop(rng.randrange(len(source))) if source else None
                     if target is None:  # nothing to execute or cancel yet: create instead
                         create(http, execute_now=True)
                         continue
-                    action = "execute" if roll < 0.85 else "cancel"
                     record(http.post(f"/v1/multimodal/requests/{target}/{action}",
                                      json={} if action == "execute" else {"reason": "x"}),
                            action)
@@ -175,22 +187,13 @@ def test_mixed_writes_under_a_spend_limit_never_deadlock_and_the_books_balance(
         assert failures == [], failures[:5]
         assert sum(statuses.values()) == OPERATIONS, statuses
         assert statuses[201] > 100 and statuses[429] > 0, statuses  # the limit was reached
+        # Idle: the worker has ended every request.
+        wait_for(lambda: tenant.get("/v1/multimodal/requests",
+                                    params={"state": "processing"}).json() == [],
+                 timeout=120, message="every request to end")
         spend = tenant.get("/v1/multimodal/tenants/busy/spend").json()
-        charged = Decimal(0)
-        cursor = None
-        while True:
-            page = tenant.get("/v1/multimodal/requests", params={
-                "limit": 100, **({"cursor": cursor} if cursor else {})})
-            for mm_request in page.json():
-                if mm_request["state"] in ("completed", "failed"):
-                    result = tenant.get(f"/v1/multimodal/requests/{mm_request['id']}/result")
-                    cost = result.json()["metadata"].get("cost_usd")
-                    charged += Decimal(cost) if cost else 0
-                assert mm_request["state"] != "processing"  # idle: everything ended
-            cursor = httpx.URL(page.links["next"]["url"]).params.get("cursor") \
-                if "next" in page.links else None
-            if cursor is None:
-                break
+        stats = tenant.get("/v1/multimodal/stats", params={"since": "2000-01-01T00:00:00Z"})
+        charged = sum(Decimal(row["spend_usd"]) for row in stats.json())
 
     assert "deadlock detected" not in log_path.read_text(errors="replace")
     assert spend["reserved_usd"] in ("0", "0.00")
