@@ -21,6 +21,7 @@ from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
 
 from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
+from .rollups import RollupInput, cells_of, rollups_add
 from .selectors import trend_stats_many
 from .trends import TrendStats
 from .validation import CleanEvent, EventInvalid, clean_event, clean_events
@@ -75,6 +76,7 @@ def event_record(
     with transaction.atomic(savepoint=False), tenant_scope(tenant):
         event.save(force_insert=True)
         _counts_add(tenant, {(event.metric_type, event.domain, event.event_type): 1})
+        _rollups_add(tenant, [event])
         _notify_on_commit(tenant, {(event.metric_type, event.domain)})
     return event
 
@@ -92,8 +94,9 @@ def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) ->
         (e.metric_type, e.domain, e.event_type) for e in cleaned
     )
     with transaction.atomic(savepoint=False), tenant_scope(tenant):  # as in event_record
-        _insert_events(tenant, cleaned, now)
+        rows = _insert_events(tenant, cleaned, now)
         _counts_add(tenant, counts)
+        _rollups_add(tenant, rows)
         _notify_on_commit(tenant, {(metric, domain) for metric, domain, _ in counts})
     return len(cleaned)
 
@@ -104,11 +107,24 @@ def _ordered_ids(count: int) -> list[str]:
     return sorted(new_id("outcome") for _ in range(count))
 
 
-def _insert_events(tenant: Tenant, cleaned: list[CleanEvent], now: datetime) -> None:
+def _insert_events(
+    tenant: Tenant, cleaned: list[CleanEvent], now: datetime
+) -> list[OutcomeEvent]:
     """The events' rows, a multi-row INSERT per 2,000. PostgreSQL's COPY is not used: on a
     100,000-event ingest it was about 2x faster at the service level, short of the 3x a
     hand-written statement must earn (bench/outcomes_ingest.py, README Design notes)."""
-    OutcomeEvent.objects.bulk_create(_new_events(tenant, cleaned, now), batch_size=_INSERT_BATCH)
+    rows = _new_events(tenant, cleaned, now)
+    OutcomeEvent.objects.bulk_create(rows, batch_size=_INSERT_BATCH)
+    return rows
+
+
+def _rollups_add(tenant: Tenant, events: Sequence[OutcomeEvent]) -> None:
+    """The events' minutes, hours and days in the rollups a series reads (outcomes.rollups),
+    in the events' transaction: a series is current the moment the events commit."""
+    rollups_add(tenant, cells_of([
+        RollupInput(e.metric_type, e.domain, e.event_type, e.value, e.occurred_at)
+        for e in events
+    ]))
 
 
 def _new_events(tenant: Tenant, cleaned: list[CleanEvent], now: datetime) -> list[OutcomeEvent]:
