@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from zoneinfo import ZoneInfo
+
 from django.db import connections
 from django.db.models import Case, Count, F, IntegerField, Max, QuerySet, Sum, Value, When, Window
 
 from agent33.tenancy.models import Tenant
 
 from .choices import METRIC_TYPES, TrendDirection
-from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
+from .models import ANY, OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
+from .rollups import BucketStats, rollups_read
+from .series import SeriesError, boundaries, previous_boundaries
 from .trends import TrendStats, compute_trend
 
 __all__ = [
@@ -32,6 +36,8 @@ __all__ = [
     "MAX_WINDOW",
     "Dashboard",
     "DomainRow",
+    "Series",
+    "SeriesPeriod",
     "DomainTrend",
     "Summary",
     "Trend",
@@ -39,6 +45,7 @@ __all__ = [
     "domain_rows_list",
     "domains_list",
     "recent_events_list",
+    "series_get",
     "summary_get",
     "trend_get",
     "trend_stats_many",
@@ -418,4 +425,64 @@ def dashboard_get(
         domains=domain_rows_list(tenant=tenant, domain=domain, limit=domains_limit),
         intakes=intakes,
         filters={"domain": normalise_domain(domain) or ALL_DOMAINS, "window": window},
+    )
+
+
+# --- series over time (DESIGN §8.6) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesPeriod:
+    boundaries: list[int]  # epoch seconds: each bucket's start, then the last one's end
+    buckets: list[BucketStats]
+    summary: BucketStats  # the whole period as one bucket
+
+
+@dataclass(frozen=True)
+class Series:
+    metric_type: str
+    domain: str  # ALL_DOMAINS when not filtered
+    event_type: str | None
+    bucket: str
+    tz: ZoneInfo
+    current: SeriesPeriod
+    previous: SeriesPeriod | None
+
+
+def series_get(
+    *,
+    tenant: Tenant,
+    metric_type: str,
+    bucket: str,
+    tz: ZoneInfo,
+    end: datetime,
+    start: datetime | None = None,
+    domain: str | None = None,
+    event_type: str | None = None,
+    compare_previous: bool = False,
+) -> Series:
+    """A metric per bucket over [start, end) (every bucket overlapping it, empty ones
+    included), from the rollups only: one query per period over the rows of its buckets
+    (outcomes.rollups.cover), whatever the tenant's history. Raises series.SeriesError."""
+    domain = normalise_domain(domain)
+    if event_type and not domain:
+        # Rollups are kept per (metric, domain, event type), per domain and per metric: an
+        # event type across every domain has no rows of its own.
+        raise SeriesError("event_type", "Name the domain too: a series by event type is kept "
+                          "per domain.")
+    key = (metric_type, domain or ANY, event_type or ANY)
+    edges = boundaries(bucket, tz, start=start, end=end)
+
+    def period(edges: list[int]) -> SeriesPeriod:
+        buckets, summary = rollups_read(tenant=tenant, key=key, boundaries=edges)
+        return SeriesPeriod(edges, buckets, summary)
+
+    return Series(
+        metric_type=metric_type,
+        domain=domain or ALL_DOMAINS,
+        event_type=event_type or None,
+        bucket=bucket,
+        tz=tz,
+        current=period(edges),
+        previous=period(previous_boundaries(bucket, tz, edges)) if compare_previous else None,
     )
