@@ -261,6 +261,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "operations.tasks.expire_budgets",
         "schedule": 30.0,
     },
+    "purge-expired-outcome-events": {
+        "task": "outcomes.purge_expired_events",
+        "schedule": 600.0,
+    },
 }
 
 # How long a worker trusts a token it looked up when nothing says it changed. Revocation,
@@ -277,6 +281,17 @@ AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 # Outcome events one tenant may send through the API per minute (single, bulk, CTRF), shared
 # by every worker through the cache (Redis when configured); 0: no limit (outcomes/limits.py).
 AGENT33_EVENTS_PER_MINUTE = int(os.environ.get("AGENT33_EVENTS_PER_MINUTE", "60000"))
+
+# Raw outcome events older than this many days are removed by the worker, in bounded batches
+# (outcomes.services.events_purge_expired); rollups stay, so series over old periods still
+# answer. Unset or empty: keep every event.
+_retention = os.environ.get("AGENT33_EVENT_RETENTION_DAYS", "").strip()
+if _retention and not (_retention.isdigit() and int(_retention) >= 1):
+    raise ImproperlyConfigured(
+        f"AGENT33_EVENT_RETENTION_DAYS must be a whole number of days, at least 1, or unset "
+        f"(got {_retention[:20]!r})."
+    )
+AGENT33_EVENT_RETENTION_DAYS = int(_retention) if _retention else None
 
 # Without a broker, a request that touched more trend keys than this hands their decline
 # evaluation to a background thread instead of evaluating before it answers (outcomes/deferred).

@@ -2,6 +2,7 @@ from celery import shared_task
 
 from agent33.tenancy.models import Tenant
 
+from . import services
 from .declines import declines_evaluate
 
 
@@ -10,3 +11,9 @@ def evaluate_declines(tenant_id: str, keys: list[list[str]]) -> list[str]:
     """Idempotent: a redelivery re-evaluates, and the one-open-intake rule dedupes."""
     tenant = Tenant.objects.get(pk=tenant_id)
     return declines_evaluate(tenant=tenant, keys=[(metric, domain) for metric, domain in keys])
+
+
+@shared_task(name="outcomes.purge_expired_events")
+def purge_expired_events() -> int:
+    """Raw events past AGENT33_EVENT_RETENTION_DAYS (beat: every 10 minutes)."""
+    return services.events_purge_expired()
