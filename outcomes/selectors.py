@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-
 from zoneinfo import ZoneInfo
 
 from django.db import connections
@@ -36,9 +35,9 @@ __all__ = [
     "MAX_WINDOW",
     "Dashboard",
     "DomainRow",
+    "DomainTrend",
     "Series",
     "SeriesPeriod",
-    "DomainTrend",
     "Summary",
     "Trend",
     "dashboard_get",

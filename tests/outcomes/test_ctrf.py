@@ -252,8 +252,9 @@ def test_a_report_of_5000_tests_goes_in_as_one_bulk_write(writer, tenant_a):
     assert OutcomeEvent.all_tenants.filter(
         tenant=tenant_a, metric_type="success_rate", value=0
     ).count() == 500
-    # One bulk write, not a query per test (SQLite inserts 2,000 rows per statement).
-    assert len(queries) < 30
+    # One bulk write, not a query per test (SQLite inserts 2,000 events per statement, and
+    # the 30,000 rollup rows of 10,000 distinct keys 2,900 per statement).
+    assert len(queries) < 50
 
 
 def test_more_than_5000_recorded_tests_is_refused_whole(writer, tenant_a):
