@@ -25,8 +25,8 @@ from functools import reduce
 
 import numpy as np
 from django.db import connections
-from psycopg.types.numeric import Int4, Int8
 from django.db.models import Q
+from psycopg.types.numeric import Int4, Int8
 
 from agent33.tenancy.models import Tenant
 
