@@ -33,12 +33,12 @@ _MAX_WAITING = 4  # evaluations queued per process before senders evaluate their
 _EXIT_TIMEOUT_SECONDS = 60
 _NICENESS = 10
 
-_jobs: queue.Queue[tuple[str, list[tuple[str, str]]]] = queue.Queue(maxsize=_MAX_WAITING)
+_jobs: queue.Queue[tuple[str, list[tuple[str, ...]]]] = queue.Queue(maxsize=_MAX_WAITING)
 _start_lock = threading.Lock()
 _thread: threading.Thread | None = None
 
 
-def evaluate_in_background(tenant_id: str, keys: Iterable[tuple[str, str]]) -> bool:
+def evaluate_in_background(tenant_id: str, keys: Iterable[tuple[str, ...]]) -> bool:
     """Queue an evaluation for this process's background thread; False when the queue is
     full (the caller evaluates inline)."""
     _ensure_thread()

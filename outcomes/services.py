@@ -40,6 +40,7 @@ logger = logging.getLogger("agent33.outcomes")
 
 CountKey = tuple[str, str, str]  # (metric_type, domain, event_type)
 TrendKey = tuple[str, str]  # (metric_type, domain)
+WatchedKey = tuple[str, ...]  # a TrendKey, or a CountKey for a trend per event type
 
 _INSERT_BATCH = 2_000  # rows per INSERT of bulk_create (SQLite lowers it to its own limit)
 # Count or snapshot keys per statement: 5 to 11 values each, well within SQLite's 32,766.
@@ -83,12 +84,15 @@ def event_record(
     return event
 
 
-def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) -> int:
+def event_record_bulk(
+    *, tenant: Tenant, events: Sequence[Mapping[str, Any]], trends_per_event_type: bool = False
+) -> int:
     """Record up to 10,000 events, all or nothing; returns how many were stored.
 
     The first bad event raises ValidationError with fields `events.<index>.<field>`, and
     nothing is stored. The rows go in with `bulk_create`, in one transaction together with
-    the summary counts.
+    the summary counts and the rollups. `trends_per_event_type` (CTRF: an event type is a
+    test) watches each (metric, domain, event type) for declines instead of each domain.
     """
     cleaned = clean_events(events)
     now = timezone.now()
@@ -99,7 +103,10 @@ def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]]) ->
         rows = _insert_events(tenant, cleaned, now)
         _counts_add(tenant, counts)
         _rollups_add(tenant, rows)
-        _notify_on_commit(tenant, {(metric, domain) for metric, domain, _ in counts})
+        _notify_on_commit(
+            tenant,
+            set(counts) if trends_per_event_type else {(m, d) for m, d, _ in counts},
+        )
     return len(cleaned)
 
 
@@ -187,11 +194,11 @@ def _counts_add(tenant: Tenant, counts: Mapping[CountKey, int]) -> None:
         OutcomeCount.objects.filter(tenant=tenant, pk__in=pks).update(count=F("count") + added)
 
 
-def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
+def _notify_on_commit(tenant: Tenant, keys: set[WatchedKey]) -> None:
     transaction.on_commit(lambda: _after_events_committed(tenant, frozenset(keys)))
 
 
-def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
+def _after_events_committed(tenant: Tenant, keys: frozenset[WatchedKey]) -> None:
     """Once per request, after commit: evaluate the touched trends (snapshots, declines).
     With a broker: Celery tasks of at most 1,000 keys each, so a bulk of many keys spreads
     over the workers. Without one: a few keys right here; a bulk of more than

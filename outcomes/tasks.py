@@ -10,7 +10,8 @@ from .declines import declines_evaluate
 def evaluate_declines(tenant_id: str, keys: list[list[str]]) -> list[str]:
     """Idempotent: a redelivery re-evaluates, and the one-open-intake rule dedupes."""
     tenant = Tenant.objects.get(pk=tenant_id)
-    return declines_evaluate(tenant=tenant, keys=[(metric, domain) for metric, domain in keys])
+    # (metric, domain) or, for a CTRF test, (metric, domain, event type).
+    return declines_evaluate(tenant=tenant, keys=[tuple(key) for key in keys])
 
 
 @shared_task(name="outcomes.purge_expired_events")

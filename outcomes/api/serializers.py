@@ -76,6 +76,8 @@ class BulkCreatedSerializer(serializers.Serializer):
 class TrendSerializer(serializers.Serializer):
     metric_type = serializers.ChoiceField(choices=MetricType.choices)
     domain = serializers.CharField(help_text='"all" when not filtered by domain.')
+    event_type = serializers.CharField(
+        allow_null=True, help_text="The event type (a CTRF test) read, or null: every type.")
     window = serializers.IntegerField()
     direction = serializers.ChoiceField(choices=TrendDirection.choices)
     sample_size = serializers.IntegerField()
@@ -91,6 +93,7 @@ class TrendSerializer(serializers.Serializer):
         return {
             "metric_type": trend.metric_type,
             "domain": trend.domain,
+            "event_type": trend.event_type,
             "window": trend.window,
             "direction": trend.direction,
             "sample_size": trend.sample_size,

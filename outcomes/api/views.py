@@ -198,6 +198,10 @@ class TrendView(APIView):
                 "metric_type", str, OpenApiParameter.PATH, enum=list(METRIC_TYPES)
             ),
             DOMAIN_PARAM,
+            OpenApiParameter(
+                "event_type", str, description="One event type's trend (a CTRF test: `suite "
+                "> name`), needs `domain`: its latest `window` minutes with events, each "
+                "minute's average (a CTRF report is one run at one time)."),
             WINDOW_PARAM,
             TENANT_PARAM,
         ],
@@ -211,11 +215,16 @@ class TrendView(APIView):
                 f"{', '.join(METRIC_TYPES)}."
             )
         domain = _domain_param(request)
+        event_type = _event_type_param(request)
+        if event_type and not selectors.normalise_domain(domain):
+            raise DRFValidationError({"event_type": [
+                "Name the domain too: an event type's trend is kept per domain."]})
         window = _int_param(
             request, "window", default=selectors.DEFAULT_WINDOW, maximum=selectors.MAX_WINDOW
         )
         trend = selectors.trend_get(
-            tenant=_read_tenant(request), metric_type=metric_type, domain=domain, window=window
+            tenant=_read_tenant(request), metric_type=metric_type, domain=domain, window=window,
+            event_type=event_type,
         )
         return Response(TrendSerializer(trend).data)
 

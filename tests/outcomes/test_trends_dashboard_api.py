@@ -35,6 +35,7 @@ def test_trend_shape_and_maths(outcomes_a):
     assert response.json() == {
         "metric_type": "success_rate",
         "domain": "all",
+        "event_type": None,
         "window": 20,
         "direction": "improving",
         "sample_size": 4,
