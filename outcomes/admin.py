@@ -12,7 +12,7 @@ from agent33.tenancy.admin_base import (
     usable_param,
 )
 
-from .dashboard_page import PAGE_PERMISSION, dashboard_page
+from .dashboard_page import PAGE_PERMISSION, dashboard_page, series_json
 from .models import OutcomeCount, OutcomeEvent
 
 
@@ -66,5 +66,16 @@ admin.site.register_page(
         title="Outcomes dashboard",
         app_label="outcomes",
         permission=PAGE_PERMISSION,
+    )
+)
+admin.site.register_page(
+    AdminPage(
+        route="outcomes/dashboard/series/",
+        view=series_json,
+        name="outcomes_dashboard_series",
+        title="Outcomes series (JSON)",
+        app_label="outcomes",
+        permission=PAGE_PERMISSION,
+        in_index=False,
     )
 )

@@ -13,7 +13,7 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agent33.api.datetimes import parse_utc_datetime_param
+from agent33.api.datetimes import parse_utc_query_datetime
 from agent33.api.viewsets import ApiView, TenantScopedViewSet, tenant_of
 from agent33.auth.scopes import OUTCOMES_READ, OUTCOMES_WRITE
 from agent33.tenancy.models import Tenant
@@ -41,7 +41,14 @@ from .serializers import (
     TrendSerializer,
 )
 
-__all__ = ["CtrfIngestView", "DashboardView", "OutcomeEventViewSet", "SeriesView", "TrendView"]
+__all__ = [
+    "CtrfIngestView",
+    "DashboardView",
+    "OutcomeEventViewSet",
+    "SeriesView",
+    "TrendView",
+    "series_from_query",
+]
 
 ERRORS = {
     400: OpenApiResponse(description="Invalid input: `{detail, code, errors}`."),
@@ -260,35 +267,45 @@ class SeriesView(APIView):
         responses={200: SeriesSerializer, **ERRORS},
     )
     def get(self, request):
-        params = request.query_params
-        metric_type = params.get("metric_type", "")
-        if metric_type not in METRIC_TYPES:
-            problem = "This field is required." if not metric_type else (
-                f"Unknown metric type {metric_type[:50]!r}; expected one of "
-                f"{', '.join(METRIC_TYPES)}.")
-            raise DRFValidationError({"metric_type": [problem]})
-        compare = params.get("compare", "")
-        if compare not in ("", "previous"):
-            raise DRFValidationError({"compare": ['Must be "previous" (or absent).']})
-        end = (parse_utc_datetime_param(params["to"], field="to") if params.get("to")
-               else timezone.now())
-        start = parse_utc_datetime_param(params["from"], field="from") if params.get(
-            "from") else None
         try:
-            series = selectors.series_get(
-                tenant=_read_tenant(request),
-                metric_type=metric_type,
-                domain=_domain_param(request),
+            series = series_from_query(
+                _read_tenant(request), request.query_params, domain=_domain_param(request),
                 event_type=_event_type_param(request),
-                bucket=params.get("bucket") or "day",
-                tz=zone(params.get("tz") or "UTC"),
-                start=start,
-                end=end,
-                compare_previous=compare == "previous",
             )
         except SeriesError as exc:
             raise DRFValidationError({exc.field: [exc.message]}) from None
         return Response(SeriesSerializer(series).data)
+
+
+def series_from_query(tenant: Tenant, params, *, domain: str | None, event_type: str | None):
+    """The series a query string asks for (the API's and the staff dashboard's); bad
+    parameters raise SeriesError naming the parameter."""
+    metric_type = params.get("metric_type", "")
+    if metric_type not in METRIC_TYPES:
+        raise SeriesError("metric_type", "This field is required." if not metric_type else (
+            f"Unknown metric type {metric_type[:50]!r}; expected one of "
+            f"{', '.join(METRIC_TYPES)}."))
+    compare = params.get("compare", "")
+    if compare not in ("", "previous"):
+        raise SeriesError("compare", 'Must be "previous" (or absent).')
+    moments = {}
+    for name in ("from", "to"):
+        if params.get(name):
+            try:
+                moments[name] = parse_utc_query_datetime(params[name])
+            except ValueError as exc:
+                raise SeriesError(name, str(exc)) from None
+    return selectors.series_get(
+        tenant=tenant,
+        metric_type=metric_type,
+        domain=domain,
+        event_type=event_type,
+        bucket=params.get("bucket") or "day",
+        tz=zone(params.get("tz") or "UTC"),
+        start=moments.get("from"),
+        end=moments.get("to") or timezone.now(),
+        compare_previous=compare == "previous",
+    )
 
 
 class DashboardView(APIView):
