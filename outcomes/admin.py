@@ -11,8 +11,10 @@ from agent33.tenancy.admin_base import (
     TenantScopedAdmin,
     usable_param,
 )
+from operations.admin import register_intake_panel  # the apps' public seam
 
 from .dashboard_page import PAGE_PERMISSION, dashboard_page, series_json
+from .intake_evidence import decline_evidence
 from .models import OutcomeCount, OutcomeEvent
 
 
@@ -79,3 +81,5 @@ admin.site.register_page(
         in_index=False,
     )
 )
+
+register_intake_panel(decline_evidence)

@@ -560,3 +560,32 @@ def test_all_is_a_reserved_domain(writer, outcomes_a, tenant_a):
         format="json")
     assert bulk.status_code == 400 and list(bulk.json()["errors"]) == ["events.1.domain"]
     assert not events(tenant_a)
+
+
+def test_an_intake_opened_by_a_decline_shows_its_evidence_on_its_page(
+    writer, tenant_a, post_committed, client, staff_user_factory
+):
+    from django.utils import timezone
+
+    today = int(timezone.now().timestamp() * 1000) - 5 * DAY_MS
+    for night in range(5):
+        post_committed(writer, report(
+            [test("slow", duration=400.0 if night >= 3 else 100.0, suite=["api"]),
+             test("fast", duration=10.0, suite=["api"])],
+            start=today + night * DAY_MS))
+    [intake] = ImprovementIntake.all_tenants.filter(tenant=tenant_a)
+    client.force_login(staff_user_factory("evidence", tenants=[tenant_a]))
+    page = client.get(f"/admin/operations/improvementintake/{intake.pk}/change/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'class="evidence-test">api &gt; slow</strong>' in html
+    assert 'class="evidence-domain">benchmarks.nightly</strong>' in html
+    assert 'class="evidence-previous">100</strong>' in html
+    assert 'class="evidence-current">300</strong>' in html
+    assert ("/admin/outcomes/dashboard/?tenant=tenant-a&amp;domain=benchmarks.nightly"
+            "&amp;metric=latency_ms&amp;event_type=api+%3E+slow") in html
+    assert html.count("<tr><td>20") == 5  # five days of the series
+    # An intake no decline opened has no evidence.
+    other = ImprovementIntake.all_tenants.create(tenant=tenant_a, title="by hand")
+    assert "decline-evidence" not in client.get(
+        f"/admin/operations/improvementintake/{other.pk}/change/").content.decode()
