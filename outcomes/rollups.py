@@ -16,12 +16,10 @@ cycle. Lock order within an ingest: OutcomeCount rows, then OutcomeRollup rows.
 from __future__ import annotations
 
 import itertools
-import operator
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 
 import numpy as np
 from django.db import connections
@@ -33,7 +31,15 @@ from agent33.tenancy.models import Tenant
 from . import sketches
 from .models import ANY, OutcomeRollup, RollupSpan
 
-__all__ = ["Cell", "RollupInput", "cells_of", "cover", "rollups_add", "rollups_read"]
+__all__ = [
+    "Cell",
+    "RollupInput",
+    "cells_from_arrays",
+    "cells_of",
+    "cover",
+    "rollups_add",
+    "rollups_read",
+]
 
 SPANS: tuple[int, ...] = (RollupSpan.DAY, RollupSpan.HOUR, RollupSpan.MINUTE)  # largest first
 _KEY_BATCH = 2_900  # rows per ORM statement: 11 values each, within SQLite's 32,766
@@ -80,12 +86,22 @@ def cells_of(events: Sequence[RollupInput]) -> list[Cell]:
         key_ids.setdefault((e.metric_type, e.domain, e.event_type), len(key_ids))
         for e in events
     ]
-    fine_of_event = np.array(fine_ids, dtype=np.int64)
-    seconds = np.floor(np.array([e.occurred_at.timestamp() for e in events])).astype(np.int64)
-    values = np.array([e.value for e in events], dtype=np.float64)
-    keys: list[RollupKey] = list(key_ids)
-    # The coarser keys of each distinct fine key (not of each event).
-    fine_keys = list(keys)
+    return cells_from_arrays(
+        list(key_ids),
+        np.array(fine_ids, dtype=np.int64),
+        np.floor(np.array([e.occurred_at.timestamp() for e in events])).astype(np.int64),
+        np.array([e.value for e in events], dtype=np.float64),
+    )
+
+
+def cells_from_arrays(
+    fine_keys: list[RollupKey], fine_of_event: np.ndarray, seconds: np.ndarray,
+    values: np.ndarray,
+) -> list[Cell]:
+    """`cells_of` for events given as arrays: each event's index into `fine_keys` (its
+    (metric, domain, event type)), its epoch second and its value."""
+    keys: list[RollupKey] = list(fine_keys)
+    key_ids = {key: index for index, key in enumerate(keys)}
 
     def key_id(key: RollupKey) -> int:
         found = key_ids.get(key)
@@ -94,6 +110,7 @@ def cells_of(events: Sequence[RollupInput]) -> list[Cell]:
             keys.append(key)
         return found
 
+    # The coarser keys of each distinct fine key (not of each event).
     levels = [np.arange(len(fine_keys), dtype=np.int64)]
     levels.append(np.array([key_id((m, d, ANY)) for m, d, _ in fine_keys], dtype=np.int64))
     levels.append(np.array([key_id((m, ANY, ANY)) for m, _, _ in fine_keys], dtype=np.int64))
@@ -311,24 +328,38 @@ def cover(start: int, end: int) -> list[tuple[int, int]]:
     return cells
 
 
-def _runs(cells: Sequence[tuple[int, int]]) -> Q:
-    """One range condition per run of consecutive buckets of one span."""
-    runs: dict[int, list[list[int]]] = {}
+_MAX_RANGES = 32  # range conditions per span; more runs than this are listed instead
+_MAX_LISTED = 20_000  # bucket starts per statement (SQLite allows 32,766 parameters)
+
+
+def _conditions(cells: Sequence[tuple[int, int]]) -> list[list[Q]]:
+    """The conditions that fetch exactly these cells, grouped per statement: per span, one
+    range per run of consecutive buckets (runs one bucket apart are read as one, the extra
+    row dropped after), or, past _MAX_RANGES runs (a :30 zone's day boundaries, a long
+    series of local weeks), the bucket starts themselves."""
+    by_span: dict[int, list[int]] = {}
     for span, start in cells:
-        span_runs = runs.setdefault(span, [])
-        if span_runs and span_runs[-1][1] == start:
-            span_runs[-1][1] = start + span
-        else:
-            span_runs.append([start, start + span])
-    return reduce(operator.or_, (
-        Q(
-            span=span,
-            bucket_start__gte=_EPOCH + timedelta(seconds=low),
-            bucket_start__lt=_EPOCH + timedelta(seconds=high),
-        )
-        for span, span_runs in runs.items()
-        for low, high in span_runs
-    ))
+        by_span.setdefault(span, []).append(start)
+    statements: list[list[Q]] = [[]]
+    for span, starts in by_span.items():
+        runs: list[list[int]] = []
+        for start in starts:
+            if runs and start - runs[-1][1] <= span:
+                runs[-1][1] = start + span
+            else:
+                runs.append([start, start + span])
+        if len(runs) <= _MAX_RANGES:
+            statements[0] += [
+                Q(span=span, bucket_start__gte=_EPOCH + timedelta(seconds=low),
+                  bucket_start__lt=_EPOCH + timedelta(seconds=high))
+                for low, high in runs
+            ]
+            continue
+        for begin in range(0, len(starts), _MAX_LISTED):
+            statements.append([Q(span=span, bucket_start__in=[
+                _EPOCH + timedelta(seconds=start)
+                for start in starts[begin : begin + _MAX_LISTED]])])
+    return [statement for statement in statements if statement]
 
 
 @dataclass(frozen=True)
@@ -345,20 +376,6 @@ class BucketStats:
         return None if not self.count else self.total / self.count
 
 
-def _stats(rows: list[tuple]) -> BucketStats:
-    if not rows:
-        return BucketStats(0, None, None, None, None, None)
-    p50, p95 = sketches.quantiles([row[4] for row in rows], (0.5, 0.95))
-    return BucketStats(
-        count=sum(row[0] for row in rows),
-        total=sum(row[1] for row in rows),
-        minimum=min(row[2] for row in rows),
-        maximum=max(row[3] for row in rows),
-        p50=p50,
-        p95=p95,
-    )
-
-
 def rollups_read(
     *, tenant: Tenant, key: RollupKey, boundaries: Sequence[int]
 ) -> tuple[list[BucketStats], BucketStats]:
@@ -369,19 +386,47 @@ def rollups_read(
     for low, high in itertools.pairwise(boundaries):
         cells += cover(low, high)
     metric_type, domain, event_type = key
-    rows = (
-        OutcomeRollup.objects.filter(
-            _runs(cells), tenant=tenant, metric_type=metric_type, domain=domain,
-            event_type=event_type,
+    wanted = set(cells)
+    rows = [
+        row
+        for conditions in _conditions(cells)
+        for row in OutcomeRollup.objects.filter(
+            Q(*conditions, _connector=Q.OR), tenant=tenant, metric_type=metric_type,
+            domain=domain, event_type=event_type,
         )
         .order_by()
-        .values_list("bucket_start", "count", "total", "minimum", "maximum", "sketch")
-    )
+        .values_list("span", "bucket_start", "count", "total", "minimum", "maximum", "sketch")
+        if (row[0], _epoch_seconds(row[1])) in wanted  # a merged run's extra rows
+    ]
+    rows = [row[1:] for row in rows]
     starts = np.asarray(boundaries[:-1], dtype=np.int64)
-    per_bucket: list[list[tuple]] = [[] for _ in starts]
-    every = []
-    for bucket_start, *stats in rows:
-        index = int(np.searchsorted(starts, _epoch_seconds(bucket_start), side="right")) - 1
-        per_bucket[index].append(stats)
-        every.append(stats)
-    return [_stats(bucket_rows) for bucket_rows in per_bucket], _stats(every)
+    n = len(starts)
+    bucket_of_row = (np.searchsorted(
+        starts, [_epoch_seconds(row[0]) for row in rows], side="right") - 1).tolist()
+    counts = [0] * n
+    totals = [0.0] * n
+    minima: list[float | None] = [None] * n
+    maxima: list[float | None] = [None] * n
+    for bucket, (_, count, total, minimum, maximum, _sketch) in zip(
+            bucket_of_row, rows, strict=True):
+        counts[bucket] += count
+        totals[bucket] += total
+        minima[bucket] = minimum if minima[bucket] is None else min(minima[bucket], minimum)
+        maxima[bucket] = maximum if maxima[bucket] is None else max(maxima[bucket], maximum)
+    blobs = [row[5] for row in rows]
+    # Each bucket, and the whole period as group n.
+    per_bucket = sketches.grouped_quantiles(
+        blobs + blobs, bucket_of_row + [n] * len(rows), n + 1, (0.5, 0.95))
+    buckets = [
+        BucketStats(counts[i], totals[i] if counts[i] else None, minima[i], maxima[i],
+                    *per_bucket[i])
+        for i in range(n)
+    ]
+    everything = [value for value in minima if value is not None]
+    summary = BucketStats(
+        sum(counts), sum(totals) if rows else None, min(everything, default=None),
+        max((v for v in maxima if v is not None), default=None), *per_bucket[n],
+    )
+    if not rows:
+        summary = BucketStats(0, None, None, None, None, None)
+    return buckets, summary

@@ -28,6 +28,7 @@ __all__ = [
     "RELATIVE_ACCURACY",
     "compact",
     "encode_slots",
+    "grouped_quantiles",
     "merge",
     "quantiles",
     "slots_of",
@@ -102,4 +103,33 @@ def quantiles(blobs: Iterable[bytes], qs: Sequence[float]) -> list[float | None]
         rank = q * (total - 1)
         index = int(np.searchsorted(cumulative, rank, side="right"))
         answers.append(value_of_slot(int(slots[min(index, len(slots) - 1)])))
+    return answers
+
+
+def grouped_quantiles(
+    blobs: Sequence[bytes], groups: Sequence[int], group_count: int, qs: Sequence[float]
+) -> list[list[float | None]]:
+    """`quantiles` of many groups of sketches at once (a series' buckets): blob i belongs to
+    group groups[i]. One sort over every bin of every group, so a series of 1,000 buckets
+    costs a few numpy calls, not a few per bucket. Returns, per group, a value per q."""
+    sizes = np.fromiter((len(blob) // _ENTRY.itemsize for blob in blobs), dtype=np.int64,
+                        count=len(blobs))
+    pairs = _decode(b"".join(bytes(blob) for blob in blobs))
+    if not len(pairs):
+        return [[None] * len(qs) for _ in range(group_count)]
+    group_of_pair = np.repeat(np.asarray(groups, dtype=np.int64), sizes)
+    order = np.lexsort((pairs["slot"], group_of_pair))
+    group_sorted, slot_sorted = group_of_pair[order], pairs["slot"][order]
+    cumulative = np.cumsum(pairs["count"][order])
+    totals = np.bincount(group_of_pair, weights=pairs["count"], minlength=group_count)
+    ends = np.cumsum(totals)  # the cumulative count where each group ends
+    starts = ends - totals
+    answers: list[list[float | None]] = [[None] * len(qs) for _ in range(group_count)]
+    present = np.flatnonzero(totals)
+    for column, q in enumerate(qs):
+        targets = starts[present] + q * (totals[present] - 1)
+        found = np.searchsorted(cumulative, targets, side="right")
+        for group, index in zip(present.tolist(), found.tolist(), strict=True):
+            assert group_sorted[index] == group
+            answers[group][column] = value_of_slot(int(slot_sorted[index]))
     return answers
