@@ -12,9 +12,9 @@ What it does, against a PostgreSQL database it creates for itself
 1. migrates it and creates the two tenants with an `outcomes:read` token each;
 2. loads each tenant's events over the last `--days` days (4 metrics x 8 domains x 4 event
    types, as bench/outcomes_ingest.py) with psycopg COPY, secondary indexes dropped for the
-   load and rebuilt after, and the rollups those events make (outcomes.rollups.cells_from_arrays, the ingest's own
-   maths, a UTC day at a time) with COPY too; the load is the bench's setup, not product
-   code;
+   load and rebuilt after, and the rollups those events make (the ingest's own maths,
+   outcomes.rollups.cells_from_arrays, a UTC day at a time) with COPY too; the load is the
+   bench's setup, not product code;
 3. times each case for both tenants in pairs (which goes first drawn per pair), through the
    whole Django stack in-process (django.test.Client with a bearer token), and prints
    p50/p95 and the large/small ratios. The targets are on "90 days by day": p50 <= 50 ms at
