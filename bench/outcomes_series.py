@@ -52,18 +52,16 @@ from bench.common import (  # noqa: E402
     fresh_postgres_database,
     missed,
 )
+from bench.outcomes_scale import COLUMNS as EVENT_COLUMNS  # noqa: E402
+from bench.outcomes_scale import METRICS, plan_nodes  # noqa: E402
+from bench.outcomes_scale import TABLE as EVENTS  # noqa: E402
 
 DB_NAME = "agent33_bench_outcomes_series"
-EVENTS = "outcomes_outcomeevent"
 ROLLUPS = "outcomes_outcomerollup"
-EVENT_COLUMNS = (
-    "id, tenant_id, domain, event_type, metric_type, value, occurred_at, metadata, created_at"
-)
 ROLLUP_COLUMNS = (
     "tenant_id, metric_type, domain, event_type, span, bucket_start, count, total, minimum, "
     "maximum, sketch, writer"
 )
-METRICS = ("success_rate", "quality_score", "latency_ms", "cost_usd")
 DOMAINS = tuple(f"domain-{n:02}" for n in range(8))
 EVENT_TYPES = ("task_completed", "review", "handoff", "retry")
 EVENT_TYPES_PG = ["varchar", "varchar", "varchar", "varchar", "varchar", "float8", "timestamptz",
@@ -155,13 +153,6 @@ def load(database_url: str, sizes: dict[str, int], days: int, end: datetime) -> 
         conn.execute(f"VACUUM ANALYZE {EVENTS}")
         conn.execute(f"VACUUM ANALYZE {ROLLUPS}")
     return rollup_rows
-
-
-def plan_nodes(plan: dict) -> list[dict]:
-    nodes = [plan]
-    for child in plan.get("Plans", []):
-        nodes += plan_nodes(child)
-    return nodes
 
 
 def run(
