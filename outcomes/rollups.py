@@ -417,16 +417,19 @@ def rollups_read(
     # Each bucket, and the whole period as group n.
     per_bucket = sketches.grouped_quantiles(
         blobs + blobs, bucket_of_row + [n] * len(rows), n + 1, (0.5, 0.95))
-    buckets = [
-        BucketStats(counts[i], totals[i] if counts[i] else None, minima[i], maxima[i],
-                    *per_bucket[i])
-        for i in range(n)
-    ]
-    everything = [value for value in minima if value is not None]
-    summary = BucketStats(
-        sum(counts), sum(totals) if rows else None, min(everything, default=None),
-        max((v for v in maxima if v is not None), default=None), *per_bucket[n],
+    buckets = [_bucket(counts[i], totals[i], minima[i], maxima[i], per_bucket[i])
+               for i in range(n)]
+    summary = _bucket(
+        sum(counts), sum(totals), min((v for v in minima if v is not None), default=None),
+        max((v for v in maxima if v is not None), default=None), per_bucket[n],
     )
-    if not rows:
-        summary = BucketStats(0, None, None, None, None, None)
     return buckets, summary
+
+
+def _bucket(count: int, total: float, minimum, maximum, quantiles) -> BucketStats:
+    if not count:
+        return BucketStats(0, None, None, None, None, None)
+    # The exact min and max bound every quantile: a bin's value may lie just outside them
+    # (a bucket of ones answers 1, not its bin's 0.99).
+    p50, p95 = (min(max(q, minimum), maximum) for q in quantiles)
+    return BucketStats(count, total, minimum, maximum, p50, p95)

@@ -286,3 +286,10 @@ def test_operator_tokens_name_the_tenant(operator_client, tenant_a):
     assert operator_client.get(URL, query).status_code == 400
     body = operator_client.get(URL, {**query, "tenant_id": tenant_a.slug}).json()
     assert body["summary"]["count"] == 1
+
+
+def test_percentiles_stay_within_the_exact_min_and_max(outcomes_a, tenant_a):
+    record(tenant_a, [(datetime(2026, 8, 1, 9, tzinfo=UTC), 1.0)] * 7, metric_type="success_rate")
+    [bucket] = get(outcomes_a, metric_type="success_rate", bucket="hour",
+                   **{"from": "2026-08-01T09:00:00Z", "to": "2026-08-01T10:00:00Z"})["buckets"]
+    assert (bucket["p50"], bucket["p95"], bucket["avg"]) == (1.0, 1.0, 1.0)
