@@ -6,7 +6,14 @@ commands and tasks.
 
 from __future__ import annotations
 
-__all__ = ["DomainError", "InvalidInput", "LimitReached", "NotFound", "StateConflict"]
+__all__ = [
+    "DomainError",
+    "Forbidden",
+    "InvalidInput",
+    "LimitReached",
+    "NotFound",
+    "StateConflict",
+]
 
 
 class DomainError(Exception):
@@ -31,6 +38,14 @@ class DomainError(Exception):
 
 class InvalidInput(DomainError):
     """400: the input breaks a rule (a policy limit, a bad reference)."""
+
+
+class Forbidden(DomainError):
+    """403: the caller may reach this object but not make this change (a move that needs a
+    scope or permission the caller lacks); `detail` names what is missing."""
+
+    status_code = 403
+    code = "missing_scope"
 
 
 class StateConflict(DomainError):

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from agent33.api.viewsets import tenant_of
 from agent33.auth import scopes
-from operations.models import ControlAction
+from operations.models import StatusChange
 
 
 class NoOp(APIView):
@@ -34,9 +34,10 @@ class MinimalDurableWrite(APIView):
 
     def post(self, request):
         with transaction.atomic():
-            ControlAction.objects.create(
+            StatusChange.objects.create(
                 tenant=tenant_of(request), process_type="workflow", process_id="bench",
-                action="pause", actor="bench", state_before="running", state_after="paused",
+                action="pause", cause="operator", path="hub", actor="bench",
+                state_before="running", state_after="paused",
                 created_at=timezone.now(),
             )
         return Response({"ok": True})

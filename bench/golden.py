@@ -277,7 +277,7 @@ def hub_control_round_trip(server: GoldenServer) -> list[Figure]:
         body = expect(response, 200)
         assert body["status"] == after, f"{action}: status {body['status']}, expected {after}"
         took.append(ms)
-    history = expect(server.tenant.get(path), 200)["control_history"]
+    history = expect(server.tenant.get(path), 200)["history"][::-1]  # newest first
     audit = [(h["action"], h["reason"], h["state_before"], h["state_after"]) for h in history]
     assert audit == [("pause", "golden pause", "running", "paused"),
                      ("resume", "golden resume", "paused", "running")], f"history: {audit}"

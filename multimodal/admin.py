@@ -22,6 +22,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from agent33.api.viewsets import actor_of
+from agent33.auth.scopes import MULTIMODAL_WRITE
 from agent33.errors import DomainError
 from agent33.tenancy.admin_base import (
     ReadOnlyAdminMixin,
@@ -30,6 +31,9 @@ from agent33.tenancy.admin_base import (
     TenantScopedInline,
     apply_service_to_each,
 )
+from operations.admin import render_history
+from operations.choices import ChangeCause, ChangePath
+from operations.transitions import origin_of
 
 from . import encryption, provider_keys, services
 from .choices import Modality
@@ -152,7 +156,7 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
         "input_preview", "requested_timeout_seconds", "requested_by", "error_message",
         "options_shown", "attempts", "claimed_at", "started_at", "deadline_at", "finished_at",
         "spend_day", "estimated_usage_shown", "reserved", "created_by", "cancelled_by",
-        "cancel_reason", "created_at", "updated_at",
+        "cancel_reason", "created_at", "updated_at", "history",
     )
     readonly_fields = fields
 
@@ -173,6 +177,10 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
     def cost(self, obj: MultimodalRequest) -> str:
         return usd(getattr(obj, "result_cost", None))
 
+    @admin.display(description="history")
+    def history(self, obj: MultimodalRequest):
+        return render_history(obj.tenant_id, obj.pk)
+
     @admin.display(description="options")
     def options_shown(self, obj: MultimodalRequest):
         return pretty_json(obj.options) if obj.options else "—"
@@ -189,21 +197,28 @@ class MultimodalRequestAdmin(TenantScopedAdmin):
     def input_preview(self, obj: MultimodalRequest):
         return artifact_preview(obj.input_artifact)
 
+    @staticmethod
+    def _origin(request):
+        # The actions' `change` permission is checked by the admin before they run: it is
+        # the staff member's right to execute and cancel requests.
+        return origin_of(request, path=ChangePath.ADMIN, cause=ChangeCause.OPERATOR,
+                         staff_scopes=(MULTIMODAL_WRITE,))
+
     @admin.action(description="Execute selected requests", permissions=["change"])
     def execute_requests(self, request, queryset):
-        actor = actor_of(request)
+        origin = self._origin(request)
         apply_service_to_each(
             self, request, queryset,
-            lambda mm_request: services.request_execute(mm_request=mm_request, actor=actor),
+            lambda mm_request: services.request_execute(mm_request=mm_request, origin=origin),
             done_message="Executed: {count} request(s).",
         )
 
     @admin.action(description="Cancel selected requests", permissions=["change"])
     def cancel_requests(self, request, queryset):
-        actor = actor_of(request)
+        origin = self._origin(request)
         apply_service_to_each(
             self, request, queryset,
-            lambda mm_request: services.request_cancel(mm_request=mm_request, actor=actor,
+            lambda mm_request: services.request_cancel(mm_request=mm_request, origin=origin,
                                                        reason="cancelled in the admin"),
             done_message="Cancelled: {count} request(s).",
         )

@@ -15,6 +15,7 @@ class MultimodalConfig(AppConfig):
             register_hub_panel,
             register_process_source,
         )
+        from operations.transitions import register_process_kind
 
         from . import metrics
         from .hub_source import (
@@ -23,10 +24,12 @@ class MultimodalConfig(AppConfig):
             render_stats_panel,
         )
         from .providers import load_builtin_providers
+        from .services.requests import REQUEST_KIND
 
         load_builtin_providers()
         # The Operations Hub lists and cancels requests, and shows their health, through
         # these; operations itself never imports this app.
+        register_process_kind(REQUEST_KIND)
         register_process_source(MultimodalRequestSource())
         register_hub_panel("multimodal", render_stats_panel)
         register_attention_item(recently_failed_item())

@@ -17,7 +17,8 @@ from django.utils import timezone
 from django.utils.http import urlencode
 
 from agent33.errors import NotFound
-from operations.hub import AttentionItem, ControlOutcome, ProcessDetail, ProcessRow, iso
+from operations.hub import AttentionItem, ProcessDetail, ProcessRow, iso
+from operations.transitions import Origin
 
 from .choices import REQUEST_MACHINE, RequestState
 from .models import MultimodalRequest
@@ -92,28 +93,16 @@ class MultimodalRequestSource:
         mm_request = MultimodalRequest.objects.filter(pk=process_id).first()
         return None if mm_request is None else self._detail(mm_request)
 
-    def control(self, process_id: str, *, action: str, reason: str, actor: str) -> ControlOutcome:
-        # Locked inside the hub's transaction, so `state_before` is exact: no worker or
-        # other cancel can move the request between this read and the service's UPDATE.
-        mm_request = (
-            MultimodalRequest.objects.select_for_update(of=("self",), no_key=True)
-            .filter(pk=process_id)
-            .first()
-        )
+    def control(self, process_id: str, *, action: str, reason: str,
+                origin: Origin) -> ProcessDetail:
+        mm_request = MultimodalRequest.objects.filter(pk=process_id).first()
         if mm_request is None:
             raise NotFound(f"Process {process_id} not found.")
         if action not in REQUEST_MACHINE.controls:
             raise REQUEST_MACHINE.unsupported(action)
-        before = mm_request.state
         # The service decides, as it does for the API's cancel: pending and processing
         # requests are cancelled, a cancelled one stays as it is, others are a 409.
-        mm_request = request_cancel(mm_request=mm_request, actor=actor, reason=reason)
-        return ControlOutcome(
-            tenant_id=mm_request.tenant_id,
-            state_before=before,
-            state_after=mm_request.state,
-            detail=self._detail(mm_request),
-        )
+        return self._detail(request_cancel(mm_request=mm_request, origin=origin, reason=reason))
 
 
 def render_stats_panel(request) -> str:

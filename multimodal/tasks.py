@@ -55,7 +55,7 @@ def reap_timeouts() -> int:
 
 
 def enqueue_execution(request_id: str, claim_token: str, timeout_seconds: int, *,
-                      tenant_id: str) -> None:
+                      tenant_id: str, path: str = "api") -> None:
     """Queue a claimed request (called on commit of the claim). In eager mode the task runs
     right here, inside the API request."""
     grace = float(getattr(settings, "MULTIMODAL_REAPER_GRACE_SECONDS", 30))
@@ -70,4 +70,4 @@ def enqueue_execution(request_id: str, claim_token: str, timeout_seconds: int, *
         logger.exception("could not queue multimodal request %s", request_id)
         with tenant_scope(Tenant(pk=tenant_id)):
             services.request_fail_unqueued(request_id, claim_token,
-                                           f"{type(exc).__name__}: {exc}")
+                                           f"{type(exc).__name__}: {exc}", path=path)

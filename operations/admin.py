@@ -21,7 +21,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from agent33.admin_site import AdminPage
-from agent33.api.viewsets import actor_of
 from agent33.errors import DomainError
 from agent33.tenancy.admin_base import (
     ReadOnlyAdminMixin,
@@ -31,19 +30,20 @@ from agent33.tenancy.admin_base import (
     apply_service_to_each,
 )
 
-from .choices import BudgetStatus, IntakeStatus
+from .choices import BudgetStatus, ChangeCause, ChangePath, IntakeStatus
 from .controls import process_control, process_move
 from .models import (
     AutonomyBudget,
-    ControlAction,
     ImprovementIntake,
+    StatusChange,
     Trace,
     TraceStep,
     WorkflowRun,
 )
-from .selectors import control_history
-from .services import machine_for, move_refusal
-from .staff_views import CONTROL_PERMISSION, VIEW_PERMISSION, hub_page
+from .selectors import process_history
+from .services import machine_for
+from .staff_views import VIEW_PERMISSION, hub_page
+from .transitions import CONTROL_PERMISSION, kind_for_type, move_refusal, origin_of
 
 admin.site.register_page(
     AdminPage(
@@ -75,12 +75,17 @@ class ControlReasonForm(ActionForm):
     )
 
 
+def _staff_origin(request):
+    return origin_of(request, path=ChangePath.ADMIN, cause=ChangeCause.OPERATOR)
+
+
 def _run_control(modeladmin, request, queryset, action: str) -> None:
     reason = request.POST.get("reason", "").strip() or f"{action} from the admin list"
-    actor = actor_of(request)
+    origin = _staff_origin(request)
     apply_service_to_each(
         modeladmin, request, queryset.values_list("pk", flat=True),
-        lambda pk: process_control(process_id=pk, action=action, reason=reason, actor=actor),
+        lambda pk: process_control(process_id=pk, action=action, reason=reason,
+                                   origin=origin),
         done_message=f"{action}: {{count}} process(es).",
     )
 
@@ -131,10 +136,10 @@ def _move_action(target: str, description: str, *, only_from=None, move: str = "
 
     def action(modeladmin, request, queryset):
         note = request.POST.get("reason", "").strip()
-        actor = actor_of(request)
+        origin = _staff_origin(request)
         apply_service_to_each(
             modeladmin, request, queryset.values_list("pk", flat=True),
-            lambda pk: process_move(modeladmin.model, pk, target=target, actor=actor,
+            lambda pk: process_move(modeladmin.model, pk, target=target, origin=origin,
                                     note=note, only_from=only_from, move=move),
             done_message=f"{description}: {{count}} process(es).",
         )
@@ -156,32 +161,39 @@ class ProcessAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         names = [f.name for f in self.model._meta.concrete_fields]
-        return [*names, "control_history_table"]
+        return [*names, "history_table"]
 
     @admin.display(description="history")
-    def control_history_table(self, obj):
-        history = control_history(tenant_id=obj.tenant_id, process_id=obj.pk)
-        link = reverse("admin:operations_controlaction_changelist") + "?" + urlencode(
-            {"process_id": obj.pk}
-        )
-        if not history:
-            return format_html('No changes by people yet. <a href="{}">History list</a>', link)
-        rows = format_html_join(
-            "",
-            "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td></tr>",
-            (
-                (h["created_at"], h["action"], h["state_before"], h["state_after"], h["actor"],
-                 h["reason"])
-                for h in history
-            ),
-        )
-        return format_html(
-            '<table class="process-history"><thead><tr><th>When</th><th>Action</th>'
-            "<th>State</th><th>Actor</th><th>Reason or note</th></tr></thead><tbody>{}</tbody>"
-            '</table><a href="{}">History list</a>',
-            rows,
-            link,
-        )
+    def history_table(self, obj):
+        return render_history(obj.tenant_id, obj.pk)
+
+
+def render_history(tenant_id: str, process_id: str):
+    """A process's status changes, newest first, with a link to its full history list: the
+    process pages of every type (multimodal requests' too) show it."""
+    history = process_history(tenant_id=tenant_id, process_id=process_id)
+    link = reverse("admin:operations_statuschange_changelist") + "?" + urlencode(
+        {"process_id": process_id}
+    )
+    if not history:
+        return format_html('No status changes yet. <a href="{}">History list</a>', link)
+    rows = format_html_join(
+        "",
+        "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (
+            (h["created_at"], h["action"], h["state_before"], h["state_after"],
+             f"{h['actor']} ({h['actor_name']})" if h["actor_name"] else h["actor"],
+             f"{h['cause']} / {h['path']}", h["reason"])
+            for h in history
+        ),
+    )
+    return format_html(
+        '<table class="process-history"><thead><tr><th>When</th><th>Action</th>'
+        "<th>State</th><th>Actor</th><th>Cause / path</th><th>Reason or note</th></tr>"
+        '</thead><tbody>{}</tbody></table><a href="{}">History list</a>',
+        rows,
+        link,
+    )
 
 
 class StaffMovesAdmin(ProcessAdmin):
@@ -198,22 +210,24 @@ class StaffMovesAdmin(ProcessAdmin):
             *super().get_urls(),
         ]
 
-    def staff_moves(self, obj) -> list[tuple[str, str]]:
-        """(target status, button label) for each move the process may make now."""
+    def staff_moves(self, request, obj) -> list[tuple[str, str]]:
+        """(target status, button label) for each move this staff member may make now: the
+        status change's own refusal, asked of the page's object (an approval needs the
+        approve permission too)."""
         machine = machine_for(self.model)
+        origin = _staff_origin(request)
         now = timezone.now()
         return [
             (target, move_label(obj.status, target))
             for target in machine.states
-            if machine.allows(obj.status, target)
-            and move_refusal(self.model, vars(obj), target, now) is None
+            if move_refusal(self.model, vars(obj), target, origin=origin, now=now) is None
         ]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
         # Here the page's object is at hand (change_view would have to load it again).
         can_move = obj is not None and self.has_control_permission(request)
-        context["staff_moves"] = self.staff_moves(obj) if can_move else []
+        context["staff_moves"] = self.staff_moves(request, obj) if can_move else []
         if obj is not None:
             context["move_url"] = reverse(f"admin:{self._url_prefix()}_move",
                                           args=[quote(obj.pk)])
@@ -229,7 +243,8 @@ class StaffMovesAdmin(ProcessAdmin):
             raise PermissionDenied
         target = request.POST.get("target", "")
         try:
-            moved = process_move(self.model, obj.pk, target=target, actor=actor_of(request),
+            moved = process_move(self.model, obj.pk, target=target,
+                                 origin=_staff_origin(request),
                                  note=request.POST.get("note", ""))
         except DomainError as exc:
             self.message_user(request, exc.detail, messages.ERROR)
@@ -309,23 +324,20 @@ class WorkflowRunAdmin(ProcessAdmin):
     actions = (control_pause, control_resume, control_cancel)
 
 
-@admin.register(ControlAction)
-class ControlActionAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+@admin.register(StatusChange)
+class StatusChangeAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     list_display = ("created_at", "action", "process_type", "process_link", "state_before",
-                    "state_after", "actor", "reason", "tenant")
-    list_filter = ("action", "process_type", StaffTenantFilter)
-    search_fields = ("process_id", "actor", "reason")
+                    "state_after", "actor", "actor_name", "cause", "path", "reason",
+                    "request_id", "tenant")
+    list_filter = ("action", "cause", "path", "process_type", StaffTenantFilter)
+    search_fields = ("process_id", "actor", "actor_name", "reason", "request_id")
     date_hierarchy = "created_at"
 
     @admin.display(description="process", ordering="process_id")
     def process_link(self, obj):
-        model = {
-            "trace": "trace",
-            "autonomy_budget": "autonomybudget",
-            "improvement_intake": "improvementintake",
-            "workflow": "workflowrun",
-        }.get(obj.process_type)
-        if model is None:
+        kind = kind_for_type(obj.process_type)
+        if kind is None:
             return obj.process_id
-        url = reverse(f"admin:operations_{model}_change", args=[obj.process_id])
+        meta = kind.model._meta
+        url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.process_id])
         return format_html('<a href="{}">{}</a>', url, obj.process_id)

@@ -37,6 +37,8 @@ __all__ = [
     "WORKFLOW_TERMINAL",
     "WORKFLOW_TRANSITIONS",
     "BudgetStatus",
+    "ChangeCause",
+    "ChangePath",
     "ControlActionChoice",
     "ControlRule",
     "HistoryAction",
@@ -73,14 +75,37 @@ CONTROL_ACTIONS: tuple[str, ...] = tuple(ControlActionChoice.values)
 
 
 class HistoryAction(models.TextChoices):
-    """What a person did to a process, as its history records it: an operator control, or a
-    staff member's move to a status the table allows (the admin's buttons and bulk actions;
-    the history's before → after says which)."""
+    """What a status change was, as a process's history records it: an operator's move that
+    equals a control (pause, resume, cancel: whichever path made it), an approval, a
+    multimodal request claimed for execution, a budget the sweep expired, or any other move
+    the table allows (before → after says which)."""
 
     PAUSE = ControlActionChoice.PAUSE.value, ControlActionChoice.PAUSE.label
     RESUME = ControlActionChoice.RESUME.value, ControlActionChoice.RESUME.label
     CANCEL = ControlActionChoice.CANCEL.value, ControlActionChoice.CANCEL.label
-    MOVE = "move", "Staff move"
+    APPROVE = "approve", "Approve"
+    EXECUTE = "execute", "Execute"
+    EXPIRE = "expire", "Expire"
+    MOVE = "move", "Move"
+
+
+class ChangeCause(models.TextChoices):
+    """Why a status changed (DESIGN §8.1)."""
+
+    OPERATOR = "operator", "Operator"  # someone acting on the process from outside
+    PROCESS = "process", "Process"  # the process reporting its own progress
+    SYSTEM = "system", "System"  # the service's own jobs (expiry sweep, reaper)
+
+
+class ChangePath(models.TextChoices):
+    """Where a status change came in."""
+
+    API = "api", "API"
+    HUB = "hub", "Hub"
+    ADMIN = "admin", "Admin"
+    BATCH = "batch", "Batch"
+    SWEEP = "sweep", "Sweep"
+    WORKER = "worker", "Worker"
 
 
 @dataclass(frozen=True)
@@ -101,6 +126,12 @@ class StateMachine:
     transitions: Mapping[str, frozenset[str]]
     terminal: frozenset[str]
     controls: Mapping[str, ControlRule] = field(default_factory=dict)
+    # The move that approves a process (a budget's draft or pending approval → active): it
+    # needs its own right and records the approver.
+    approval: ControlRule | None = None
+    # True when every move is a person's decision (intake triage) rather than the process
+    # reporting its own progress.
+    moves_are_decisions: bool = False
 
     def __post_init__(self) -> None:
         unknown = set(self.transitions) ^ set(self.states)
@@ -115,6 +146,10 @@ class StateMachine:
                     f"{self.label}: control {action!r} would move {sorted(forbidden)} to "
                     f"{rule.target!r}, which the transition table forbids"
                 )
+        if self.approval is not None and not all(
+            self.allows(source, self.approval.target) for source in self.approval.sources
+        ):
+            raise ValueError(f"{self.label}: the approval leaves the transition table")
 
     @property
     def active(self) -> tuple[str, ...]:
@@ -130,6 +165,25 @@ class StateMachine:
 
     def allowed_actions(self, current: str) -> tuple[str, ...]:
         return tuple(action for action, rule in self.controls.items() if current in rule.sources)
+
+    def control_for(self, current: str, target: str) -> str | None:
+        """The control that `current → target` equals, whatever path makes it, or None."""
+        for action, rule in self.controls.items():
+            if rule.target == target and current in rule.sources:
+                return action
+        return None
+
+    def is_approval(self, current: str, target: str) -> bool:
+        return (self.approval is not None and self.approval.target == target
+                and current in self.approval.sources)
+
+    def cause_of(self, current: str, target: str) -> str:
+        """`operator` for a control, an approval or a decision; `process` for the process's
+        own progress (a run finishing, a trace completing, a budget submitted)."""
+        if (self.moves_are_decisions or self.control_for(current, target)
+                or self.is_approval(current, target)):
+            return ChangeCause.OPERATOR
+        return ChangeCause.PROCESS
 
     def unsupported(self, action: str) -> StateConflict:
         """The 409 for a control this type does not have (every source says it alike)."""
@@ -323,6 +377,9 @@ BUDGET_MACHINE = StateMachine(
             BudgetStatus.EXPIRED, frozenset({BudgetStatus.ACTIVE, BudgetStatus.SUSPENDED})
         ),
     },
+    approval=ControlRule(
+        BudgetStatus.ACTIVE, frozenset({BudgetStatus.DRAFT, BudgetStatus.PENDING_APPROVAL})
+    ),
 )
 
 # Intakes move by triage decisions (their transition endpoint, the admin), not by controls.
@@ -331,6 +388,7 @@ INTAKE_MACHINE = StateMachine(
     states=tuple(IntakeStatus.values),
     transitions=INTAKE_TRANSITIONS,
     terminal=INTAKE_TERMINAL,
+    moves_are_decisions=True,
 )
 
 WORKFLOW_MACHINE = StateMachine(

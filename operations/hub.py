@@ -17,13 +17,12 @@ Contract for implementers (see `ModelProcessSource` in operations/sources.py for
   at most `limit` ProcessRows with `status in statuses` and `started_at >= since`, newest
   first. The hub merges every source's rows, so its query count is one per source.
 - `get(process_id)` returns a ProcessDetail, or None when absent or another tenant's (404).
-- `control(process_id, action=, reason=, actor=)` runs inside the hub's transaction (so the
-  ControlAction record commits with it; do not use `atomic(durable=True)` inside), applies
-  the action through the same service as the type's own API (one rule set), race-safe
-  (conditional update or `select_for_update`), and returns a ControlOutcome (with the
-  process's detail after the change, if it has it at hand). Raise `agent33.errors.NotFound`
-  when absent, `StateConflict` when the type does not support the action or the current
-  state forbids it (detail says why).
+- `control(process_id, action=, reason=, origin=)` applies the action through the same
+  service as the type's own API (one rule set), which changes the status through
+  `operations.transitions.apply_status_changes` (race-safe, with its history row), and
+  returns the process's detail after the change. Raise `agent33.errors.NotFound` when
+  absent, `StateConflict` when the type does not support the action or the current state
+  forbids it (detail says why), `Forbidden` when the origin lacks the right.
 - Each ProcessRow carries `allowed_actions`: the controls that would change that process
   now, read from the type's state machine and the rules the control's service applies.
 """
@@ -39,7 +38,6 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "HUB_INCLUDES",
     "AttentionItem",
-    "ControlOutcome",
     "ProcessDetail",
     "ProcessRow",
     "ProcessSource",
@@ -98,15 +96,6 @@ class ProcessDetail:
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-ready type-specific fields
 
 
-@dataclass(frozen=True)
-class ControlOutcome:
-    tenant_id: str
-    state_before: str
-    state_after: str
-    # The process after the change, when the source has it at hand (saves re-reading it).
-    detail: ProcessDetail | None = None
-
-
 @runtime_checkable
 class ProcessSource(Protocol):
     type_name: str  # the hub's `type`, e.g. "workflow"
@@ -123,8 +112,8 @@ class ProcessSource(Protocol):
     def get(self, process_id: str) -> ProcessDetail | None: ...
 
     def control(
-        self, process_id: str, *, action: str, reason: str, actor: str
-    ) -> ControlOutcome: ...
+        self, process_id: str, *, action: str, reason: str, origin: Any
+    ) -> ProcessDetail: ...
 
 
 _lock = threading.Lock()

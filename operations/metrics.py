@@ -15,13 +15,13 @@ from prometheus_client.metrics_core import Metric
 
 from agent33.observability.row_counts import RowCounter
 
-from .choices import ProcessType
+from .choices import CONTROL_ACTIONS, ProcessType
 from .models import (
     AutonomyBudget,
-    ControlAction,
     ControlCount,
     ImprovementIntake,
     ProcessCount,
+    StatusChange,
     Trace,
     WorkflowRun,
 )
@@ -42,7 +42,7 @@ ROW_COUNTERS = [
             (WorkflowRun, ProcessType.WORKFLOW),
         )
     ),
-    RowCounter(name="control_action", source=ControlAction, counts=ControlCount,
+    RowCounter(name="control_action", source=StatusChange, counts=ControlCount,
                key={"process_type": "process_type", "action": "action"}),
 ]
 
@@ -61,7 +61,10 @@ def collect() -> Iterator[Metric]:
         "agent33_controls_applied", "Operator controls applied, by process type and action.",
         labels=["type", "action"],
     )
-    rows = (ControlCount.all_tenants.values_list("process_type", "action")
+    # The history counts every change by action; an operator's control-equivalent moves (on
+    # any path) are the ones named after a control.
+    rows = (ControlCount.all_tenants.filter(action__in=CONTROL_ACTIONS)
+            .values_list("process_type", "action")
             .annotate(total=Sum("count")).order_by("process_type", "action"))
     for process_type, action, total in rows:
         controls.add_metric([process_type, action], total)

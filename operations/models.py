@@ -23,6 +23,8 @@ from .choices import (
     TRACE_ACTIVE,
     WORKFLOW_ACTIVE,
     BudgetStatus,
+    ChangeCause,
+    ChangePath,
     HistoryAction,
     IntakeStatus,
     ResearchType,
@@ -33,10 +35,10 @@ from .choices import (
 
 __all__ = [
     "AutonomyBudget",
-    "ControlAction",
     "ControlCount",
     "ImprovementIntake",
     "ProcessCount",
+    "StatusChange",
     "Trace",
     "TraceStep",
     "WorkflowRun",
@@ -149,6 +151,9 @@ class AutonomyBudget(TenantOwnedModel):
             models.Index(fields=["tenant", "agent_id"], name="budget_tenant_agent"),
         ]
         constraints = [_status_check("budget", BudgetStatus)]
+        permissions = [
+            ("approve_budget", "Can approve autonomy budgets (draft or pending → active)"),
+        ]
 
     def __str__(self) -> str:
         return self.task_id or self.id
@@ -231,24 +236,30 @@ class WorkflowRun(TenantOwnedModel):
         return self.workflow_name
 
 
-class ControlAction(TenantOwnedModel):
-    """A process's history: one state change a person made, an operator's control (pause /
-    resume / cancel, from the API, the hub page or an admin list) or a staff member's move
-    (the intake and budget pages' buttons and bulk actions), with who, when, the reason or
-    note, and the state before and after.
+class StatusChange(TenantOwnedModel):
+    """A process's history: one row per status change, of every process type, on every path
+    (DESIGN §8.1): who (`actor`: `token:<prefix>`, `user:<username>` or `system:<job>`, and
+    `actor_name`: the token's name), why (`cause`: operator, process or system), where
+    (`path`: api, hub, admin, batch, sweep, worker), the state before and after, the reason
+    or note, and the id of the request that made it.
 
-    Written in the same transaction as the state change it records, so the history and the
-    process can never disagree. The process is referenced by type and id, not by foreign key,
-    because processes of other apps (multimodal requests) are controlled through the hub too.
+    Written only by `operations.transitions.apply_status_changes`, in the transaction of the
+    change it records, so no path can skip it and the history and the process never disagree.
+    The process is referenced by type and id, not by foreign key, because processes of other
+    apps (multimodal requests) change through it too.
     """
 
     process_type = models.CharField(max_length=40)
     process_id = models.CharField(max_length=64)
     action = models.CharField(max_length=20, choices=HistoryAction.choices)
+    cause = models.CharField(max_length=20, choices=ChangeCause.choices)
+    path = models.CharField(max_length=20, choices=ChangePath.choices)
     reason = models.TextField(blank=True, default="")
     actor = models.CharField(max_length=300)
+    actor_name = models.CharField(max_length=200, blank=True, default="")
     state_before = models.CharField(max_length=40)
     state_after = models.CharField(max_length=40)
+    request_id = models.CharField(max_length=128, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -262,6 +273,12 @@ class ControlAction(TenantOwnedModel):
         constraints = [
             models.CheckConstraint(
                 condition=Q(action__in=list(HistoryAction.values)), name="ctrl_action_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(cause__in=list(ChangeCause.values)), name="change_cause_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(path__in=list(ChangePath.values)), name="change_path_valid"
             ),
         ]
         permissions = [
@@ -292,8 +309,8 @@ class ProcessCount(TenantOwnedModel):
 
 
 class ControlCount(TenantOwnedModel):
-    """How many controls of each action a tenant's processes of one type received; kept by
-    database triggers on ControlAction, read by /metrics."""
+    """How many status changes of each action a tenant's processes of one type received; kept
+    by database triggers on StatusChange, read by /metrics (which reports the controls)."""
 
     process_type = models.CharField(max_length=40)
     action = models.CharField(max_length=20)

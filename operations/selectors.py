@@ -21,18 +21,18 @@ from .hub import (
     source_for_id,
     sources_for_includes,
 )
-from .models import ControlAction
+from .models import StatusChange
 
 __all__ = [
     "DEFAULT_HUB_LIMIT",
     "DEFAULT_SINCE",
     "HISTORY_LIMIT",
     "HubQuery",
-    "control_history",
     "decline_intakes_open",
     "hub_snapshot",
     "parse_hub_query",
     "process_detail",
+    "process_history",
 ]
 
 DEFAULT_HUB_LIMIT = 100
@@ -130,25 +130,28 @@ def hub_snapshot(query: HubQuery, *, now: datetime | None = None) -> dict[str, A
     }
 
 
-# A process's detail shows its latest controls; the admin shows the whole history.
+# A process's detail shows its latest changes; the admin shows the whole history.
 HISTORY_LIMIT = 50
 
+_HISTORY_FIELDS = ("action", "cause", "path", "reason", "actor", "actor_name", "state_before",
+                   "state_after", "request_id", "created_at")
+# What `control_history` showed before every change was recorded (its deprecated alias).
+_CONTROL_HISTORY_FIELDS = ("action", "reason", "actor", "state_before", "state_after",
+                           "created_at")
 
-_HISTORY_FIELDS = ("action", "reason", "actor", "state_before", "state_after", "created_at")
 
-
-def control_history(*, tenant_id: str, process_id: str) -> list[dict[str, Any]]:
-    """The latest HISTORY_LIMIT controls of a process, oldest first. The tenant filter comes
-    from the process itself, so operator reads use the (tenant, process_id, created_at, id)
-    index too: one index range, however often a long-lived process was paused and resumed."""
+def process_history(*, tenant_id: str, process_id: str) -> list[dict[str, Any]]:
+    """The latest HISTORY_LIMIT status changes of a process, newest first. The tenant filter
+    comes from the process itself, so operator reads use the (tenant, process_id,
+    created_at, id) index too: one index range, however long the process's history."""
     latest = list(
-        ControlAction.objects.filter(tenant_id=tenant_id, process_id=process_id)
+        StatusChange.objects.filter(tenant_id=tenant_id, process_id=process_id)
         .order_by("-created_at", "-id")
         .values(*_HISTORY_FIELDS)[:HISTORY_LIMIT]
     )
     for entry in latest:
         entry["created_at"] = iso(entry["created_at"])
-    return latest[::-1]
+    return latest
 
 
 def process_detail(process_id: str, *, known: ProcessDetail | None = None) -> dict[str, Any]:
@@ -159,10 +162,15 @@ def process_detail(process_id: str, *, known: ProcessDetail | None = None) -> di
         detail = source.get(process_id) if source is not None else None
     if detail is None:
         raise NotFound(f"Process {process_id} not found.")
+    history = process_history(tenant_id=detail.tenant_id, process_id=process_id)
     return {
         **detail.row.as_dict(),
         **detail.extra,
-        "control_history": control_history(tenant_id=detail.tenant_id, process_id=process_id),
+        "history": history,
+        # Deprecated alias for one release: the same changes, oldest first, as it was.
+        "control_history": [
+            {name: entry[name] for name in _CONTROL_HISTORY_FIELDS} for entry in history[::-1]
+        ],
     }
 
 

@@ -1,27 +1,23 @@
-"""Every write to operations records, and THE service that moves a process's status.
-
-`transition_apply()` is the one place an operations record changes status: the record
-endpoints (`/transition`, `/complete`), hub controls (operations/controls.py), admin actions
-and the expiry sweep all check the type's one `StateMachine` (choices.py) and its guards
-here. The row is locked (`SELECT … FOR NO KEY UPDATE` on PostgreSQL; SQLite's IMMEDIATE
-transactions serialise writers the same way), the move is checked and the row saved in one
-transaction, so two callers racing on a row run one after the other and the second either
-applies to the new state or gets a 409, never silently overwrites.
+"""Every write to operations records. Their status changes go through
+`operations.transitions.apply_status_changes` (the one place a status changes, with its
+history row); this module registers operations' four record types there and offers the
+record endpoints' services.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, models, transaction
+from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from agent33.errors import InvalidInput, NotFound, StateConflict
+from agent33.tenancy.context import all_tenants_scope
 from agent33.tenancy.models import Tenant
 
 from .choices import (
@@ -33,6 +29,8 @@ from .choices import (
     WORKFLOW_MACHINE,
     WORKFLOW_TERMINAL,
     BudgetStatus,
+    ChangePath,
+    HistoryAction,
     ProcessType,
     ResearchType,
     StateMachine,
@@ -41,9 +39,16 @@ from .choices import (
     WorkflowRunStatus,
 )
 from .models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+from .transitions import (
+    Origin,
+    ProcessKind,
+    apply_status_changes,
+    kind_of,
+    register_process_kind,
+    transition_apply,
+)
 
 __all__ = [
-    "Transitioned",
     "budget_create",
     "budget_transition",
     "budgets_expire",
@@ -52,37 +57,24 @@ __all__ = [
     "intake_transition",
     "lock_for_transition",
     "machine_for",
-    "move_refusal",
     "process_type_of",
+    "register_operations_kinds",
     "trace_add_step",
     "trace_complete",
     "trace_create",
-    "transition_apply",
-    "transition_conflict",
     "workflow_run_create",
     "workflow_run_transition",
 ]
 
 logger = logging.getLogger("agent33.operations")
 
-# Each record model: its hub type and its one state machine.
-_KINDS: dict[type[models.Model], tuple[str, StateMachine]] = {
-    Trace: (ProcessType.TRACE, TRACE_MACHINE),
-    AutonomyBudget: (ProcessType.AUTONOMY_BUDGET, BUDGET_MACHINE),
-    ImprovementIntake: (ProcessType.IMPROVEMENT_INTAKE, INTAKE_MACHINE),
-    WorkflowRun: (ProcessType.WORKFLOW, WORKFLOW_MACHINE),
-}
-
 
 def machine_for(model: type[models.Model]) -> StateMachine:
-    return _KINDS[model][1]
+    return kind_of(model).machine
 
 
 def process_type_of(model: type[models.Model]) -> str:
-    return _KINDS[model][0]
-
-
-# --- the transition service -------------------------------------------------------------
+    return kind_of(model).type_name
 
 
 def lock_for_transition[M: models.Model](model: type[M], pk: str) -> M:
@@ -98,95 +90,11 @@ def lock_for_transition[M: models.Model](model: type[M], pk: str) -> M:
     return obj
 
 
-def transition_conflict(
-    *, label: str, pk: str, current: str, requested: str, table: Mapping[str, Iterable[str]]
-) -> StateConflict:
-    allowed = sorted(str(s) for s in table.get(current, ()))
-    if allowed:
-        hint = f"from '{current}' it may move to: {', '.join(allowed)}"
-    else:
-        hint = f"'{current}' is final"
-    return StateConflict(
-        f"Cannot move {label} {pk} from '{current}' to '{requested}' ({hint}).",
-        code="invalid_transition",
-    )
-
-
-@dataclass(frozen=True)
-class Transitioned[M: models.Model]:
-    """A process after a move, and the status it had before."""
-
-    obj: M
-    state_before: str
-
-
-def transition_apply[M: models.Model](
-    model: type[M],
-    pk: str,
-    *,
-    target: str,
-    changes: Mapping[str, Any] | None = None,
-    move: str = "",
-    only_from: Iterable[str] | None = None,
-    actor: str = "",
-) -> Transitioned[M]:
-    """Move the process `pk` (current tenant scope) to `target`, or raise.
-
-    Checks, on the locked row: the machine's table, then the type's guards (a budget past
-    `expires_at` never becomes active: 409 `budget_expired`). `only_from` narrows the states
-    a named move (`move`, e.g. the "resume" control) starts from, within what the table
-    allows. `changes` are further fields to save with the status; the fields a status brings
-    with it (a trace's `completed_at`, a finished run's `duration_ms`, a budget's
-    `approved_by` when a person, `actor`, approves it) are set here.
-    Joins the caller's transaction (a hub control records its audit row in the same one).
-    """
-    machine = machine_for(model)
-    with transaction.atomic():
-        obj = lock_for_transition(model, pk)
-        current = obj.status
-        # A named move's sources lie within the table's (StateMachine checks), so when it
-        # is refused, it is refused in its own words.
-        if only_from is not None and current not in only_from:
-            needed = " or ".join(f"'{state}'" for state in sorted(only_from))
-            raise StateConflict(
-                f"Cannot {move} {machine.label} {pk}: it is '{current}', and {move} needs "
-                f"{needed}.",
-                code="invalid_transition",
-            )
-        if not machine.allows(current, target):
-            raise transition_conflict(
-                label=machine.label, pk=pk, current=current, requested=target,
-                table=machine.transitions,
-            )
-        now = timezone.now()
-        refusal = move_refusal(model, vars(obj), target, now)
-        if refusal is not None:
-            raise refusal
-        fields = {
-            "status": target,
-            "updated_at": now,
-            **_fields_entering(obj, target, now, actor),
-            **(changes or {}),
-        }
-        for name, value in fields.items():
-            setattr(obj, name, value)
-        obj.save(update_fields=list(fields))
-    return Transitioned(obj=obj, state_before=current)
-
-
-def move_refusal(
-    model: type[models.Model], values: Mapping[str, Any], target: str, now: datetime
-) -> StateConflict | None:
-    """The rules beyond the table that hold on every path, for a row's `values` (field
-    name -> value): why moving it to `target` is refused, or None. The hub's
-    `allowed_actions` asks the same question, so it never offers a move this refuses."""
+def _budget_refusal(kind: ProcessKind, values: Mapping[str, Any], target: str,
+                    now: datetime) -> StateConflict | None:
+    """A budget past `expires_at` never becomes active, whoever asks."""
     expires_at = values.get("expires_at")
-    if (
-        model is AutonomyBudget
-        and target == BudgetStatus.ACTIVE
-        and expires_at is not None
-        and expires_at <= now
-    ):
+    if target == BudgetStatus.ACTIVE and expires_at is not None and expires_at <= now:
         return StateConflict(
             f"Cannot activate budget {values['id']}: it expired at {expires_at.isoformat()}.",
             code="budget_expired",
@@ -194,23 +102,39 @@ def move_refusal(
     return None
 
 
-def _fields_entering(
-    obj: models.Model, target: str, now: datetime, actor: str
-) -> dict[str, Any]:
-    """What a status brings with it, whichever path moves the process there."""
-    if (
-        isinstance(obj, AutonomyBudget)
-        and actor
-        and obj.status == BudgetStatus.PENDING_APPROVAL
-        and target == BudgetStatus.ACTIVE
-    ):
-        return {"approved_by": actor}
-    if isinstance(obj, Trace) and target in TRACE_TERMINAL:
-        return {"completed_at": now}
-    if isinstance(obj, WorkflowRun) and target in WORKFLOW_TERMINAL and obj.duration_ms is None:
+def _budget_entering(obj: AutonomyBudget, current: str, target: str, now: datetime,
+                     origin: Origin) -> dict[str, Any]:
+    # The approver is whoever made the approving move (the status change has checked their
+    # right to): never a name a client typed.
+    if BUDGET_MACHINE.is_approval(current, target):
+        return {"approved_by": origin.actor}
+    return {}
+
+
+def _trace_entering(obj: Trace, current: str, target: str, now: datetime,
+                    origin: Origin) -> dict[str, Any]:
+    return {"completed_at": now} if target in TRACE_TERMINAL else {}
+
+
+def _run_entering(obj: WorkflowRun, current: str, target: str, now: datetime,
+                  origin: Origin) -> dict[str, Any]:
+    if target in WORKFLOW_TERMINAL and obj.duration_ms is None:
         # The runtime may not time its runs; a finished run still gets a duration.
         return {"duration_ms": max(0, int((now - obj.started_at).total_seconds() * 1000))}
     return {}
+
+
+def register_operations_kinds() -> None:
+    """Operations' record types as status changes see them (OperationsConfig.ready)."""
+    for kind in (
+        ProcessKind(Trace, ProcessType.TRACE.value, TRACE_MACHINE, entering=_trace_entering),
+        ProcessKind(AutonomyBudget, ProcessType.AUTONOMY_BUDGET.value, BUDGET_MACHINE,
+                    refusal=_budget_refusal, entering=_budget_entering),
+        ProcessKind(ImprovementIntake, ProcessType.IMPROVEMENT_INTAKE.value, INTAKE_MACHINE),
+        ProcessKind(WorkflowRun, ProcessType.WORKFLOW.value, WORKFLOW_MACHINE,
+                    entering=_run_entering),
+    ):
+        register_process_kind(kind)
 
 
 # --- traces -----------------------------------------------------------------------------
@@ -274,7 +198,8 @@ def trace_add_step(
 
 
 def trace_complete(
-    *, trace: Trace, status: str, failure_code: str = "", failure_message: str = ""
+    *, trace: Trace, origin: Origin, status: str, failure_code: str = "",
+    failure_message: str = "",
 ) -> Trace:
     if status not in TRACE_TERMINAL:
         raise InvalidInput(
@@ -285,7 +210,9 @@ def trace_complete(
         Trace,
         trace.pk,
         target=status,
+        origin=origin,
         changes={"failure_code": failure_code, "failure_message": failure_message},
+        reason=failure_message,
     ).obj
 
 
@@ -298,51 +225,60 @@ def budget_create(
     task_id: str = "",
     agent_id: str = "",
     limits: dict[str, Any] | None = None,
-    approved_by: str = "",
     expires_at: datetime | None = None,
 ) -> AutonomyBudget:
+    """A new budget, in draft. It is approved only by a move that records its approver
+    (`budgets:approve`), never by a name set at creation."""
     now = timezone.now()
     return AutonomyBudget.objects.create(
         tenant=tenant,
         task_id=task_id,
         agent_id=agent_id,
         limits=limits or {},
-        approved_by=approved_by,
         expires_at=expires_at,
         started_at=now,
         updated_at=now,
     )
 
 
-def budget_transition(*, budget: AutonomyBudget, status: str) -> AutonomyBudget:
-    return transition_apply(AutonomyBudget, budget.pk, target=status).obj
+def budget_transition(*, budget: AutonomyBudget, origin: Origin, status: str,
+                      reason: str = "") -> AutonomyBudget:
+    return transition_apply(AutonomyBudget, budget.pk, target=status, origin=origin,
+                            reason=reason).obj
 
 
 def budgets_expire(*, now: datetime | None = None, batch_size: int = 500) -> list[str]:
     """Move budgets whose `expires_at` has passed to `expired`, in every tenant (the states
-    the machine lets expire: active and suspended); return their ids. Celery beat runs it
-    every 30 s, `manage.py expire_budgets` on demand.
+    the machine lets expire: active and suspended); return their ids. The periodic schedule
+    runs it every 30 s, `manage.py expire_budgets` on demand.
 
-    Per batch, one transaction: the due rows are locked with SKIP LOCKED (a budget that a
-    request is moving right now is left for the next sweep instead of waited for), then
-    updated with the same status condition, so a budget completed in the meantime stays
-    completed and none expires twice."""
+    Per batch, one status change (`apply_status_changes`): the due rows are locked with
+    SKIP LOCKED (a budget that a request is moving right now is left for the next sweep
+    instead of waited for), moved in one statement and recorded in one history INSERT
+    (cause system, path sweep). Each row is checked under its lock, so a budget completed
+    in the meantime stays completed and none expires twice."""
     now = now or timezone.now()
     live = BUDGET_MACHINE.sources_of(BudgetStatus.EXPIRED)
-    due = AutonomyBudget.all_tenants.filter(status__in=live, expires_at__lte=now)
+    origin = Origin.system("expiry-sweep", path=ChangePath.SWEEP)
     expired: list[str] = []
-    while True:
-        with transaction.atomic():
-            ids = list(
-                due.select_for_update(skip_locked=True)
-                .order_by("expires_at")
-                .values_list("pk", flat=True)[:batch_size]
+    with all_tenants_scope():
+        due = AutonomyBudget.objects.filter(status__in=live, expires_at__lte=now)
+        while True:
+            ids = list(due.order_by("expires_at", "pk").values_list("pk", flat=True)
+                       [:batch_size])
+            if not ids:
+                break
+            done = apply_status_changes(
+                AutonomyBudget, ids, target=BudgetStatus.EXPIRED, origin=origin,
+                where=Q(status__in=live, expires_at__lte=now), skip_locked=True,
+                move=HistoryAction.EXPIRE,
+                reason=f"expires_at passed (sweep at {now.isoformat()})",
             )
-            if ids:
-                due.filter(pk__in=ids).update(status=BudgetStatus.EXPIRED, updated_at=now)
-        expired += ids
-        if len(ids) < batch_size:
-            break
+            expired += [moved.obj.pk for moved in done.applied]
+            if len(ids) < batch_size or not done.applied:
+                # Every due row of this batch was locked by someone else: the next sweep
+                # takes them.
+                break
     if expired:
         logger.info("expired %d autonomy budgets past expires_at", len(expired))
     return expired
@@ -373,8 +309,10 @@ def intake_create(
     )
 
 
-def intake_transition(*, intake: ImprovementIntake, status: str) -> ImprovementIntake:
-    return transition_apply(ImprovementIntake, intake.pk, target=status).obj
+def intake_transition(*, intake: ImprovementIntake, origin: Origin, status: str,
+                      reason: str = "") -> ImprovementIntake:
+    return transition_apply(ImprovementIntake, intake.pk, target=status, origin=origin,
+                            reason=reason).obj
 
 
 def intake_open_for_decline(
@@ -463,13 +401,16 @@ def workflow_run_create(
 def workflow_run_transition(
     *,
     run: WorkflowRun,
+    origin: Origin,
     status: str,
     error: str | None = None,
     duration_ms: int | None = None,
+    reason: str = "",
 ) -> WorkflowRun:
     changes: dict[str, Any] = {}
     if error is not None:
         changes["error"] = error
     if duration_ms is not None:
         changes["duration_ms"] = duration_ms
-    return transition_apply(WorkflowRun, run.pk, target=status, changes=changes).obj
+    return transition_apply(WorkflowRun, run.pk, target=status, origin=origin, changes=changes,
+                            reason=reason or error or "").obj

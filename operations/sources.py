@@ -30,7 +30,6 @@ from .choices import (
 )
 from .hub import (
     AttentionItem,
-    ControlOutcome,
     ProcessDetail,
     ProcessRow,
     iso,
@@ -38,7 +37,7 @@ from .hub import (
     register_process_source,
 )
 from .models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
-from .services import move_refusal, transition_apply
+from .transitions import Origin, move_refusal, transition_apply
 
 __all__ = [
     "BudgetSource",
@@ -79,8 +78,8 @@ class ModelProcessSource:
         return tuple(
             action
             for action in self.machine.allowed_actions(values["status"])
-            if move_refusal(self.model, values, self.machine.controls[action].target, now)
-            is None
+            if move_refusal(self.model, values, self.machine.controls[action].target,
+                            origin=None, now=now) is None
         )
 
     # --- reading ------------------------------------------------------------------------
@@ -138,8 +137,8 @@ class ModelProcessSource:
         return {}
 
     def control(
-        self, process_id: str, *, action: str, reason: str, actor: str
-    ) -> ControlOutcome:
+        self, process_id: str, *, action: str, reason: str, origin: Origin
+    ) -> ProcessDetail:
         rule = self.machine.controls.get(action)
         if rule is None:
             if not self.model.objects.filter(pk=process_id).exists():  # another tenant's
@@ -149,16 +148,13 @@ class ModelProcessSource:
             self.model,
             process_id,
             target=rule.target,
+            origin=origin,
             changes=self.control_changes(action, reason),
+            reason=reason,
             move=action,
             only_from=rule.sources,
         )
-        return ControlOutcome(
-            tenant_id=moved.obj.tenant_id,
-            state_before=moved.state_before,
-            state_after=moved.obj.status,
-            detail=self._detail(moved.obj),
-        )
+        return self._detail(moved.obj)
 
 
 class TraceSource(ModelProcessSource):

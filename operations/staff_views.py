@@ -19,17 +19,16 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from agent33.api.exceptions import error_body
-from agent33.api.viewsets import actor_of
 from agent33.errors import DomainError
 
 from . import controls, selectors
-from .choices import CONTROL_ACTIONS
+from .choices import CONTROL_ACTIONS, ChangeCause, ChangePath
 from .hub import attention_items, hub_panels, registered_sources
+from .transitions import CONTROL_PERMISSION, origin_of
 
-__all__ = ["CONTROL_PERMISSION", "VIEW_PERMISSION", "hub_page"]
+__all__ = ["VIEW_PERMISSION", "hub_page"]
 
 VIEW_PERMISSION = "operations.view_workflowrun"
-CONTROL_PERMISSION = "operations.control_process"
 REFRESH_MS = 1500
 
 
@@ -97,7 +96,7 @@ def _control(request: HttpRequest) -> JsonResponse:
             process_id=fields["process_id"],
             action=fields["action"],
             reason=fields["reason"],
-            actor=actor_of(request),
+            origin=origin_of(request, path=ChangePath.HUB, cause=ChangeCause.OPERATOR),
         )
     except DomainError as exc:
         return _json_error(exc)

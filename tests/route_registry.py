@@ -290,8 +290,11 @@ def _trace_with_step(tenant) -> Built:
 def _operations() -> dict[str, dict[str, list[Probe]]]:
     records = {
         "traces": (Trace, TraceFactory, {"task_id": "t"}, None),
+        # Submitting is the runtime's own move (workflows:write); approving needs
+        # budgets:approve and pausing workflows:execute (tests/operations/test_approvals.py,
+        # test_transitions.py check those rights on every record type).
         "budgets": (AutonomyBudget, AutonomyBudgetFactory, {"task_id": "b"},
-                    {"status": "active"}),
+                    {"status": "pending_approval"}),
         "improvements": (ImprovementIntake, ImprovementIntakeFactory, {"title": "idea"},
                          {"status": "triaged"}),
         "workflow-runs": (WorkflowRun, WorkflowRunFactory, {"workflow_name": "w"},

@@ -33,8 +33,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("outcomes.services", "trend_snapshots_rebuild"):
         "maintenance: re-evaluates the trend snapshots of one or every tenant (each tenant's "
         "trends are read in its own scope)",
-    ("operations.services", "budgets_expire"):
-        "the expiry sweep moves every tenant's budgets past expires_at (beat, every 30 s)",
     ("operations.metrics", "collect"):
         "GET /metrics reports the whole service (operator token): counts of every tenant",
     ("multimodal.metrics", "collect"):

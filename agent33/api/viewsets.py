@@ -31,7 +31,7 @@ def actor_of(request) -> str:
     label = getattr(user, "actor_label", None)
     if label:
         return label
-    return f"staff:{user.get_username()}" if user and user.is_authenticated else "anonymous"
+    return f"user:{user.get_username()}" if user and user.is_authenticated else "anonymous"
 
 
 class ApiView(IdempotentMixin, APIView):

@@ -84,7 +84,13 @@ class ApiPrincipal:
 
     @property
     def actor_label(self) -> str:
-        return f"token:{self.token.name} ({self.token.display_prefix})"
+        """How records name this caller: the token's prefix, unique and never reused (its
+        name, which people choose and may repeat, is `actor_name`)."""
+        return f"token:{self.token.display_prefix}"
+
+    @property
+    def actor_name(self) -> str:
+        return self.token.name
 
     def __str__(self) -> str:
         return self.actor_label

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 __all__ = [
     "ADMIN",
     "ALL_SCOPES",
+    "BUDGETS_APPROVE",
     "METRICS_READ",
     "MULTIMODAL_ADMIN",
     "MULTIMODAL_READ",
@@ -25,6 +26,9 @@ __all__ = [
 WORKFLOWS_READ = "workflows:read"
 WORKFLOWS_WRITE = "workflows:write"
 WORKFLOWS_EXECUTE = "workflows:execute"
+# Approving an autonomy budget (draft or pending approval → active) is its own right: a
+# token that writes records must not approve what it wrote.
+BUDGETS_APPROVE = "budgets:approve"
 MULTIMODAL_READ = "multimodal:read"
 MULTIMODAL_WRITE = "multimodal:write"
 MULTIMODAL_ADMIN = "multimodal:admin"
@@ -37,6 +41,7 @@ ALL_SCOPES: tuple[str, ...] = (
     WORKFLOWS_READ,
     WORKFLOWS_WRITE,
     WORKFLOWS_EXECUTE,
+    BUDGETS_APPROVE,
     MULTIMODAL_READ,
     MULTIMODAL_WRITE,
     MULTIMODAL_ADMIN,

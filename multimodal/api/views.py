@@ -23,6 +23,8 @@ from agent33.auth.permissions import HasRequiredScopes, OperatorOnly
 from agent33.auth.scopes import MULTIMODAL_ADMIN, MULTIMODAL_READ, MULTIMODAL_WRITE
 from agent33.errors import NotFound
 from agent33.tenancy.models import Tenant
+from operations.choices import ChangeCause, ChangePath
+from operations.transitions import origin_of
 
 from .. import provider_keys, selectors, services
 from ..filtersets import PriceFilterSet, RequestFilterSet
@@ -175,8 +177,10 @@ class RequestViewSet(
     })
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
-        updated = services.request_execute(mm_request=self.get_object(),
-                                           actor=actor_of(request))
+        updated = services.request_execute(
+            mm_request=self.get_object(),
+            origin=origin_of(request, path=ChangePath.API, cause=ChangeCause.OPERATOR),
+        )
         return Response(RequestSerializer(updated).data)
 
     @extend_schema(request=CancelSerializer,
@@ -187,7 +191,7 @@ class RequestViewSet(
         payload.is_valid(raise_exception=True)
         updated = services.request_cancel(
             mm_request=self.get_object(),
-            actor=actor_of(request),
+            origin=origin_of(request, path=ChangePath.API, cause=ChangeCause.OPERATOR),
             reason=payload.validated_data["reason"],
         )
         return Response(RequestSerializer(updated).data)

@@ -21,6 +21,8 @@ from django.utils import timezone
 from agent33.errors import InvalidInput
 from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
+from operations.choices import ChangeCause, ChangePath
+from operations.transitions import Origin
 
 from ..choices import ArtifactOrigin, RequestState
 from ..models import POLICY_DEFAULTS, Artifact, MultimodalPolicy, MultimodalRequest
@@ -36,6 +38,11 @@ from .spend import spend_settle
 __all__ = ["reap_timeouts", "request_fail_unqueued", "request_run", "timeout_message"]
 
 logger = logging.getLogger("agent33.multimodal")
+
+# Who ends requests when nobody asked: the worker reporting the provider's answer (the
+# process's own progress), and the reaper (the service's own job).
+WORKER = Origin.system("multimodal-worker", path=ChangePath.WORKER, cause=ChangeCause.PROCESS)
+REAPER = Origin.system("reaper", path=ChangePath.SWEEP)
 
 
 def _reaper_grace_seconds() -> float:
@@ -125,7 +132,8 @@ def request_run(request_id: str, claim_token: str) -> str:
     def fail(message: str, *, latency_ms: int | None = None,
              output: ProviderOutput | None = None, provider_attempts: int = 1) -> str:
         ended = request_end(
-            mm_request, RequestState.FAILED, error_message=message, claim_token=claim_token,
+            mm_request, RequestState.FAILED, origin=WORKER, error_message=message,
+            claim_token=claim_token,
             result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
                                   output=output, error=message,
                                   provider_attempts=provider_attempts),
@@ -184,6 +192,7 @@ def request_run(request_id: str, claim_token: str) -> str:
             if not request_end(
                 mm_request,
                 RequestState.COMPLETED,
+                origin=WORKER,
                 claim_token=claim_token,
                 result=_result_fields(mm_request, started=now, latency_ms=latency_ms,
                                       output=output, artifact=artifact, cost=cost),
@@ -236,12 +245,15 @@ def _elapsed_ms(clock: float) -> int:
     return round((time.monotonic() - clock) * 1000)
 
 
-def request_fail_unqueued(request_id: str, claim_token: str, reason: str) -> None:
-    """The broker refused the task: fail the request now rather than wait for the reaper."""
+def request_fail_unqueued(request_id: str, claim_token: str, reason: str, *,
+                          path: str = ChangePath.API) -> None:
+    """The broker refused the task: fail the request now rather than wait for the reaper
+    (on the path that executed it)."""
     mm_request = MultimodalRequest.objects.filter(pk=request_id).first()
     if mm_request is not None:
         message = f"could not queue the request for execution: {reason}"
-        request_end(mm_request, RequestState.FAILED, error_message=message,
+        request_end(mm_request, RequestState.FAILED,
+                    origin=Origin.system("enqueue", path=path), error_message=message,
                     claim_token=claim_token,
                     result=_result_fields(mm_request, started=None, latency_ms=None,
                                           error=message))
@@ -265,6 +277,7 @@ def reap_timeouts(*, now: datetime | None = None, grace_seconds: float | None = 
             if request_end(
                 mm_request,
                 RequestState.FAILED,
+                origin=REAPER,
                 error_message=message,
                 claim_token=mm_request.claim_token,
                 deadline_before=cutoff,

@@ -1,11 +1,12 @@
 """Requests: creation, execute, cancel, and the one place a request ends.
 
-State moves are conditional UPDATEs through the tenant-scoped manager
-(`filter(pk=..., state__in=REQUEST_MACHINE.sources_of(target)).update(...)`), so the check
-and the write are one database step and concurrent callers (a cancel racing a worker's
+Every state move (execute's claim, every ending) goes through operations' one status change
+(`operations.transitions.apply_status_changes`): the row is locked, the move checked against
+`REQUEST_MACHINE` (and, for endings, the claim that runs it), saved and recorded in the
+process history in one transaction, so concurrent callers (a cancel racing a worker's
 finish, two deliveries of one task) cannot both win. Every ending (completed, failed,
-cancelled) goes through `request_end()`, which writes the result row, settles the claim's
-spend and calls `request_ended()` (the outcome events) in the same commit.
+cancelled) goes through `request_end()`, which also writes the result row, settles the
+claim's spend and calls `request_ended()` (the outcome events) in the same commit.
 
 Every claim (create with execute_now, execute) counts on the tenant's daily spend, and with a
 limit reserves its estimated cost in the transaction that stores the claim (services/spend.py).
@@ -27,10 +28,14 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from agent33.auth.scopes import MULTIMODAL_WRITE, WORKFLOWS_EXECUTE
 from agent33.errors import InvalidInput, NotFound, StateConflict
 from agent33.tenancy.models import Tenant
+from operations.choices import ChangePath, HistoryAction, ProcessType
+from operations.transitions import Origin, ProcessKind, apply_status_changes
 
 from ..choices import (
     CONTENT_TYPES_FOR_INPUT,
@@ -54,6 +59,7 @@ from .spend import SpendPlan, input_facts, spend_plan, spend_reserve, spend_sett
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
     "MAX_CANCEL_REASON",
+    "REQUEST_KIND",
     "request_cancel",
     "request_create",
     "request_end",
@@ -65,6 +71,15 @@ logger = logging.getLogger("agent33.multimodal")
 
 DEFAULT_TIMEOUT_SECONDS = 60
 MAX_CANCEL_REASON = 500
+
+# A multimodal request as operations' one status change sees it (registered from
+# MultimodalConfig.ready). Its one control, cancel, is open to the hub's operators
+# (workflows:execute) and to the request's own API clients (multimodal:write) alike, on
+# every path: each path's route already demands one of the two.
+REQUEST_KIND = ProcessKind(
+    MultimodalRequest, ProcessType.MULTIMODAL_REQUEST.value, REQUEST_MACHINE,
+    status_field="state", control_scopes=(WORKFLOWS_EXECUTE, MULTIMODAL_WRITE),
+)
 
 
 # --- creation ----------------------------------------------------------------------------
@@ -142,6 +157,7 @@ def request_create(
     execute_now: bool = True,
     provider: str = "",
     options: dict[str, Any] | None = None,
+    path: str = ChangePath.API,
 ) -> MultimodalRequest:
     """Check the request against the tenant's policy, then its content, then the provider's
     options, then store it (and its inline input); with `execute_now` also claim it for
@@ -261,7 +277,7 @@ def request_create(
             **claim,
         )
         if execute_now:
-            _enqueue_on_commit(mm_request, claim["claim_token"])
+            _enqueue_on_commit(mm_request, claim["claim_token"], path)
     # Eager mode: the task ran on commit, so this read sees the finished request.
     return request_reloaded(mm_request)
 
@@ -294,12 +310,13 @@ def _claim_fields(timeout_seconds: int) -> dict[str, Any]:
     }
 
 
-def _enqueue_on_commit(mm_request: MultimodalRequest, claim_token: str) -> None:
+def _enqueue_on_commit(mm_request: MultimodalRequest, claim_token: str, path: str) -> None:
     from .. import tasks  # the task module imports this package
 
     transaction.on_commit(
         partial(tasks.enqueue_execution, mm_request.pk, claim_token,
-                mm_request.requested_timeout_seconds, tenant_id=mm_request.tenant_id)
+                mm_request.requested_timeout_seconds, tenant_id=mm_request.tenant_id,
+                path=path)
     )
 
 
@@ -320,9 +337,9 @@ def _check_executable(mm_request: MultimodalRequest) -> None:
         raise _not_executable(mm_request, state)
 
 
-def request_execute(*, mm_request: MultimodalRequest, actor: str) -> MultimodalRequest:
-    """Claim a pending (or failed) request and queue it: one conditional UPDATE, and the task
-    is queued when it commits. 409 when processing, completed or cancelled; 429 when its
+def request_execute(*, mm_request: MultimodalRequest, origin: Origin) -> MultimodalRequest:
+    """Claim a pending (or failed) request and queue it: one status change, and the task is
+    queued when it commits. 409 when processing, completed or cancelled; 429 when its
     estimated cost would pass the tenant's daily spend limit (the request stays as it was).
     Eager mode: returns the finished request."""
     tenant = Tenant(pk=mm_request.tenant_id)
@@ -337,29 +354,31 @@ def request_execute(*, mm_request: MultimodalRequest, actor: str) -> MultimodalR
                                                 artifact=mm_request.input_artifact),
     )
     claim = {**_claim_fields(mm_request.requested_timeout_seconds), **plan.claim_fields()}
+    claim.pop("state")  # the status change sets it
     with transaction.atomic():
         # Rolled back with the transaction when the claim below finds the request taken.
         spend_reserve(tenant_id=mm_request.tenant_id, plan=plan)
-        claimed = MultimodalRequest.objects.filter(
-            pk=mm_request.pk,
-            state__in=REQUEST_MACHINE.sources_of(RequestState.PROCESSING),
-        ).update(**claim)
-        if not claimed:
+        claimed = apply_status_changes(
+            MultimodalRequest, [mm_request.pk], target=RequestState.PROCESSING,
+            origin=origin, changes=claim, move=HistoryAction.EXECUTE,
+        )
+        if not claimed.applied:
             raise _not_executable(mm_request, _state_of(mm_request))
         # Executing a failed request again: its old (failed) result gives way to the new run.
         results_of(mm_request).delete()
-        _enqueue_on_commit(mm_request, claim["claim_token"])
-    logger.info("multimodal request %s executed by %s", mm_request.pk, actor)
+        _enqueue_on_commit(mm_request, claim["claim_token"], origin.path)
+    logger.info("multimodal request %s executed by %s", mm_request.pk, origin.actor)
     return request_reloaded(mm_request)
 
 
 def request_cancel(
-    *, mm_request: MultimodalRequest, actor: str, reason: str = ""
+    *, mm_request: MultimodalRequest, origin: Origin, reason: str = ""
 ) -> MultimodalRequest:
     """Cancel a pending or processing request; a running provider's late output is then
     discarded by the task. Cancelling a cancelled request changes nothing; completed or
     failed → 409. `POST /v1/multimodal/requests/{id}/cancel`, the hub's cancel control and
-    the admin action all call this."""
+    the admin action all call this. A cancellation is never an outcome: it records no
+    outcome event."""
     if len(reason) > MAX_CANCEL_REASON:
         raise InvalidInput(f"reason is longer than {MAX_CANCEL_REASON} characters.",
                            field="reason")
@@ -370,8 +389,10 @@ def request_cancel(
         ended = request_end(
             mm_request,
             RequestState.CANCELLED,
+            origin=origin,
+            reason=reason,
             claim_token=mm_request.claim_token,
-            extra={"cancelled_by": actor, "cancel_reason": reason},
+            extra={"cancelled_by": origin.actor, "cancel_reason": reason},
         )
         if ended:
             break
@@ -396,39 +417,40 @@ def request_end(
     mm_request: MultimodalRequest,
     target: str,
     *,
+    origin: Origin,
     error_message: str = "",
+    reason: str | None = None,
     result: dict[str, Any] | None = None,
     claim_token: str | None = None,
     extra: dict[str, Any] | None = None,
     deadline_before: datetime | None = None,
 ) -> bool:
-    """THE place where a request ends (completed, failed or cancelled): one conditional
-    UPDATE from the states allowed to reach `target` (and, when given, only under
-    `claim_token` / with a deadline before `deadline_before`), then the result row, the
-    claim's spend (its reservation given back, the result's `cost_nano_usd` counted) and
-    `request_ended()`'s outcome events, all in one transaction. Returns False, changing
-    nothing, when the request had already moved on.
+    """THE place where a request ends (completed, failed or cancelled): the one status
+    change (only under `claim_token` / with a deadline before `deadline_before`, when
+    given; with its history row, whose reason is `reason` or else the error), then the
+    result row, the claim's spend (its reservation given back, the result's
+    `cost_nano_usd` counted) and `request_ended()`'s outcome events, all in one
+    transaction. Returns False, changing nothing, when the request had already moved on or
+    the move is refused.
 
     `mm_request` must carry the spend fields of the claim being ended (`spend_day`,
     `reserved_nano_usd`): every caller passes `claim_token`, so the copy it holds is that
     claim's."""
     now = timezone.now()
-    conditions: dict[str, Any] = {
-        "pk": mm_request.pk,
-        "state__in": REQUEST_MACHINE.sources_of(target),
-    }
+    where = Q()
     if claim_token is not None:
-        conditions["claim_token"] = claim_token
+        where &= Q(claim_token=claim_token)
     if deadline_before is not None:
-        conditions["deadline_at__lt"] = deadline_before
+        where &= Q(deadline_at__lt=deadline_before)
     # No savepoint when nested: a caller that wraps this (request_run, to store the output
     # artifact in the same commit) rolls back as a whole.
     with transaction.atomic(savepoint=False):
-        ended = MultimodalRequest.objects.filter(**conditions).update(
-            state=target, error_message=error_message, finished_at=now, updated_at=now,
-            **(extra or {}),
+        ended = apply_status_changes(
+            MultimodalRequest, [mm_request.pk], target=target, origin=origin, where=where,
+            changes={"error_message": error_message, "finished_at": now, **(extra or {})},
+            reason=error_message[:2000] if reason is None else reason,
         )
-        if not ended:
+        if not ended.applied:
             return False
         if result is not None:
             MultimodalResult.objects.create(
@@ -448,16 +470,20 @@ def request_ended(
     finished_at: datetime, cost_nanos: int | None = None,
 ) -> None:
     """Runs once whenever a request reaches completed, failed or cancelled, inside the
-    transaction that ends it, and records the ending as outcome events (domain
-    `multimodal.<modality>`, event type the provider), so the two commit together:
-    `success_rate` 1 for completed, 0 for failed or cancelled, the provider's
-    `latency_ms` when it answered, and `cost_usd` for a completed request whose cost is
-    known. So a provider that starts failing shows as a declining trend, which opens an
-    improvement intake. Everything it needs comes from the ending itself, so it reads
+    transaction that ends it. Only a request's own ending is an outcome (DESIGN §8.1): a
+    completed or failed one (timed out included) is recorded as outcome events (domain
+    `multimodal.<modality>`, event type the provider), committed with the ending:
+    `success_rate` 1 for completed, 0 for failed, the provider's `latency_ms` when it
+    answered, and `cost_usd` for a completed request whose cost is known. So a provider
+    that starts failing shows as a declining trend, which opens an improvement intake. A
+    cancellation, by anyone on any path, records nothing: a person's decision says nothing
+    about the provider. Everything it needs comes from the ending itself, so it reads
     nothing back."""
     from outcomes.services import event_record_bulk  # the apps' public seam
 
     logger.info("multimodal request %s ended: %s", mm_request.pk, state)
+    if state == RequestState.CANCELLED:
+        return
     common = {
         "domain": f"multimodal.{mm_request.modality}",
         "event_type": mm_request.provider,

@@ -14,6 +14,8 @@ from agent33.api.datetimes import UtcDateTimeField
 
 from ..choices import (
     BudgetStatus,
+    ChangeCause,
+    ChangePath,
     ControlActionChoice,
     HistoryAction,
     IntakeStatus,
@@ -24,6 +26,7 @@ from ..choices import (
     WorkflowStartStatus,
 )
 from ..models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+from ..selectors import HISTORY_LIMIT
 
 __all__ = [
     "AutonomyBudgetCreateSerializer",
@@ -151,7 +154,10 @@ class TraceStepCreateSerializer(serializers.Serializer):
 
 
 class TraceCompleteSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=TraceCompletionStatus.choices)
+    status = serializers.ChoiceField(
+        choices=TraceCompletionStatus.choices,
+        help_text="'cancelled' equals the cancel control and needs workflows:execute.",
+    )
     failure_code = _text(max_length=100)
     failure_message = _text(max_length=MAX_TEXT)
 
@@ -183,12 +189,27 @@ class AutonomyBudgetCreateSerializer(serializers.Serializer):
     task_id = _text()
     agent_id = _text()
     limits = serializers.DictField(required=False, default=dict)
-    approved_by = _text()
+    approved_by = _text(
+        help_text="Not settable: the approver is whoever approves the budget (a move to "
+        "'active' with the budgets:approve scope). Empty is ignored; anything else is a 400.",
+    )
     expires_at = UtcDateTimeField(required=False, allow_null=True, default=None)
 
     def validate_limits(self, value):
         _reject_nul(value)
         return value
+
+    def validate_approved_by(self, value):
+        if value:
+            raise serializers.ValidationError(
+                "approved_by is set by the approval itself: move the budget to 'active' with "
+                "a token holding budgets:approve, and that token is recorded as approver."
+            )
+        return value
+
+    def validate(self, attrs):
+        attrs.pop("approved_by", None)
+        return attrs
 
 
 # --- intakes ----------------------------------------------------------------------------
@@ -268,16 +289,35 @@ class WorkflowRunCreateSerializer(serializers.Serializer):
 # --- transitions and controls -----------------------------------------------------------
 
 
+def _reason():
+    return serializers.CharField(
+        max_length=2000, allow_blank=True, required=False, default="",
+        help_text="Optional: why, kept in the process's history.",
+    )
+
+
 class BudgetTransitionSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=BudgetStatus.choices)
+    status = serializers.ChoiceField(
+        choices=BudgetStatus.choices,
+        help_text="Moves that equal a control (suspended, expired, back to active from "
+        "suspended) need workflows:execute; approving (draft or pending_approval → active) "
+        "needs budgets:approve and records the caller as approved_by.",
+    )
+    reason = _reason()
 
 
 class IntakeTransitionSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=IntakeStatus.choices)
+    reason = _reason()
 
 
 class WorkflowRunTransitionSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=WorkflowRunStatus.choices)
+    status = serializers.ChoiceField(
+        choices=WorkflowRunStatus.choices,
+        help_text="Moves that equal a control (paused, cancelled, running from paused) need "
+        "workflows:execute, as on /control.",
+    )
+    reason = _reason()
     error = serializers.CharField(
         max_length=MAX_TEXT, allow_blank=True, required=False,
         help_text="Optional: the run's error message (for example when it fails).",
@@ -325,14 +365,28 @@ class HubSerializer(serializers.Serializer):
 class ControlHistorySerializer(serializers.Serializer):
     action = serializers.ChoiceField(
         choices=HistoryAction.values,
-        help_text="pause, resume, cancel: an operator's control; move: a staff member's move "
-        "from the admin (state_before and state_after say which).",
+        help_text="pause, resume, cancel: a move that equals that control (on any path); "
+        "approve: a budget's approval; execute: a multimodal request claimed for execution; "
+        "move: any other move (state_before and state_after say which).",
     )
     reason = serializers.CharField()
-    actor = serializers.CharField()
+    actor = serializers.CharField(
+        help_text="token:<prefix>, user:<username> or system:<job>."
+    )
     state_before = serializers.CharField()
     state_after = serializers.CharField()
     created_at = serializers.DateTimeField()
+
+
+class HistoryEntrySerializer(ControlHistorySerializer):
+    actor_name = serializers.CharField(help_text="The token's name (or the staff member's).")
+    cause = serializers.ChoiceField(
+        choices=ChangeCause.values,
+        help_text="operator: someone acting on the process from outside; process: the "
+        "process reporting its own progress; system: the service's own jobs.",
+    )
+    path = serializers.ChoiceField(choices=ChangePath.values)
+    request_id = serializers.CharField(help_text="The X-Request-ID of the change ('' for jobs).")
 
 
 class TraceActionSummarySerializer(serializers.Serializer):
@@ -342,7 +396,13 @@ class TraceActionSummarySerializer(serializers.Serializer):
 
 
 class ProcessDetailSerializer(HubProcessSerializer):
-    control_history = ControlHistorySerializer(many=True)
+    history = HistoryEntrySerializer(
+        many=True, help_text=f"Every status change, newest first (at most {HISTORY_LIMIT})."
+    )
+    control_history = ControlHistorySerializer(
+        many=True, help_text="Deprecated alias of history (oldest first, as before); removed "
+        "in the next release.",
+    )
     actions = TraceActionSummarySerializer(
         many=True, required=False, help_text="Traces only: one entry per step."
     )

@@ -19,10 +19,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agent33.api.pagination import LinkHeaderCursorPagination
-from agent33.api.viewsets import ApiView, TenantScopedViewSet, actor_of, tenant_of
+from agent33.api.viewsets import ApiView, TenantScopedViewSet, tenant_of
 from agent33.auth.scopes import WORKFLOWS_EXECUTE, WORKFLOWS_READ, WORKFLOWS_WRITE
 
 from .. import controls, selectors, services
+from ..choices import ChangeCause, ChangePath
 from ..filtersets import (
     AutonomyBudgetFilterSet,
     ImprovementIntakeFilterSet,
@@ -31,6 +32,7 @@ from ..filtersets import (
 )
 from ..hub import HUB_INCLUDES
 from ..models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+from ..transitions import origin_of
 from . import serializers as s
 
 __all__ = [
@@ -91,7 +93,10 @@ class _ProcessRecordViewSet(
         obj = self.get_object()
         data = transition_serializer(data=request.data)
         data.is_valid(raise_exception=True)
-        updated = service(**{record_arg: obj}, **data.validated_data)
+        # The cause follows the move (a control or approval is an operator's; the runtime
+        # reporting progress is the process's): the status change decides.
+        updated = service(**{record_arg: obj}, origin=origin_of(request, path=ChangePath.API),
+                          **data.validated_data)
         return Response(self.get_serializer(updated).data)
 
 
@@ -164,7 +169,9 @@ class TraceViewSet(_ProcessRecordViewSet):
         trace = self.get_object()
         data = s.TraceCompleteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        updated = services.trace_complete(trace=trace, **data.validated_data)
+        updated = services.trace_complete(
+            trace=trace, origin=origin_of(request, path=ChangePath.API), **data.validated_data
+        )
         return Response(s.TraceDetailSerializer(updated).data)
 
 
@@ -277,6 +284,6 @@ class ProcessControlView(ApiView):
             process_id=process_id,
             action=data.validated_data["action"],
             reason=data.validated_data["reason"],
-            actor=actor_of(request),
+            origin=origin_of(request, path=ChangePath.HUB, cause=ChangeCause.OPERATOR),
         )
         return Response(detail)

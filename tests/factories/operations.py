@@ -7,8 +7,8 @@ from django.utils import timezone
 
 from operations.models import (
     AutonomyBudget,
-    ControlAction,
     ImprovementIntake,
+    StatusChange,
     Trace,
     TraceStep,
     WorkflowRun,
@@ -69,9 +69,9 @@ class WorkflowRunFactory(TenantOwnedFactory):
     started_at = factory.LazyFunction(timezone.now)
 
 
-class ControlActionFactory(TenantOwnedFactory):
+class StatusChangeFactory(TenantOwnedFactory):
     class Meta:
-        model = ControlAction
+        model = StatusChange
 
     process_type = "workflow"
     process_id = factory.Sequence(lambda n: f"wfrun-{n:032x}")
@@ -79,3 +79,5 @@ class ControlActionFactory(TenantOwnedFactory):
     actor = "token:test"
     state_before = "running"
     state_after = "paused"
+    cause = "operator"
+    path = "hub"

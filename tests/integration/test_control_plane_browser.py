@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from multimodal.models import MultimodalRequest
-from operations.models import ControlAction, ImprovementIntake
+from operations.models import ImprovementIntake, StatusChange
 
 # The page refreshes every 1.5 s (its data-refresh-ms; test_hub_refresh_interval pins it). A
 # change must show within a few refreshes; the allowance is generous so a loaded machine does
@@ -52,7 +52,7 @@ def test_hub_page_shows_and_cancels_multimodal_requests_with_the_stats_panel(
     row.locator("button[data-action=cancel]").click()
     expect(row.locator(".hub-status")).to_have_text("cancelled", timeout=UPDATE_WITHIN_MS)
     assert MultimodalRequest.all_tenants.get(pk=waiting["id"]).state == "cancelled"
-    assert ControlAction.all_tenants.get(process_id=waiting["id"]).reason == "no longer needed"
+    assert StatusChange.all_tenants.get(process_id=waiting["id"]).reason == "no longer needed"
     # The panel refreshes with the table.
     expect(stats_row.locator(".mm-cancelled")).to_have_text("1", timeout=UPDATE_WITHIN_MS)
 

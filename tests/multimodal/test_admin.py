@@ -118,7 +118,7 @@ def test_execute_and_cancel_actions_use_the_services(root, tenant_a):
     root.post(CHANGELIST, {"action": "cancel_requests", "_selected_action": [waiting.pk]})
     waiting.refresh_from_db()
     assert waiting.state == "cancelled"
-    assert waiting.cancelled_by == "staff:root"
+    assert waiting.cancelled_by == "user:root"
 
 
 def test_actions_cannot_touch_other_tenants(alice, tenant_b):
@@ -143,7 +143,7 @@ def test_policies_are_editable(alice, tenant_a, tenant_b):
     assert response.status_code == 302, response.content.decode()[:2000]
     policy = MultimodalPolicy.all_tenants.get(tenant=tenant_a)
     assert (policy.max_text_chars, policy.allowed_modalities) == (120, ["text_to_speech"])
-    assert policy.updated_by == "staff:alice"
+    assert policy.updated_by == "user:alice"
 
     change = f"/admin/multimodal/multimodalpolicy/{policy.pk}/change/"
     response = alice.post(change, {**form, "max_timeout_seconds": 99999})

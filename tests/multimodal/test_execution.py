@@ -37,9 +37,12 @@ from multimodal.providers.base import (
     ProviderOutput,
 )
 from multimodal.providers.registry import register_provider, unregister_provider
+from multimodal.services.requests import request_end
+from operations.models import StatusChange
 from tests.factories.multimodal import ImageArtifactFactory, MultimodalRequestFactory
+from tests.origins import operator
 
-ACTOR = "test"
+ACTOR = "token:test"
 
 
 class HookProvider(Provider):
@@ -78,13 +81,13 @@ def hook() -> Iterator[HookProvider]:
 
 def execute(mm_request: MultimodalRequest) -> MultimodalRequest:
     with tenant_scope(mm_request.tenant):
-        return services.request_execute(mm_request=mm_request, actor=ACTOR)
+        return services.request_execute(mm_request=mm_request, origin=operator(ACTOR))
 
 
 def cancel(mm_request: MultimodalRequest, *, actor: str = ACTOR,
            reason: str = "") -> MultimodalRequest:
     with tenant_scope(mm_request.tenant):
-        return services.request_cancel(mm_request=mm_request, actor=actor, reason=reason)
+        return services.request_cancel(mm_request=mm_request, origin=operator(actor), reason=reason)
 
 
 def run(mm_request: MultimodalRequest, claim_token: str) -> str:
@@ -174,7 +177,7 @@ def test_cancel_during_processing_wins_over_the_late_result(tenant_a, hook):
     mm_request, token = claimed(tenant_a)
 
     def cancel_meanwhile(text, call):
-        cancel(mm_request, actor="someone", reason="changed my mind")
+        cancel(mm_request, actor="token:someone", reason="changed my mind")
 
     hook.hook = cancel_meanwhile
     assert run(mm_request, token) == "discarded"
@@ -347,12 +350,41 @@ def test_an_ending_and_its_outcome_events_commit_together(tenant_a, refused_outc
 
     from outcomes.models import OutcomeEvent
 
-    mm_request = MultimodalRequestFactory(tenant=tenant_a)
-    with pytest.raises(IntegrityError):
-        cancel(mm_request)
+    mm_request = MultimodalRequestFactory(
+        tenant=tenant_a, state="processing", claim_token="claim",
+        deadline_at=timezone.now() + timedelta(minutes=1))
+    with pytest.raises(IntegrityError), tenant_scope(tenant_a):
+        request_end(mm_request, "failed", origin=operator(), error_message="boom",
+                    claim_token="claim")
     mm_request.refresh_from_db()
-    assert mm_request.state == "pending"
+    assert mm_request.state == "processing"
     assert not OutcomeEvent.all_tenants.exists()
+    assert not StatusChange.all_tenants.exists()  # the history row rolled back with it
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["api", "hub", "admin"])
+def test_a_cancellation_is_never_an_outcome(tenant_a, hook, path):
+    """Only a request's own ending is an outcome (DESIGN §8.1): cancelling records no
+    outcome event, whoever cancels and whichever path they take, and the history says
+    who did it."""
+    from outcomes.models import OutcomeEvent
+
+    pending = MultimodalRequestFactory(tenant=tenant_a)
+    running, _ = claimed(tenant_a)
+    for mm_request in (pending, running):
+        with tenant_scope(tenant_a):
+            services.request_cancel(mm_request=mm_request,
+                                    origin=operator("user:ops", path=path), reason="stop")
+        mm_request.refresh_from_db()
+        assert mm_request.state == "cancelled"
+    assert not OutcomeEvent.all_tenants.exists()
+    rows = StatusChange.all_tenants.filter(action="cancel").order_by("created_at", "id")
+    assert [(r.process_id, r.state_before, r.state_after, r.action, r.cause, r.path, r.actor,
+             r.reason) for r in rows] == [
+        (pending.pk, "pending", "cancelled", "cancel", "operator", path, "user:ops", "stop"),
+        (running.pk, "processing", "cancelled", "cancel", "operator", path, "user:ops", "stop"),
+    ]
 
 
 # --- tenant scopes ---------------------------------------------------------------------------
@@ -362,8 +394,8 @@ def test_an_ending_and_its_outcome_events_commit_together(tenant_a, refused_outc
 def test_services_refuse_to_run_without_a_tenant_scope(tenant_a, hook):
     mm_request = MultimodalRequestFactory(tenant=tenant_a, provider="test-hook")
     attempts = [
-        lambda: services.request_execute(mm_request=mm_request, actor=ACTOR),
-        lambda: services.request_cancel(mm_request=mm_request, actor=ACTOR),
+        lambda: services.request_execute(mm_request=mm_request, origin=operator(ACTOR)),
+        lambda: services.request_cancel(mm_request=mm_request, origin=operator(ACTOR)),
         lambda: services.request_run(mm_request.pk, "any-token"),
     ]
     for attempt in attempts:
@@ -380,7 +412,7 @@ def test_another_tenants_scope_cannot_run_or_cancel_a_request(tenant_a, tenant_b
     with tenant_scope(tenant_b):
         assert services.request_run(mm_request.pk, token) == "skipped"
         with pytest.raises(NotFound):
-            services.request_cancel(mm_request=mm_request, actor=ACTOR)
+            services.request_cancel(mm_request=mm_request, origin=operator(ACTOR))
     mm_request.refresh_from_db()
     assert mm_request.state == "processing" and mm_request.attempts == 0
     assert hook.calls == 0

@@ -184,7 +184,7 @@ def test_staff_with_the_permission_edit_a_price_through_the_service(client, pric
     assert response.status_code == 302, response.content.decode()[:2000]
     price.refresh_from_db()
     assert (price.usd_per_unit, price.version) == ({"characters": "0.00002"}, 2)
-    assert price.updated_by == "staff:pricer"
+    assert price.updated_by == "user:pricer"
 
 
 def test_a_bad_price_in_the_admin_is_a_form_error(client, prices):

@@ -441,7 +441,7 @@ def test_admin_sets_replaces_and_never_shows_the_key(admin_client_for, tenant_a,
     assert created.status_code == 302, created.content[:2000]
     credential = stored(tenant_a, "openai")
     assert credential.api_key() == KEY and credential.base_url == "http://10.0.0.5:8000/v1"
-    assert credential.updated_by.startswith("staff:")
+    assert credential.updated_by.startswith("user:")
 
     listing = client.get(ADMIN_URL)
     assert listing.status_code == 200

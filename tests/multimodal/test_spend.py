@@ -21,6 +21,7 @@ from outcomes.models import OutcomeEvent
 from tests.factories.multimodal import MultimodalRequestFactory, png_bytes, wav_bytes
 from tests.multimodal.conftest import REQUESTS, b64
 from tests.observability.helpers import samples, value
+from tests.origins import operator
 
 pytestmark = pytest.mark.django_db
 
@@ -199,7 +200,7 @@ def claim(tenant, **fields) -> MultimodalRequest:
     """An espeak request claimed through the service (its task never runs in the test)."""
     mm_request = MultimodalRequestFactory(tenant=tenant, **fields)
     with tenant_scope(tenant):
-        services.request_execute(mm_request=mm_request, actor="test")
+        services.request_execute(mm_request=mm_request, origin=operator())
     mm_request.refresh_from_db()
     return mm_request
 
@@ -210,7 +211,7 @@ def test_cancel_releases_the_reservation(tenant_a, prices, limit):
     assert mm_request.reserved_nano_usd > 0
     assert spend_row(tenant_a).reserved_nano_usd == mm_request.reserved_nano_usd
     with tenant_scope(tenant_a):
-        services.request_cancel(mm_request=mm_request, actor="test")
+        services.request_cancel(mm_request=mm_request, origin=operator())
     assert spend_row(tenant_a).reserved_nano_usd == 0
 
 
@@ -221,8 +222,8 @@ def test_a_cancel_read_before_a_new_claim_releases_the_new_claims_reservation(te
     with tenant_scope(tenant_a):  # fails, and is executed again with a new claim
         services.request_fail_unqueued(stale.pk, stale.claim_token, "broker down")
         services.request_execute(mm_request=MultimodalRequest.objects.get(pk=stale.pk),
-                                 actor="test")
-        services.request_cancel(mm_request=stale, actor="test")
+                                 origin=operator())
+        services.request_cancel(mm_request=stale, origin=operator())
     assert MultimodalRequest.all_tenants.get(pk=stale.pk).state == "cancelled"
     assert spend_row(tenant_a).reserved_nano_usd == 0
 
@@ -244,7 +245,7 @@ def test_spend_counts_on_the_day_of_the_claim(tenant_a, prices, limit):
     MultimodalRequest.all_tenants.filter(pk=mm_request.pk).update(spend_day=yesterday)
     mm_request.refresh_from_db()
     with tenant_scope(tenant_a):  # the claim ends after midnight
-        services.request_cancel(mm_request=mm_request, actor="test")
+        services.request_cancel(mm_request=mm_request, origin=operator())
     assert DailySpend.all_tenants.get(tenant=tenant_a, day=yesterday).reserved_nano_usd == 0
     assert not DailySpend.all_tenants.filter(day=yesterday + timedelta(days=1)).exists()
 

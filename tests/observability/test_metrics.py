@@ -31,6 +31,7 @@ from tests.factories.operations import (
     WorkflowRunFactory,
 )
 from tests.observability.helpers import samples, value
+from tests.origins import runtime
 
 pytestmark = pytest.mark.django_db
 
@@ -178,8 +179,8 @@ def _actual() -> dict[tuple[str, str], int]:
 
 
 def test_counts_follow_every_kind_of_write(tenant_a, tenant_b):
-    """ORM saves, bulk inserts, conditional updates, the expiry sweep's hand-written
-    UPDATE … RETURNING and deletes all keep the counts equal to the rows."""
+    """ORM saves, bulk inserts, conditional updates, the expiry sweep's batched update and
+    deletes all keep the counts equal to the rows."""
     past = timezone.now() - timedelta(minutes=1)
     TraceFactory.create_batch(4, tenant=tenant_a)
     Trace.all_tenants.bulk_create(
@@ -193,8 +194,8 @@ def test_counts_follow_every_kind_of_write(tenant_a, tenant_b):
     assert len(operations.budgets_expire()) == 4
     with tenant_scope(tenant_a):
         run = operations.workflow_run_create(tenant=tenant_a, workflow_name="w")
-        operations.workflow_run_transition(run=run, status="running")
-        operations.workflow_run_transition(run=run, status="completed")
+        operations.workflow_run_transition(run=run, origin=runtime(), status="running")
+        operations.workflow_run_transition(run=run, origin=runtime(), status="completed")
     assert _counted() == _actual() == {
         ("trace", "failed"): 3, ("trace", "completed"): 5,
         ("autonomy_budget", "expired"): 4, ("autonomy_budget", "active"): 1,

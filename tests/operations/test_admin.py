@@ -10,11 +10,11 @@ from django.urls import reverse
 from guardian.shortcuts import assign_perm
 
 from agent33.tenancy.staff import ACCESS_TENANT_PERM
-from operations.models import AutonomyBudget, ControlAction, WorkflowRun
+from operations.models import AutonomyBudget, StatusChange, WorkflowRun
 from tests.factories.operations import (
     AutonomyBudgetFactory,
-    ControlActionFactory,
     ImprovementIntakeFactory,
+    StatusChangeFactory,
     TraceFactory,
     TraceStepFactory,
     WorkflowRunFactory,
@@ -116,9 +116,9 @@ def test_control_from_the_page_calls_the_service(limited_client, tenant_a):
     process = response.json()["process"]
     assert process["status"] == "paused"
     assert process["allowed_actions"] == ["resume"]
-    record = ControlAction.all_tenants.get(process_id=run.pk)
+    record = StatusChange.all_tenants.get(process_id=run.pk)
     assert (record.actor, record.reason, record.state_before, record.state_after) == (
-        "staff:alice", "look", "running", "paused"
+        "user:alice", "look", "running", "paused"
     )
     again = post_control(limited_client, process_id=run.pk, action="pause", reason="again")
     assert again.status_code == 409
@@ -159,20 +159,20 @@ def test_anonymous_is_sent_to_login(client):
 
 
 @pytest.mark.parametrize(
-    "model", ["trace", "autonomybudget", "improvementintake", "workflowrun", "controlaction"]
+    "model", ["trace", "autonomybudget", "improvementintake", "workflowrun", "statuschange"]
 )
 def test_model_admins_are_tenant_limited(limited_client, tenant_a, tenant_b, model):
     factories = {
         "trace": TraceFactory, "autonomybudget": AutonomyBudgetFactory,
         "improvementintake": ImprovementIntakeFactory, "workflowrun": WorkflowRunFactory,
-        "controlaction": ControlActionFactory,
+        "statuschange": StatusChangeFactory,
     }
     mine = factories[model](tenant=tenant_a)
     theirs = factories[model](tenant=tenant_b)
     changelist = limited_client.get(reverse(f"admin:operations_{model}_changelist"))
     assert changelist.status_code == 200
     html = changelist.content.decode()
-    label = (lambda o: o.process_id) if model == "controlaction" else (lambda o: o.pk)
+    label = (lambda o: o.process_id) if model == "statuschange" else (lambda o: o.pk)
     assert label(mine) in html and label(theirs) not in html
     assert "tenant-b" not in html  # not even in the tenant filter
     own = limited_client.get(reverse(f"admin:operations_{model}_change", args=[mine.pk]))
@@ -184,7 +184,7 @@ def test_model_admins_are_tenant_limited(limited_client, tenant_a, tenant_b, mod
 def test_change_page_shows_steps_and_control_history(superuser_client, tenant_a):
     trace = TraceFactory(tenant=tenant_a)
     TraceStepFactory(trace=trace, step_id="plan-step")
-    ControlActionFactory(tenant=tenant_a, process_type="trace", process_id=trace.pk,
+    StatusChangeFactory(tenant=tenant_a, process_type="trace", process_id=trace.pk,
                          action="cancel", reason="runaway-reason", state_before="running",
                          state_after="cancelled")
     html = superuser_client.get(
@@ -192,7 +192,7 @@ def test_change_page_shows_steps_and_control_history(superuser_client, tenant_a)
     ).content.decode()
     assert "plan-step" in html and "runaway-reason" in html
     history = superuser_client.get(
-        reverse("admin:operations_controlaction_changelist"), {"process_id": trace.pk}
+        reverse("admin:operations_statuschange_changelist"), {"process_id": trace.pk}
     )
     assert history.status_code == 200 and "runaway-reason" in history.content.decode()
 
@@ -212,8 +212,8 @@ def test_admin_actions_call_the_control_service(limited_client, tenant_a):
     assert any("'draft'" in m for m in messages)
     assert AutonomyBudget.all_tenants.get(pk=active.pk).status == "suspended"
     assert AutonomyBudget.all_tenants.get(pk=draft.pk).status == "draft"
-    record = ControlAction.all_tenants.get(process_id=active.pk)
-    assert record.reason == "freeze spending" and record.actor == "staff:alice"
+    record = StatusChange.all_tenants.get(process_id=active.pk)
+    assert record.reason == "freeze spending" and record.actor == "user:alice"
 
 
 def test_admin_actions_hidden_without_control_permission(client, make_staff, tenant_a):

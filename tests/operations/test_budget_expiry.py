@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from agent33.celery import app as celery_app
-from operations.models import AutonomyBudget
+from operations.models import AutonomyBudget, StatusChange
 from operations.services import budgets_expire
 from tests.factories.operations import AutonomyBudgetFactory
 
@@ -47,10 +47,17 @@ def test_the_sweep_expires_only_live_budgets_past_their_expiry(tenant_a, tenant_
     assert sorted(expired) == sorted(budget.pk for budget in due)
     for budget in due:
         stored = AutonomyBudget.all_tenants.get(pk=budget.pk)
-        assert (stored.status, stored.updated_at) == ("expired", now)
+        assert stored.status == "expired" and stored.updated_at >= now
     for budget, status in kept.items():
         assert status_of(budget) == status
+    # One history row per expired budget, in its own tenant, written by the sweep.
+    history = StatusChange.all_tenants.order_by("process_id")
+    assert [(h.process_id, h.tenant_id, h.state_before, h.state_after, h.action, h.cause,
+             h.path, h.actor) for h in history] == sorted(
+        (b.pk, b.tenant_id, b.status, "expired", "expire", "system", "sweep",
+         "system:expiry-sweep") for b in due)
     assert budgets_expire(now=now) == []  # nothing expires twice
+    assert StatusChange.all_tenants.count() == len(due)
 
 
 def test_the_sweep_works_through_every_batch(tenant_a):
@@ -89,7 +96,7 @@ def test_the_task_expires_due_budgets(tenant_a):
 
 
 def test_an_expired_budget_cannot_be_activated(api_client_for, tenant_a):
-    writer = api_client_for(tenant_a, scopes=["workflows:write"])
+    writer = api_client_for(tenant_a, scopes=["workflows:write", "budgets:approve"])
     expires_at = timezone.now() - timedelta(minutes=5)
     budget = AutonomyBudgetFactory(tenant=tenant_a, status="draft", expires_at=expires_at)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from operations import choices
-from operations.models import AutonomyBudget, ControlAction, Trace, WorkflowRun
+from operations.models import AutonomyBudget, StatusChange, Trace, WorkflowRun
 from tests.factories.operations import (
     AutonomyBudgetFactory,
     ImprovementIntakeFactory,
@@ -53,7 +53,7 @@ def test_every_action_from_every_state(executor, tenant_a, type_name, factory, m
             obj = factory(tenant=tenant_a, status=state)
             response = control(executor, obj.pk, action)
             stored = model.all_tenants.get(pk=obj.pk).status
-            records = ControlAction.all_tenants.filter(process_id=obj.pk)
+            records = StatusChange.all_tenants.filter(process_id=obj.pk)
             expected = table.get(action, {}).get(state)
             if expected is not None:
                 assert response.status_code == 200, (action, state, response.content)
@@ -65,8 +65,11 @@ def test_every_action_from_every_state(executor, tenant_a, type_name, factory, m
                     action, state, expected
                 )
                 assert record.tenant_id == tenant_a.slug
-                assert record.actor.startswith("token:ops-console")
+                assert record.actor.startswith("token:a33_")
+                assert (record.actor_name, record.cause, record.path) == (
+                    "ops-console", "operator", "hub")
                 assert record.reason == "because"
+                assert body["history"][0]["action"] == action
                 assert body["control_history"][-1]["action"] == action
             else:
                 assert response.status_code == 409, (action, state, response.content)
@@ -120,7 +123,7 @@ def test_another_tenants_process_is_404_and_untouched(api_client_for, tenant_a, 
     assert control(other, run.pk, "pause").status_code == 404
     assert other.get(f"/v1/operations/processes/{run.pk}").status_code == 404
     assert WorkflowRun.all_tenants.get(pk=run.pk).status == "running"
-    assert not ControlAction.all_tenants.exists()
+    assert not StatusChange.all_tenants.exists()
 
 
 @pytest.mark.parametrize("process_id", ["wfrun-missing", "nothing-1", "x", "trace-" + "0" * 32])
@@ -135,7 +138,7 @@ def test_operator_controls_any_tenant(api_client_for, tenant_b):
     response = control(operator, run.pk, "pause")
     assert response.status_code == 200
     assert response.json()["metadata"]["tenant_id"] == "tenant-b"
-    assert ControlAction.all_tenants.get().tenant_id == "tenant-b"
+    assert StatusChange.all_tenants.get().tenant_id == "tenant-b"
 
 
 def test_trace_detail_has_actions_per_step_and_history(executor, tenant_a):
@@ -159,7 +162,8 @@ def test_trace_detail_has_actions_per_step_and_history(executor, tenant_a):
     assert [(h["action"], h["state_before"], h["state_after"], h["reason"]) for h in history] == [
         ("cancel", "running", "cancelled", "runaway")
     ]
-    assert history[0]["actor"].startswith("token:ops-console")
+    assert history[0]["actor"].startswith("token:a33_")
+    assert cancelled["history"][0]["actor_name"] == "ops-console"
 
 
 def test_budget_and_intake_details(executor, tenant_a):
@@ -214,41 +218,43 @@ def test_controls_record_no_outcome_events_and_leave_trends_alone(
 
     assert OutcomeEvent.all_tenants.filter(tenant=tenant_a).count() == len(values)
     assert outcomes.get("/v1/outcomes/trends/success_rate").json()["direction"] == "declining"
-    assert ControlAction.all_tenants.filter(tenant=tenant_a, action="cancel").count() == 4
+    assert StatusChange.all_tenants.filter(tenant=tenant_a, action="cancel").count() == 4
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_control_and_its_audit_row_commit_together(tenant_a, monkeypatch):
-    """The audit row is written after the state change, in its transaction: when the
-    database refuses it (here: no timestamp, NOT NULL), the state change rolls back too."""
-    from types import SimpleNamespace
-
+    """The history row is written after the state change, in its transaction: when the
+    database refuses it (here: no actor, NOT NULL), the state change rolls back too."""
     from django.db import IntegrityError
 
     from agent33.tenancy.context import tenant_scope
     from operations import controls
+    from tests.origins import operator
 
-    monkeypatch.setattr(controls, "timezone", SimpleNamespace(now=lambda: None))
     run = WorkflowRunFactory(tenant=tenant_a, status="running")
     with pytest.raises(IntegrityError), tenant_scope(tenant_a):
-        controls.process_control(process_id=run.pk, action="pause", actor="token:ops")
+        controls.process_control(process_id=run.pk, action="pause", origin=operator(None))
     run.refresh_from_db()
     assert run.status == "running"
-    assert not ControlAction.all_tenants.filter(process_id=run.pk).exists()
+    assert not StatusChange.all_tenants.filter(process_id=run.pk).exists()
 
 
-def test_detail_shows_the_latest_fifty_controls_oldest_first(executor, tenant_a):
+def test_detail_shows_the_latest_fifty_changes_newest_first(executor, tenant_a):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from operations.selectors import HISTORY_LIMIT
-    from tests.factories.operations import ControlActionFactory
+    from tests.factories.operations import StatusChangeFactory
 
     run = WorkflowRunFactory(tenant=tenant_a, status="running")
     start = timezone.now() - timedelta(hours=1)
     for n in range(HISTORY_LIMIT + 10):
-        ControlActionFactory(tenant=tenant_a, process_type="workflow", process_id=run.pk,
+        StatusChangeFactory(tenant=tenant_a, process_type="workflow", process_id=run.pk,
                              reason=f"control {n}", created_at=start + timedelta(seconds=n))
-    history = executor.get(f"/v1/operations/processes/{run.pk}").json()["control_history"]
-    assert [h["reason"] for h in history] == [f"control {n}" for n in range(10, 60)]
+    detail = executor.get(f"/v1/operations/processes/{run.pk}").json()
+    assert [h["reason"] for h in detail["history"]] == [
+        f"control {n}" for n in range(59, 9, -1)]
+    # The deprecated alias keeps its order (oldest first) for one release.
+    assert [h["reason"] for h in detail["control_history"]] == [
+        f"control {n}" for n in range(10, 60)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from operations.models import ControlAction, WorkflowRun
+from operations.models import StatusChange, WorkflowRun
 from tests.factories.operations import WorkflowRunFactory
 
 # The page refreshes every 1.5 s (its data-refresh-ms; test_hub_refresh_interval pins it). A
@@ -54,11 +54,11 @@ def test_hub_page_shows_new_runs_and_pauses_them(
 
     # The database and the control history agree with the page.
     assert WorkflowRun.all_tenants.get(pk=run_id).status == "paused"
-    record = ControlAction.all_tenants.get(process_id=run_id)
+    record = StatusChange.all_tenants.get(process_id=run_id)
     assert (record.action, record.state_before, record.state_after, record.reason) == (
         "pause", "running", "paused", "investigating a spike"
     )
-    assert record.actor == "staff:hub-operator"
+    assert record.actor == "user:hub-operator"
     # It stays paused across the following refreshes (no stale poll paints it back).
     page.wait_for_timeout(1800)
     expect(row.locator(".hub-status")).to_have_text("paused")

@@ -15,6 +15,7 @@ from tests.factories.operations import (
     ImprovementIntakeFactory,
     WorkflowRunFactory,
 )
+from tests.origins import operator
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +36,7 @@ def test_one_open_intake_per_decline(tenant_a, tenant_b):
         other_domain, created = open_decline(tenant_a, domain="search")
         assert created and other_domain.pk != first.pk
 
-        services.intake_transition(intake=first, status="triaged")
+        services.intake_transition(intake=first, origin=operator(), status="triaged")
         still_open, created = open_decline(tenant_a)  # triaged is still open
         assert not created and still_open.pk == first.pk
 
@@ -63,11 +64,11 @@ def test_the_database_refuses_unknown_statuses(tenant_a):
 def test_services_fail_closed_without_scope_and_refuse_foreign_rows(tenant_a, tenant_b):
     run = WorkflowRunFactory(tenant=tenant_a, status="running")
     with tenant_scope(tenant_b), pytest.raises(NotFound):
-        controls.process_control(process_id=run.pk, action="pause", actor="test")
+        controls.process_control(process_id=run.pk, action="pause", origin=operator())
     with tenant_scope(tenant_b), pytest.raises(NotFound):
-        services.workflow_run_transition(run=run, status="paused")
+        services.workflow_run_transition(run=run, origin=operator(), status="paused")
     with tenant_scope(tenant_a), pytest.raises(InvalidInput):
-        controls.process_control(process_id=run.pk, action="halt", actor="test")
+        controls.process_control(process_id=run.pk, action="halt", origin=operator())
     with tenant_scope(tenant_a), pytest.raises(InvalidInput):
         services.workflow_run_create(tenant=tenant_a, workflow_name="w", status="paused")
     assert WorkflowRun.all_tenants.get(pk=run.pk).status == "running"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from operations.models import AutonomyBudget, ControlAction
+from operations.models import AutonomyBudget, StatusChange
 from tests.factories.operations import AutonomyBudgetFactory, ImprovementIntakeFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -33,9 +33,10 @@ def test_staff_approve_one_pending_budget_and_reject_another(staff_user_factory,
     expect(page.locator("#staff-moves")).to_have_count(0)  # rejected is final: no buttons
 
     approved = AutonomyBudget.all_tenants.get(pk=approve.pk)
-    assert (approved.status, approved.approved_by) == ("active", "staff:approver")
+    assert (approved.status, approved.approved_by) == ("active", "user:approver")
     assert AutonomyBudget.all_tenants.get(pk=reject.pk).status == "rejected"
-    assert ControlAction.all_tenants.filter(action="move").count() == 2
+    assert sorted(StatusChange.all_tenants.values_list("action", "path")) == [
+        ("approve", "admin"), ("move", "admin")]
 
 
 def test_needs_attention_counts_move_when_an_intake_is_triaged(staff_user_factory, staff_page,

@@ -12,7 +12,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
 from agent33.tenancy.staff import ACCESS_TENANT_PERM
-from operations.models import AutonomyBudget, ControlAction, ImprovementIntake
+from operations.models import AutonomyBudget, ImprovementIntake, StatusChange
 from tests.factories.operations import AutonomyBudgetFactory, ImprovementIntakeFactory
 
 pytestmark = pytest.mark.django_db
@@ -60,13 +60,13 @@ def test_an_intake_page_offers_its_next_statuses_and_moves_with_a_note(staff, te
     assert ImprovementIntake.all_tenants.get(pk=intake.pk).status == "deferred"
     # The page shows the new status, its next moves and the history at once.
     assert response.context["staff_moves"] == [("triaged", "Triage")]
-    assert b"after the Q3 freeze" in response.content and b"staff:alice" in response.content
+    assert b"after the Q3 freeze" in response.content and b"user:alice" in response.content
 
     # The API's process detail shows the same history entry.
     detail = api_client_for(tenant_a, scopes=["workflows:read"]).get(
         f"/v1/operations/processes/{intake.pk}").json()
     [entry] = detail["control_history"]
-    assert entry["action"] == "move" and entry["actor"] == "staff:alice"
+    assert entry["action"] == "move" and entry["actor"] == "user:alice"
     assert (entry["state_before"], entry["state_after"]) == ("analyzing", "deferred")
     assert entry["reason"] == "after the Q3 freeze"
 
@@ -79,7 +79,7 @@ def test_approving_a_budget_records_the_staff_member_as_approver(staff, tenant_a
 
     client.post(f"{BUDGETS}{waiting.pk}/move/", {"target": "active"})
     budget = AutonomyBudget.all_tenants.get(pk=waiting.pk)
-    assert (budget.status, budget.approved_by) == ("active", "staff:bob")
+    assert (budget.status, budget.approved_by) == ("active", "user:bob")
     # An active budget's page offers its other moves, not approval.
     page = client.get(f"{BUDGETS}{waiting.pk}/change/")
     assert page.context["staff_moves"] == [
@@ -103,7 +103,7 @@ def test_an_illegal_move_shows_the_conflicts_reason_and_changes_nothing(staff, t
         "(from 'pending_approval' it may move to: active, rejected)."
     ]
     assert AutonomyBudget.all_tenants.get(pk=expired.pk).status == "pending_approval"
-    assert not ControlAction.all_tenants.exists()
+    assert not StatusChange.all_tenants.exists()
 
 
 def test_staff_without_a_grant_get_404_and_change_nothing(staff, tenant_a, tenant_b):
@@ -113,7 +113,7 @@ def test_staff_without_a_grant_get_404_and_change_nothing(staff, tenant_a, tenan
     response = client.get(f"{INTAKES}{intake.pk}/change/")
     assert response.status_code == 302  # the admin's "does not exist" redirect to its index
     assert ImprovementIntake.all_tenants.get(pk=intake.pk).status == "submitted"
-    assert not ControlAction.all_tenants.exists()
+    assert not StatusChange.all_tenants.exists()
 
 
 def test_staff_without_the_permission_see_no_buttons_and_get_403(staff, tenant_a):
@@ -146,7 +146,7 @@ def test_bulk_moves_apply_to_each_row_and_report_refusals(staff, tenant_a):
     statuses = dict(ImprovementIntake.all_tenants.values_list("pk", "status"))
     assert [statuses[i.pk] for i in submitted] == ["triaged", "triaged"]
     assert statuses[accepted.pk] == "accepted"
-    assert set(ControlAction.all_tenants.values_list("reason", flat=True)) == {"weekly triage"}
+    assert set(StatusChange.all_tenants.values_list("reason", flat=True)) == {"weekly triage"}
 
 
 def test_bulk_approve_and_reject_touch_only_budgets_waiting_for_approval(staff, tenant_a):
@@ -161,7 +161,7 @@ def test_bulk_approve_and_reject_touch_only_budgets_waiting_for_approval(staff, 
         f"Skipped {draft.pk}: Cannot approve autonomy budget {draft.pk}: it is 'draft', and "
         "approve needs 'pending_approval'.",
     ]
-    assert AutonomyBudget.all_tenants.get(pk=waiting.pk).approved_by == "staff:carol"
+    assert AutonomyBudget.all_tenants.get(pk=waiting.pk).approved_by == "user:carol"
     assert AutonomyBudget.all_tenants.get(pk=draft.pk).status == "draft"
 
     other = AutonomyBudgetFactory(tenant=tenant_a, status="pending_approval")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from operations import choices
-from operations.models import AutonomyBudget, ImprovementIntake, Trace, WorkflowRun
+from operations.models import AutonomyBudget, ImprovementIntake, StatusChange, Trace, WorkflowRun
 from tests.factories.operations import (
     AutonomyBudgetFactory,
     ImprovementIntakeFactory,
@@ -49,9 +49,29 @@ EXPECTED = {
 }
 
 
+# Moves that equal a control (DESIGN §8.1): they need workflows:execute on /transition as on
+# /control. Approvals need budgets:approve.
+CONTROL_MOVES = {
+    "budgets": {("active", "suspended"), ("active", "expired"), ("suspended", "active"),
+                ("suspended", "expired")},
+    "improvements": set(),
+    "workflow-runs": {("running", "paused"), ("running", "cancelled"), ("queued", "cancelled"),
+                      ("paused", "running")},
+}
+APPROVALS = {"budgets": {("draft", "active"), ("pending_approval", "active")},
+             "improvements": set(), "workflow-runs": set()}
+
+
 @pytest.fixture
 def writer(api_client_for, tenant_a):
-    return api_client_for(tenant_a, scopes=["workflows:write"])
+    """A token that may make every move: write, execute and approve."""
+    return api_client_for(tenant_a, scopes=["workflows:write", "workflows:execute",
+                                            "budgets:approve"], name="full")
+
+
+@pytest.fixture
+def write_only(api_client_for, tenant_a):
+    return api_client_for(tenant_a, scopes=["workflows:write"], name="write-only")
 
 
 @pytest.mark.parametrize(("path", "factory", "model", "status_enum", "table"), MACHINES)
@@ -93,6 +113,33 @@ def test_unknown_or_missing_status_is_400(writer, tenant_a, path, factory, model
         assert response.json()["detail"].startswith("status:")
 
 
+@pytest.mark.parametrize(("path", "factory", "model", "status_enum", "table"), MACHINES)
+def test_writing_alone_cannot_make_a_control_move_or_approve(
+    write_only, tenant_a, path, factory, model, status_enum, table
+):
+    """Permissions follow the move, never the path: with only workflows:write, /transition
+    refuses what /control would refuse (403 naming workflows:execute) and approvals (403
+    naming budgets:approve), and changes nothing; every other allowed move succeeds."""
+    for current, targets in table.items():
+        for requested in targets:
+            obj = factory(tenant=tenant_a, status=current)
+            response = write_only.post(f"/v1/operations/{path}/{obj.pk}/transition",
+                                       {"status": requested}, format="json")
+            stored = model.all_tenants.get(pk=obj.pk).status
+            if (current, requested) in CONTROL_MOVES[path]:
+                assert response.status_code == 403, (current, requested, response.content)
+                assert response.json()["code"] == "missing_scope"
+                assert "workflows:execute" in response.json()["detail"]
+                assert stored == current
+            elif (current, requested) in APPROVALS[path]:
+                assert response.status_code == 403, (current, requested, response.content)
+                assert "budgets:approve" in response.json()["detail"]
+                assert stored == current
+            else:
+                assert response.status_code == 200, (current, requested, response.content)
+                assert stored == requested
+
+
 def test_every_trace_completion(writer, tenant_a):
     statuses = choices.TraceStatus.values
     for current in statuses:
@@ -106,11 +153,27 @@ def test_every_trace_completion(writer, tenant_a):
             if current == "running":
                 assert response.status_code == 200
                 assert stored.status == requested and stored.completed_at is not None
+                [change] = StatusChange.all_tenants.filter(process_id=trace.pk)
+                # The runtime reporting its own end is the process's cause; a cancel is an
+                # operator's, whichever endpoint it came through.
+                cause = "operator" if requested == "cancelled" else "process"
+                assert (change.cause, change.path, change.state_after) == (
+                    cause, "api", requested)
             else:
                 assert response.status_code == 409
                 assert f"'{current}'" in response.json()["detail"]
                 assert f"'{requested}'" in response.json()["detail"]
                 assert stored.status == current
+
+
+def test_a_trace_cancelled_through_complete_needs_execute(write_only, tenant_a):
+    trace = TraceFactory(tenant=tenant_a)
+    response = write_only.post(f"/v1/operations/traces/{trace.pk}/complete",
+                               {"status": "cancelled"}, format="json")
+    assert response.status_code == 403 and response.json()["code"] == "missing_scope"
+    assert Trace.all_tenants.get(pk=trace.pk).status == "running"
+    assert write_only.post(f"/v1/operations/traces/{trace.pk}/complete",
+                           {"status": "failed"}, format="json").status_code == 200
 
 
 def test_transitions_of_another_tenant_are_404(api_client_for, tenant_a, tenant_b):

@@ -35,10 +35,11 @@ def intakes(tenant):
 def move(intake, *statuses):
     from agent33.tenancy.context import tenant_scope
     from operations.services import intake_transition
+    from tests.origins import operator
 
     with tenant_scope(intake.tenant):
         for status in statuses:
-            intake = intake_transition(intake=intake, status=status)
+            intake = intake_transition(intake=intake, origin=operator(), status=status)
     return intake
 
 

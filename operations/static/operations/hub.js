@@ -138,7 +138,7 @@
       .then(function (result) {
         if (!result.ok) { showMessage(result.body.detail || "The control failed.", false); return; }
         var updated = result.body.process;
-        var last = updated.control_history[updated.control_history.length - 1];
+        var last = updated.history[0];  // newest first
         showMessage(
           action + " " + updated.id + ": " + (last ? last.state_before + " → " : "") + updated.status,
           true
