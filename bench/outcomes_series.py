@@ -4,7 +4,7 @@ and one with 10k, and the query plans behind it.
 Usage (PostgreSQL reachable as postgres@127.0.0.1:5432, the default):
 
     .venv/bin/python bench/outcomes_series.py [--large 10000000] [--small 10000]
-        [--days 91] [--requests 60] [--server postgres://...] [--keep]
+        [--days 91] [--requests 60] [--server postgres://...] [--keep | --reuse]
 
 What it does, against a PostgreSQL database it creates for itself
 (`agent33_bench_outcomes_series`, dropped again unless --keep):
@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.common import (  # noqa: E402
     Figure,
+    database_name,
     drop_postgres_database,
     fresh_postgres_database,
     missed,
@@ -163,10 +164,15 @@ def run(
     requests: int = 60,
     server: str = "postgres://postgres@127.0.0.1:5432",
     keep: bool = False,
+    reuse: bool = False,
 ) -> list[Figure]:
     """The measurement; returns its figures. Sets up Django in this process: run it once
-    per process."""
-    database_url = fresh_postgres_database(DB_NAME, f"{server}/postgres")
+    per process. `reuse`: time against the database a `keep` run left (same sizes)."""
+    if reuse:
+        keep = True
+        database_url = f"{server}/{database_name(DB_NAME)}"
+    else:
+        database_url = fresh_postgres_database(DB_NAME, f"{server}/postgres")
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -176,11 +182,12 @@ def run(
         "AGENT33_THROTTLE_RATE": "1000000/min",
         "PYTHONWARNINGS": "ignore:No directory at",
     }
-    print(f"database {DB_NAME}: migrating ...", flush=True)
-    done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT,
-                          env=env, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(done.stderr)
+    if not reuse:
+        print(f"database {DB_NAME}: migrating ...", flush=True)
+        done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=ROOT,
+                              env=env, capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(done.stderr)
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "agent33.settings")
     import warnings
@@ -193,20 +200,33 @@ def run(
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from agent33.tenancy.models import Tenant
     from agent33.tenancy.services import tenant_create, token_issue
+    from outcomes.models import OutcomeEvent, OutcomeRollup
     from outcomes.services import outcome_counts_rebuild
 
     sizes = {"large": large, "small": small}
     tokens = {}
     for slug in sizes:
-        tenant = tenant_create(slug=slug)
+        tenant = Tenant.objects.get(pk=slug) if reuse else tenant_create(slug=slug)
         tokens[slug] = token_issue(tenant=tenant, scopes=["outcomes:read"]).plaintext
-    end = datetime.now(UTC)
-    print(f"loading {large:,} + {small:,} events over {days} days ...", flush=True)
-    started = time.perf_counter()
-    rollup_rows = load(database_url, sizes, days, end)
-    outcome_counts_rebuild()
-    print(f"loaded in {time.perf_counter() - started:.0f} s\n", flush=True)
+    if reuse:
+        # Timed as of the newest event, so the periods hold what a fresh run's would.
+        end = OutcomeEvent.all_tenants.filter(tenant_id="large").latest("occurred_at") \
+            .occurred_at + timedelta(seconds=1)
+        rollup_rows = {slug: OutcomeRollup.all_tenants.filter(tenant_id=slug).count()
+                       for slug in sizes}
+        sizes = {slug: OutcomeEvent.all_tenants.filter(tenant_id=slug).count()
+                 for slug in sizes}
+        large, small = sizes["large"], sizes["small"]
+        print(f"reusing {DB_NAME}: {large:,} + {small:,} events", flush=True)
+    else:
+        end = datetime.now(UTC)
+        print(f"loading {large:,} + {small:,} events over {days} days ...", flush=True)
+        started = time.perf_counter()
+        rollup_rows = load(database_url, sizes, days, end)
+        outcome_counts_rebuild()
+        print(f"loaded in {time.perf_counter() - started:.0f} s\n", flush=True)
     importlib.import_module("agent33.wsgi")  # set up as a gunicorn worker is
 
     to = end.isoformat()
@@ -316,6 +336,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60, help="timed requests per case")
     parser.add_argument("--server", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--reuse", action="store_true",
+                        help="time against the database a --keep run left (no load)")
     figures = run(**vars(parser.parse_args()))
     sys.exit(1 if missed(figures) else 0)
 

@@ -413,15 +413,13 @@ def rollups_read(
         totals[bucket] += total
         minima[bucket] = minimum if minima[bucket] is None else min(minima[bucket], minimum)
         maxima[bucket] = maximum if maxima[bucket] is None else max(maxima[bucket], maximum)
-    blobs = [row[5] for row in rows]
-    # Each bucket, and the whole period as group n.
-    per_bucket = sketches.grouped_quantiles(
-        blobs + blobs, bucket_of_row + [n] * len(rows), n + 1, (0.5, 0.95))
+    per_bucket, whole = sketches.grouped_quantiles(
+        [row[5] for row in rows], bucket_of_row, n, (0.5, 0.95))
     buckets = [_bucket(counts[i], totals[i], minima[i], maxima[i], per_bucket[i])
                for i in range(n)]
     summary = _bucket(
         sum(counts), sum(totals), min((v for v in minima if v is not None), default=None),
-        max((v for v in maxima if v is not None), default=None), per_bucket[n],
+        max((v for v in maxima if v is not None), default=None), whole,
     )
     return buckets, summary
 

@@ -108,28 +108,36 @@ def quantiles(blobs: Iterable[bytes], qs: Sequence[float]) -> list[float | None]
 
 def grouped_quantiles(
     blobs: Sequence[bytes], groups: Sequence[int], group_count: int, qs: Sequence[float]
-) -> list[list[float | None]]:
-    """`quantiles` of many groups of sketches at once (a series' buckets): blob i belongs to
-    group groups[i]. One sort over every bin of every group, so a series of 1,000 buckets
-    costs a few numpy calls, not a few per bucket. Returns, per group, a value per q."""
+) -> tuple[list[list[float | None]], list[float | None]]:
+    """`quantiles` of many groups of sketches at once (a series' buckets; blob i belongs to
+    group groups[i]), and of all of them together. Duplicate (group, slot) pairs are summed
+    first with one sort, and the whole is computed from those sums, so a series of 1,000
+    buckets costs a few numpy calls over its bins, not a few per bucket."""
     sizes = np.fromiter((len(blob) // _ENTRY.itemsize for blob in blobs), dtype=np.int64,
                         count=len(blobs))
     pairs = _decode(b"".join(bytes(blob) for blob in blobs))
     if not len(pairs):
-        return [[None] * len(qs) for _ in range(group_count)]
-    group_of_pair = np.repeat(np.asarray(groups, dtype=np.int64), sizes)
-    order = np.lexsort((pairs["slot"], group_of_pair))
-    group_sorted, slot_sorted = group_of_pair[order], pairs["slot"][order]
-    cumulative = np.cumsum(pairs["count"][order])
-    totals = np.bincount(group_of_pair, weights=pairs["count"], minlength=group_count)
-    ends = np.cumsum(totals)  # the cumulative count where each group ends
-    starts = ends - totals
+        return [[None] * len(qs) for _ in range(group_count)], [None] * len(qs)
+    # One int64 per pair orders by group, then slot (slots fit in 32 bits with an offset).
+    keys = (np.repeat(np.asarray(groups, dtype=np.int64), sizes) << 32) + (
+        pairs["slot"].astype(np.int64) + (1 << 31))
+    unique, inverse = np.unique(keys, return_inverse=True)
+    counts = np.bincount(inverse, weights=pairs["count"])
+    group_of, slot_of = unique >> 32, (unique & 0xFFFFFFFF) - (1 << 31)
     answers: list[list[float | None]] = [[None] * len(qs) for _ in range(group_count)]
+    cumulative = np.cumsum(counts)
+    totals = np.bincount(group_of, weights=counts, minlength=group_count)
+    starts = np.cumsum(totals) - totals
     present = np.flatnonzero(totals)
     for column, q in enumerate(qs):
-        targets = starts[present] + q * (totals[present] - 1)
-        found = np.searchsorted(cumulative, targets, side="right")
+        found = np.searchsorted(cumulative, starts[present] + q * (totals[present] - 1),
+                                side="right")
         for group, index in zip(present.tolist(), found.tolist(), strict=True):
-            assert group_sorted[index] == group
-            answers[group][column] = value_of_slot(int(slot_sorted[index]))
-    return answers
+            answers[group][column] = value_of_slot(int(slot_of[index]))
+    slots, inverse = np.unique(slot_of, return_inverse=True)
+    overall = np.cumsum(np.bincount(inverse, weights=counts))
+    whole = [
+        value_of_slot(int(slots[np.searchsorted(overall, q * (overall[-1] - 1), side="right")]))
+        for q in qs
+    ]
+    return answers, whole
