@@ -204,19 +204,22 @@ def setup_django(env: dict) -> None:
     django.setup()
 
 
-def copy_insert(tenant, cleaned, now) -> None:
+def copy_insert(tenant, cleaned, now) -> list:
     """The COPY ... FROM STDIN insert the service used from 100 events on PostgreSQL until
-    this comparison retired it; swapped in for `outcomes.services._insert_events`."""
+    this comparison retired it; swapped in for `outcomes.services._insert_events` (and, as
+    it, returns the rows, whose rollups the service then adds)."""
     from django.db import connection
 
-    from outcomes.services import _ordered_ids
+    from outcomes.services import _new_events
 
+    rows = _new_events(tenant, cleaned, now)
     with connection.cursor() as cursor, cursor.cursor.copy(
         f"COPY {TABLE} ({COLUMNS}) FROM STDIN"
     ) as copy:
-        for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True):
-            copy.write_row((pk, tenant.pk, event.domain, event.event_type, event.metric_type,
-                            event.value, event.occurred_at or now, event.metadata_json, now))
+        for row, event in zip(rows, cleaned, strict=True):
+            copy.write_row((row.pk, tenant.pk, row.domain, row.event_type, row.metric_type,
+                            row.value, row.occurred_at, event.metadata_json, now))
+    return rows
 
 
 def run_service(events: list[dict], batch: int, *, use_copy: bool) -> float:
