@@ -200,6 +200,7 @@ def run(
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
+    from agent33.tenancy.context import tenant_scope
     from agent33.tenancy.models import Tenant
     from agent33.tenancy.services import tenant_create, token_issue
     from outcomes.models import OutcomeEvent, OutcomeRollup
@@ -211,13 +212,16 @@ def run(
         tenant = Tenant.objects.get(pk=slug) if reuse else tenant_create(slug=slug)
         tokens[slug] = token_issue(tenant=tenant, scopes=["outcomes:read"]).plaintext
     if reuse:
-        # Timed as of the newest event, so the periods hold what a fresh run's would.
-        end = OutcomeEvent.all_tenants.filter(tenant_id="large").latest("occurred_at") \
-            .occurred_at + timedelta(seconds=1)
-        rollup_rows = {slug: OutcomeRollup.all_tenants.filter(tenant_id=slug).count()
-                       for slug in sizes}
-        sizes = {slug: OutcomeEvent.all_tenants.filter(tenant_id=slug).count()
-                 for slug in sizes}
+        rollup_rows, counted = {}, {}
+        for slug in sizes:
+            with tenant_scope(Tenant.objects.get(pk=slug)):
+                rollup_rows[slug] = OutcomeRollup.objects.count()
+                counted[slug] = OutcomeEvent.objects.count()
+                if slug == "large":
+                    # Timed as of the newest event: the periods hold what a fresh run's would.
+                    end = OutcomeEvent.objects.latest("occurred_at").occurred_at + timedelta(
+                        seconds=1)
+        sizes = counted
         large, small = sizes["large"], sizes["small"]
         print(f"reusing {DB_NAME}: {large:,} + {small:,} events", flush=True)
     else:
