@@ -259,12 +259,12 @@ _PG_BATCH = 5_000
 def _add_postgresql(tenant: Tenant, cells: list[Cell]) -> None:
     """The rows as ten arrays, unnested into one INSERT ... ON CONFLICT DO UPDATE that adds
     counts and sums, keeps the smaller minimum and larger maximum, and appends the sketch
-    bins (duplicates are summed when read; `_compact` re-sums a row grown past
-    sketches.COMPACT_AT pairs). The rows are inserted, so locked, in key order (ORDER BY).
+    bins (duplicates are summed when read; a row grown past sketches.COMPACT_AT pairs is
+    re-summed in the same transaction). The rows are inserted, so locked, in key order (ORDER BY).
 
     Hand-written: the ORM's upsert cannot add to a column, so it takes a read and a second
     upsert per batch, and Django's multi-row VALUES costs ~0.1 ms of Python per row; this
-    statement was N x faster on a bulk's rows (bench/outcomes_ingest.py, "rollups: ORM vs
+    statement was 7-8x faster on a bulk's rows (bench/outcomes_ingest.py, "rollups: ORM vs
     unnest upsert")."""
     connection = connections[OutcomeRollup.objects.db]
     table = connection.ops.quote_name(OutcomeRollup._meta.db_table)
