@@ -261,6 +261,7 @@ AGENT33_SCHEDULE = {
     "prune-finished-jobs": {"job": "agent33.prune_jobs", "every": 3600},
     "purge-rate-counters": {"job": "agent33.purge_rate_counters", "every": 3600},
     "compact-row-counts": {"job": "agent33.compact_row_counts", "every": 60},
+    "purge-expired-outcome-events": {"job": "outcomes.purge_expired_events", "every": 600},
 }
 # Finished jobs are kept this long for staff to read, then pruned (hourly): successful ones
 # a day, failed ones (listed in the hub's "Needs attention") two weeks.
@@ -307,6 +308,17 @@ AGENT33_SECRET_KEYS = env_list("AGENT33_SECRET_KEYS")
 # Outcome events one tenant may send through the API per minute (single, bulk, CTRF), shared
 # by every process (agent33/auth/counters.py); 0: no limit (outcomes/limits.py).
 AGENT33_EVENTS_PER_MINUTE = int(os.environ.get("AGENT33_EVENTS_PER_MINUTE", "60000"))
+
+# Raw outcome events older than this many days are removed by the worker, in bounded batches
+# (outcomes.services.events_purge_expired); rollups stay, so series over old periods still
+# answer. Unset or empty: keep every event.
+_retention = os.environ.get("AGENT33_EVENT_RETENTION_DAYS", "").strip()
+if _retention and not (_retention.isdigit() and int(_retention) >= 1):
+    raise ImproperlyConfigured(
+        f"AGENT33_EVENT_RETENTION_DAYS must be a whole number of days, at least 1, or unset "
+        f"(got {_retention[:20]!r})."
+    )
+AGENT33_EVENT_RETENTION_DAYS = int(_retention) if _retention else None
 
 # A request that touched more trend keys than this has their decline evaluation queued as
 # background jobs instead of evaluated before it answers (outcomes/services.py).

@@ -16,7 +16,11 @@ What it does, all in one run against one PostgreSQL database it creates for itse
    the clock starts); empties the table; then writes the same rows (fresh ids, same values)
    with one raw psycopg `COPY ... FROM STDIN` into the same table (rows built before the
    clock starts); empties the table again;
-4. prints events/s for both and the ratio API / COPY (target: >= 0.25);
+4. prints events/s for both and the ratio API / COPY (target: >= 0.25); and, per round, the
+   same events through a second gunicorn whose rollups are switched off
+   (bench/wsgi_norollups.py), alternating which goes first, twice: as the events are (7 s
+   apart, so a bulk of 5,000 spans ten hours: a backfill) and with each bulk spread over
+   one minute (a live sender); prints with ÷ without rollups (target: >= 0.9);
 5. in this process (Django set up on the same database), per round and alternating:
    - "service: COPY vs bulk_create": `outcomes.services.event_record_bulk` stores the same
      events in batches of `--batch` (validation, insert, counts: all it does) once as it is
@@ -28,6 +32,9 @@ What it does, all in one run against one PostgreSQL database it creates for itse
      vs the hand-written `INSERT ... ON CONFLICT DO UPDATE SET count = count +
      EXCLUDED.count` it replaced (both in the service's batches of keys), each in a
      transaction that is rolled back; prints the ratio.
+   - "rollups: ORM vs unnest upsert": the rollup rows of one bulk, backfill-shaped (all
+     new) and live-shaped (the next minute of a sender: its hours and days exist), with the
+     ORM write (`rollups._add_orm`) vs the PostgreSQL statement (`_add_postgresql`).
    A hand-written statement stays in the service only while its ratio is >= 3.
 
 `run()` returns the figures (`make bench-smoke` calls it with fewer events and one round).
@@ -75,6 +82,7 @@ METRICS = ("success_rate", "quality_score", "latency_ms", "cost_usd")
 DOMAINS = ("support", "research", "coding", "sales", "ops", "billing", "search", "triage")
 EVENT_TYPES = ("task_completed", "review", "handoff", "retry")
 TARGET_RATIO = 0.25
+TARGET_ROLLUPS = 0.9  # bulk API throughput with rollups ÷ without (DESIGN §8.6)
 
 
 def manage(env: dict, *args: str) -> str:
@@ -111,6 +119,19 @@ def make_events(count: int) -> list[dict]:
     return events
 
 
+def live_shaped(events: list[dict], batch: int) -> list[dict]:
+    """The same events, each bulk's spread over one minute (a sender posting as it goes),
+    bulks a minute apart; the original spacing (7 s, a bulk of 5,000 spanning ten hours)
+    is a backfill's shape."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    return [
+        {**event, "occurred_at": (start + timedelta(minutes=i // batch,
+                                                    seconds=60 * (i % batch) / batch)
+                                  ).isoformat()}
+        for i, event in enumerate(events)
+    ]
+
+
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -127,7 +148,7 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None
 
 def truncate(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLE}, outcomes_outcomecount")
+        conn.execute(f"TRUNCATE {TABLE}, outcomes_outcomecount, outcomes_outcomerollup")
         conn.execute(f"VACUUM ANALYZE {TABLE}")
 
 
@@ -183,19 +204,22 @@ def setup_django(env: dict) -> None:
     django.setup()
 
 
-def copy_insert(tenant, cleaned, now) -> None:
+def copy_insert(tenant, cleaned, now) -> list:
     """The COPY ... FROM STDIN insert the service used from 100 events on PostgreSQL until
-    this comparison retired it; swapped in for `outcomes.services._insert_events`."""
+    this comparison retired it; swapped in for `outcomes.services._insert_events` (and, as
+    it, returns the rows, whose rollups the service then adds)."""
     from django.db import connection
 
-    from outcomes.services import _ordered_ids
+    from outcomes.services import _new_events
 
+    rows = _new_events(tenant, cleaned, now)
     with connection.cursor() as cursor, cursor.cursor.copy(
         f"COPY {TABLE} ({COLUMNS}) FROM STDIN"
     ) as copy:
-        for pk, event in zip(_ordered_ids(len(cleaned)), cleaned, strict=True):
-            copy.write_row((pk, tenant.pk, event.domain, event.event_type, event.metric_type,
-                            event.value, event.occurred_at or now, event.metadata_json, now))
+        for row, event in zip(rows, cleaned, strict=True):
+            copy.write_row((row.pk, tenant.pk, row.domain, row.event_type, row.metric_type,
+                            row.value, row.occurred_at, event.metadata_json, now))
+    return rows
 
 
 def run_service(events: list[dict], batch: int, *, use_copy: bool) -> float:
@@ -270,6 +294,33 @@ def run_counts(counts: Counter, *, orm: bool) -> float:
     return elapsed
 
 
+def run_rollups(cells: list, *, orm: bool) -> float:
+    """One bulk's rollup write in a transaction that is rolled back; seconds."""
+    from django.db import transaction
+
+    from agent33.tenancy.context import tenant_scope
+    from agent33.tenancy.models import Tenant
+    from outcomes import rollups
+
+    tenant = Tenant.objects.get(pk="bench")
+    with transaction.atomic(), tenant_scope(tenant):
+        started = time.perf_counter()
+        (rollups._add_orm if orm else rollups._add_postgresql)(tenant, cells)
+        elapsed = time.perf_counter() - started
+        transaction.set_rollback(True)
+    return elapsed
+
+
+def rollup_cells(events: list[dict]) -> list:
+    from outcomes.rollups import RollupInput, cells_of
+
+    return cells_of([
+        RollupInput(e["metric_type"], e["domain"], e["event_type"], e["value"],
+                    datetime.fromisoformat(e["occurred_at"]))
+        for e in events
+    ])
+
+
 def in_process(
     env: dict, events: list[dict], *, batch: int, rounds: int, keys: int
 ) -> list[Figure]:
@@ -294,6 +345,34 @@ def in_process(
             timings["orm" if orm else "upsert"].append(run_counts(counts, orm=orm))
     truncate(database_url)
 
+    # The rollups of one bulk (backfill-shaped: every row new) and of the next minute's bulk
+    # of a live sender (its hours and days already there): the ORM write vs the statement.
+    from agent33.tenancy.context import tenant_scope
+    from agent33.tenancy.models import Tenant
+    from outcomes import rollups
+
+    tenant = Tenant.objects.get(pk="bench")
+    live = live_shaped(events[: 2 * batch], batch)
+    with tenant_scope(tenant):
+        rollups._add_postgresql(tenant, rollup_cells(live[:batch]))  # committed
+    cases = {"backfill bulk": rollup_cells(events[:batch]),
+             "live bulk": rollup_cells(live[batch:])}
+    rollup_ms: dict[tuple[str, bool], list[float]] = {
+        (case, orm): [] for case in cases for orm in (True, False)}
+    for round_no in range(1, 2 * rounds + 2):
+        for case, cells in cases.items():
+            for orm in (True, False) if round_no % 2 else (False, True):
+                rollup_ms[(case, orm)].append(run_rollups(cells, orm=orm) * 1000)
+    truncate(database_url)
+    rollup_figures = []
+    for case, cells in cases.items():
+        orm_ms = statistics.median(rollup_ms[(case, True)])
+        sql_ms = statistics.median(rollup_ms[(case, False)])
+        print(f"rollups of a {case} ({len(cells)} rows): ORM {orm_ms:.1f} ms, unnest upsert "
+              f"{sql_ms:.1f} ms: {orm_ms / sql_ms:.2f}x  (the statement stays if >= 3)")
+        rollup_figures.append(Figure(f"rollup upsert ÷ ORM rollup write, {case}",
+                                     orm_ms / sql_ms, "ratio"))
+
     copy_rate = len(events) / statistics.median(service["copy"])
     orm_rate = len(events) / statistics.median(service["bulk_create"])
     upsert_ms = statistics.median(timings["upsert"]) * 1000
@@ -308,6 +387,7 @@ def in_process(
     return [
         Figure("service COPY ÷ bulk_create, events/s", copy_rate / orm_rate, "ratio"),
         Figure(f"count upsert ÷ ORM count write, {keys:,} keys", orm_ms / upsert_ms, "ratio"),
+        *rollup_figures,
     ]
 
 
@@ -331,6 +411,7 @@ def run(
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
         "AGENT33_THROTTLE_RATE": "100000/min",
+        "AGENT33_EVENTS_PER_MINUTE": "0",  # the allowance is not what this bench measures
         "PYTHONWARNINGS": "ignore:No directory at",  # whitenoise: no collectstatic here
     }
     print(f"database {DB_NAME}: migrating ...", flush=True)
@@ -350,20 +431,30 @@ def run(
         flush=True,
     )
 
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [str(Path(PYTHON).parent / "gunicorn"), "agent33.wsgi:application",
-         "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-         "--timeout", "300", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )
+    servers = {}
+    for name, app in (("rollups", "agent33.wsgi:application"),
+                      ("no rollups", "bench.wsgi_norollups:application")):
+        port = free_port()
+        servers[name] = (f"http://127.0.0.1:{port}", subprocess.Popen(
+            [str(Path(PYTHON).parent / "gunicorn"), app,
+             "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+             "--timeout", "300", "--log-level", "warning"],
+            cwd=ROOT, env=env,
+        ))
+    base_url = servers["rollups"][0]
+    shapes = {"backfill": bodies, "live": [
+        json.dumps({"events": live[i : i + batch]}).encode()
+        for live in [live_shaped(sent, batch)] for i in range(0, len(sent), batch)
+    ]}
     try:
-        wait_for(f"{base_url}/readyz", process)
-        run_api(base_url, token, [json.dumps({"events": sent[:50]}).encode()])  # warm-up
+        for url, process in servers.values():
+            wait_for(f"{url}/readyz", process)
+            run_api(url, token, [json.dumps({"events": sent[:50]}).encode()])  # warm-up
         truncate(database_url)
 
         api_times, copy_times = [], []
+        rollup_times: dict[tuple[str, str], list[float]] = {
+            (shape, name): [] for shape in shapes for name in servers}
         for round_no in range(1, rounds + 1):
             api_seconds = run_api(base_url, token, bodies)
             stored = count_rows(database_url)
@@ -382,17 +473,38 @@ def run(
                 f"events/s)   ratio {copy_seconds / api_seconds:.2f}",
                 flush=True,
             )
+            # With and without rollups, alternating which goes first, per event shape.
+            for shape, shaped in shapes.items():
+                names = list(servers) if round_no % 2 else list(servers)[::-1]
+                for name in names:
+                    seconds = run_api(servers[name][0], token, shaped)
+                    assert count_rows(database_url) == len(sent)
+                    truncate(database_url)
+                    rollup_times[(shape, name)].append(seconds)
+                print(f"round {round_no}, {shape}: with rollups "
+                      f"{rollup_times[(shape, 'rollups')][-1]:6.2f} s, without "
+                      f"{rollup_times[(shape, 'no rollups')][-1]:6.2f} s", flush=True)
     except BaseException:
         if not keep:
             drop_postgres_database(DB_NAME, f"{server}/postgres")
         raise
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for _, process in servers.values():
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
+    rollup_ratios = {
+        shape: statistics.median(rollup_times[(shape, "no rollups")])
+        / statistics.median(rollup_times[(shape, "rollups")])
+        for shape in shapes
+    }
+    for shape, value in rollup_ratios.items():
+        verdict = "PASS" if value >= TARGET_ROLLUPS else "FAIL"
+        print(f"bulk API with ÷ without rollups, {shape:8}: {value:.2f}  "
+              f"(target >= {TARGET_ROLLUPS}: {verdict})")
     api_rate = len(sent) / statistics.median(api_times)
     copy_rate = len(sent) / statistics.median(copy_times)
     ratio = api_rate / copy_rate
@@ -409,6 +521,10 @@ def run(
             drop_postgres_database(DB_NAME, f"{server}/postgres")
     return [
         Figure("bulk API ÷ raw COPY, events/s", ratio, "ratio", f">= {TARGET_RATIO}"),
+        Figure("bulk API with ÷ without rollups, live bulks (one minute each)",
+               rollup_ratios["live"], "ratio", f">= {TARGET_ROLLUPS}"),
+        Figure("bulk API with ÷ without rollups, backfill bulks (ten hours each)",
+               rollup_ratios["backfill"], "ratio", f">= {TARGET_ROLLUPS}"),
         Figure("bulk API over HTTP", api_rate, "events/s"),
         Figure("raw psycopg COPY", copy_rate, "events/s"),
         *service_figures,

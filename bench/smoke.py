@@ -60,10 +60,12 @@ class Bench:
 BENCHES = (
     Bench("bench.auth_overhead", "bench.auth_overhead:run", {"rounds": 800}, 120),
     Bench("bench.outcomes_ingest", "bench.outcomes_ingest:run",
-          {"events": 20_000, "rounds": 1}, 150),
+          {"events": 20_000, "rounds": 1}, 220),
     Bench("bench.outcomes_scale", "bench.outcomes_scale:run",
           {"large": 100_000, "small": 1_000, "others": 2, "other_rows": 20_000,
            "requests": 40}, 200),
+    Bench("bench.outcomes_series", "bench.outcomes_series:run",
+          {"large": 200_000, "small": 10_000, "requests": 20}, 200),
     Bench("bench.hub_scale", "bench.hub_scale:run",
           {"big": 20_000, "requests": 60, "controls": 60}, 200),
     Bench("bench.multimodal_overhead", "bench.multimodal_overhead:run", {"rounds": 60}, 120),

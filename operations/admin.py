@@ -7,6 +7,8 @@ actions, all through `controls.process_move` (the one transition service, audite
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
@@ -53,6 +55,17 @@ admin.site.register_page(
         permission=VIEW_PERMISSION,
     )
 )
+
+
+# Panels other apps add to an improvement intake's page (outcomes: the evidence of the
+# decline that opened it). Operations imports none of them: they register here.
+INTAKE_PANELS: list[Callable[[ImprovementIntake], str | None]] = []
+
+
+def register_intake_panel(render: Callable[[ImprovementIntake], str | None]) -> None:
+    """`render(intake)` → safe HTML shown on the intake's page, or None."""
+    if render not in INTAKE_PANELS:
+        INTAKE_PANELS.append(render)
 
 
 class ControlReasonForm(ActionForm):
@@ -292,6 +305,14 @@ class ImprovementIntakeAdmin(StaffMovesAdmin):
         for target in IntakeStatus.values
         if target in MOVE_LABELS
     )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "evidence"]
+
+    @admin.display(description="evidence")
+    def evidence(self, obj):
+        panels = [html for render in INTAKE_PANELS if (html := render(obj))]
+        return format_html_join("", "{}", ((html,) for html in panels)) if panels else "—"
 
 
 @admin.register(WorkflowRun)

@@ -11,8 +11,10 @@ from agent33.tenancy.admin_base import (
     TenantScopedAdmin,
     usable_param,
 )
+from operations.admin import register_intake_panel  # the apps' public seam
 
-from .dashboard_page import PAGE_PERMISSION, dashboard_page
+from .dashboard_page import PAGE_PERMISSION, dashboard_page, series_json
+from .intake_evidence import decline_evidence
 from .models import OutcomeCount, OutcomeEvent
 
 
@@ -68,3 +70,16 @@ admin.site.register_page(
         permission=PAGE_PERMISSION,
     )
 )
+admin.site.register_page(
+    AdminPage(
+        route="outcomes/dashboard/series/",
+        view=series_json,
+        name="outcomes_dashboard_series",
+        title="Outcomes series (JSON)",
+        app_label="outcomes",
+        permission=PAGE_PERMISSION,
+        in_index=False,
+    )
+)
+
+register_intake_panel(decline_evidence)

@@ -2,11 +2,12 @@
 
 A CI job's CTRF report (Common Test Report Format: `results.tool`, `results.summary`,
 `results.tests[]`) becomes, for every passed or failed test, one `success_rate` event (1 or 0)
-and one `latency_ms` event (the test's duration), both with event_type = the test's name, in
-domain `benchmarks.<tool name>` unless the caller names another. Skipped, pending and other
-tests record nothing. The events go in through `event_record_bulk`: one bulk insert, all or
-nothing, and decline detection as for any event, so a test that starts failing opens one
-improvement intake.
+and one `latency_ms` event (the test's duration), both with event_type = the test's identity,
+its `suite` path and `name` (`api > slow`), in domain `benchmarks.<tool name>` unless the
+caller names another. Skipped, pending and other tests record nothing. The events go in
+through `event_record_bulk`: one bulk insert, all or nothing, with decline detection per test,
+so a test that starts failing or slows down opens one improvement intake that names it,
+wherever the report lists it.
 
 A report that breaks the CTRF schema's required fields or types is refused with a
 ValidationError naming the JSON path of the first problem (`results.tests[3].status`), and
@@ -16,6 +17,7 @@ nothing is stored.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -28,7 +30,7 @@ from django.core.exceptions import ValidationError
 from agent33.tenancy.models import Tenant
 
 from .choices import MetricType
-from .models import MAX_LABEL_LENGTH
+from .models import MAX_LABEL_LENGTH, MAX_METADATA_BYTES
 from .services import event_record_bulk
 from .validation import MAX_BULK_EVENTS, EventInvalid, clean_event, encodable
 
@@ -45,6 +47,10 @@ SUCCESS_VALUES = {"passed": 1.0, "failed": 0.0}  # the statuses that record even
 MAX_RECORDED_TESTS = MAX_BULK_EVENTS // 2  # two events per test, one bulk insert
 SUMMARY_COUNTS = ("tests", "passed", "failed", "skipped", "pending", "other")
 MAX_NAME_CHARS = 4_096  # a longer name is kept whole in metadata only up to this
+# The whole identity (suite path and name) kept in metadata when the event type is cut:
+# bounded, so what is left of the metadata limit is the test's `extra`'s own.
+MAX_IDENTITY_BYTES = 8_192
+SUITE_SEPARATOR = " > "
 MAX_ENVIRONMENT_CHARS = 255  # commit and branch
 _SEMVER = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 _MISSING = object()
@@ -105,10 +111,38 @@ def _duration(value: Any, path: str) -> float:
     return value
 
 
+def _suite(value: Any, path: str) -> list[str]:
+    """CTRF's `suite`: the path of suites holding the test, an array of names (older
+    reporters send one string)."""
+    if value is _MISSING or value is None:
+        return []
+    parts = [value] if isinstance(value, str) else value
+    if not isinstance(parts, list):
+        raise _invalid(path, "Must be a string or an array of strings.")
+    names = []
+    for index, part in enumerate(parts):
+        where = path if isinstance(value, str) else f"{path}[{index}]"
+        names.append(_string(part, where, max_chars=MAX_NAME_CHARS).strip())
+    return [name for name in names if name]
+
+
+def _identity(suite: list[str], name: str, path: str) -> str:
+    """`suite > ... > name`: what a test is across reports, whatever their order."""
+    identity = SUITE_SEPARATOR.join([*suite, name.strip()])
+    size = len(identity.encode("utf-8"))
+    if size > MAX_IDENTITY_BYTES:
+        name_size = len(name.strip().encode("utf-8"))
+        where = f"{path}.name" if name_size > MAX_IDENTITY_BYTES or not suite else (
+            f"{path}.suite")
+        raise _invalid(where, f"The test's suite path and name take at most "
+                              f"{MAX_IDENTITY_BYTES} bytes as UTF-8 (got {size}).")
+    return identity
+
+
 def _event_type(name: str) -> str:
-    """The test's name as an event type. Names longer than an event type may be (pytest node
-    ids with parameters get there) are cut, with a hash of the whole name so that two long
-    names sharing a beginning stay two event types; metadata keeps the whole name."""
+    """The test's identity as an event type. Identities longer than an event type may be
+    (pytest node ids with parameters get there) are cut, with a hash of the whole so that
+    two long names sharing a beginning stay two event types; metadata keeps the whole."""
     name = name.strip()
     if len(name) <= MAX_LABEL_LENGTH:
         return name
@@ -188,17 +222,19 @@ def _recorded_tests(tests: Any, environment: dict[str, str]) -> list[_Recorded]:
                 f"Must be one of {', '.join(STATUSES)} (got {str(shown)[:50]!r}).",
             )
         duration = _duration(_get(test, "duration"), f"{path}.duration")
+        identity = _identity(_suite(_get(test, "suite"), f"{path}.suite"), name, path)
         extra = _get(test, "extra")
         if extra is not _MISSING and extra is not None:
             extra = _object(extra, f"{path}.extra")
         if status not in SUCCESS_VALUES:
             continue
-        event_type = _event_type(name)
+        event_type = _event_type(identity)
         metadata: dict[str, Any] = dict(environment)
         if extra is not _MISSING and extra is not None:
             metadata["extra"] = extra
-        if event_type != name.strip():
-            metadata["test_name"] = name
+        if event_type != identity:
+            metadata["test_name"] = identity
+        _check_metadata_size(metadata, f"{path}.extra")
         recorded.append(_Recorded(index, event_type, status, duration, metadata))
     if len(recorded) > MAX_RECORDED_TESTS:
         raise _invalid(
@@ -269,6 +305,23 @@ _EVENT_FIELD_PATHS = {
 }
 
 
+def _check_metadata_size(metadata: dict, extra_path: str) -> None:
+    """The identity and the environment are bounded (MAX_IDENTITY_BYTES, 255-character
+    commit and branch), so metadata over its limit is always the test's `extra`: say how
+    much room it had, not the metadata's limit, which the caller never sent."""
+    if "extra" not in metadata:
+        return
+    size = len(json.dumps(metadata, ensure_ascii=False, separators=(",", ":")).encode())
+    if size <= MAX_METADATA_BYTES:
+        return
+    extra = len(json.dumps(metadata["extra"], ensure_ascii=False,
+                           separators=(",", ":")).encode())
+    room = MAX_METADATA_BYTES - (size - extra)
+    raise _invalid(extra_path, f"At most {room} bytes as JSON for this test (its events' "
+                               f"metadata, {MAX_METADATA_BYTES} bytes, also holds its name "
+                               f"and the report's commit and branch); got {extra}.")
+
+
 def _report_path(key: str, sources: list[int], domain_path: str) -> str:
     """`events.12.event_type` (the bulk validator's name) → `results.tests[7].name`."""
     parts = key.split(".", 2)
@@ -316,7 +369,8 @@ def ctrf_ingest(
         return CtrfIngested(created=0, domain=domain)
     events, sources = _events_for(recorded, domain=domain, occurred_at=occurred_at)
     try:
-        created = event_record_bulk(tenant=tenant, events=events, metered=metered)
+        created = event_record_bulk(tenant=tenant, events=events, metered=metered,
+                                    trends_per_event_type=True)
     except ValidationError as exc:
         # The bulk validator names events by index; the caller sent tests.
         raise ValidationError(

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -15,10 +16,13 @@ from django.utils.http import urlencode
 from agent33.tenancy.staff import staff_tenants
 
 from . import selectors
+from .api.serializers import SeriesSerializer
 from .charts import format_number, line_chart
 from .choices import METRIC_TYPES, MetricType, TrendDirection
+from .models import MAX_LABEL_LENGTH
+from .series import SeriesError
 
-__all__ = ["DashboardFilterForm", "dashboard_page"]
+__all__ = ["DashboardFilterForm", "dashboard_page", "series_json"]
 
 PAGE_PERMISSION = "outcomes.view_outcomeevent"
 RECENT_ON_PAGE = 20
@@ -37,6 +41,10 @@ class DashboardFilterForm(forms.Form):
     metric = forms.ChoiceField(
         required=False, choices=[("", "All metrics"), *MetricType.choices]
     )
+    event_type = forms.CharField(
+        required=False, max_length=MAX_LABEL_LENGTH, label="Event type",
+        help_text="One event type of the domain (a CTRF test): the charts over time.",
+    )
     window = forms.IntegerField(
         required=False, min_value=1, max_value=selectors.MAX_WINDOW,
         widget=forms.NumberInput(attrs={"style": "width: 6em"}),
@@ -49,8 +57,18 @@ class DashboardFilterForm(forms.Form):
         self.fields["tenant"].choices = [(t.slug, t.name or t.slug) for t in tenants]
         self.fields["domain"].choices = [("", "All domains"), *((d, d) for d in domains)]
 
+    def clean_event_type(self):
+        value = self.cleaned_data.get("event_type", "")
+        if "\x00" in value:
+            raise forms.ValidationError("Null characters are not allowed.")
+        return value
+
     def clean(self):
         data = super().clean()
+        if data.get("event_type") and not data.get("domain"):
+            self.add_error("event_type", "Choose the domain too: an event type is kept per "
+                                         "domain.")
+            data.pop("event_type", None)
         since, until = data.get("since"), data.get("until")
         if since and until and since > until:
             self.add_error("until", "Must be on or after the start date.")
@@ -113,6 +131,7 @@ def dashboard_page(request):
     form = DashboardFilterForm(data, tenants=tenants, domains=domains)
     form.is_valid()  # invalid fields fall back to defaults; their errors are shown
     domain = _clean_or_default(form, "domain", None)
+    event_type = _clean_or_default(form, "event_type", "")
     metric = _clean_or_default(form, "metric", "")
     window = _clean_or_default(form, "window", selectors.DEFAULT_WINDOW)
     since_date = _clean_or_default(form, "since", None)
@@ -164,6 +183,9 @@ def dashboard_page(request):
         context["domain_rows"] = _domain_rows(dashboard, tenant, labels)
         context["domains_limit"] = DOMAINS_ON_PAGE
         context["default_window"] = selectors.DEFAULT_WINDOW
+        context["series_metrics"] = [(m, labels[m]) for m in ([metric] if metric
+                                                              else METRIC_TYPES)]
+        context["event_type"] = event_type
         context["recent_events"] = dashboard.recent_events
         context["summary"] = dashboard.summary
         context["metric_labels"] = labels
@@ -174,3 +196,34 @@ def dashboard_page(request):
             reverse("admin:outcomes_outcomeevent_changelist") + "?" + urlencode(filters)
         )
     return TemplateResponse(request, "admin/outcomes/dashboard.html", context)
+
+
+def series_json(request):
+    """The staff twin of GET /v1/outcomes/series for the dashboard's charts over time: the
+    same parameters and body, for a tenant the staff member is granted (`tenant`)."""
+    if not request.user.has_perm(PAGE_PERMISSION):
+        raise PermissionDenied
+    from .api.views import series_from_query  # the API's parameter rules, one place
+
+    wanted = request.GET.get("tenant", "")
+    tenant = staff_tenants(request.user).filter(slug=wanted).first() if wanted else None
+    if tenant is None:
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    labels = {}
+    for name in ("domain", "event_type"):
+        value = request.GET.get(name) or None
+        if value is not None and (len(value) > MAX_LABEL_LENGTH or "\x00" in value):
+            return _invalid(name, f"At most {MAX_LABEL_LENGTH} characters, no NUL.")
+        labels[name] = value
+    try:
+        series = series_from_query(tenant, request.GET, **labels)
+    except SeriesError as exc:
+        return _invalid(exc.field, exc.message)
+    return JsonResponse(SeriesSerializer(series).data)
+
+
+def _invalid(field: str, message: str) -> JsonResponse:
+    return JsonResponse(
+        {"detail": f"{field}: {message}", "code": "invalid", "errors": {field: [message]}},
+        status=400,
+    )

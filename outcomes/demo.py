@@ -114,7 +114,8 @@ def _benchmark_report(night: int, start: datetime) -> dict:
         tests.append({
             "name": name,
             "status": "failed" if failing else "passed",
-            "duration": duration + 10 * night,
+            # ±1 % from night to night: no test slows down (each test's latency is watched).
+            "duration": round(duration * (1 + 0.01 * ((night * 5 + len(name)) % 3 - 1))),
             "suite": [name.split(".")[0]],
             "extra": {"metric": metric, "value": value, "unit": unit, "target": target},
             **({"message": f"missed: {metric} {value} {unit} (target {target})"}

@@ -13,11 +13,14 @@ from agent33.tenancy.models import TenantOwnedModel
 from .choices import METRIC_TYPES, MetricType, TrendDirection
 
 __all__ = [
+    "ANY",
     "MAX_LABEL_LENGTH",
     "MAX_METADATA_BYTES",
     "OutcomeCount",
     "OutcomeEvent",
+    "OutcomeRollup",
     "OutcomeTrendSnapshot",
+    "RollupSpan",
 ]
 
 MAX_LABEL_LENGTH = 200  # domain and event_type
@@ -131,3 +134,60 @@ class OutcomeTrendSnapshot(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.metric_type}/{self.domain}: {self.direction} ({self.change_pct:+.1f}%)"
+
+
+# A rollup key's domain or event type for "every one" (a label can never be blank).
+ANY = ""
+
+
+class RollupSpan(models.IntegerChoices):
+    """The stored bucket lengths, in seconds, aligned to UTC. A series bucket in any time zone
+    is a run of whole days, hours and minutes (outcomes.rollups.cover)."""
+
+    MINUTE = 60, "minute"
+    HOUR = 3_600, "hour"
+    DAY = 86_400, "day"
+
+
+class OutcomeRollup(TenantOwnedModel):
+    """The events of one key in one UTC-aligned minute, hour or day, summarised: exact count,
+    sum, min and max, and a mergeable quantile sketch (outcomes.sketches).
+
+    Keys are kept at three levels, so no series merges more than its own buckets' rows:
+    (metric, domain, event type), (metric, domain, ANY) and (metric, ANY, ANY). The services
+    write them in the events' transaction (outcomes.rollups.rollups_add); retention removes
+    raw events but never rollups, so old periods still answer.
+    """
+
+    metric_type = models.CharField(max_length=32, choices=MetricType.choices)
+    domain = models.CharField(max_length=MAX_LABEL_LENGTH, blank=True)  # ANY: every domain
+    event_type = models.CharField(max_length=MAX_LABEL_LENGTH, blank=True)  # ANY: every type
+    span = models.IntegerField(choices=RollupSpan.choices)
+    bucket_start = models.DateTimeField()
+    count = models.BigIntegerField()
+    total = models.FloatField()
+    minimum = models.FloatField()
+    maximum = models.FloatField()
+    sketch = models.BinaryField()
+    # The last transaction that inserted this row: tells a writer which rows it created
+    # (already complete) from the ones it found and must merge into (rollups_add).
+    writer = models.BigIntegerField(editable=False)
+
+    class Meta:
+        constraints = [
+            # Also the series' index: one key, one span, a range of bucket starts.
+            models.UniqueConstraint(
+                fields=["tenant", "metric_type", "domain", "event_type", "span", "bucket_start"],
+                name="outcome_rollup_key_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(metric_type__in=METRIC_TYPES), name="outcome_rollup_metric_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(span__in=RollupSpan.values), name="outcome_rollup_span_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (f"{self.metric_type}/{self.domain or '*'}/{self.event_type or '*'} "
+                f"{self.bucket_start:%Y-%m-%d %H:%M} +{self.span}s: {self.count}")

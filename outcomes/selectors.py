@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from django.db import connections
 from django.db.models import Case, Count, F, IntegerField, Max, QuerySet, Sum, Value, When, Window
@@ -19,8 +20,18 @@ from django.db.models import Case, Count, F, IntegerField, Max, QuerySet, Sum, V
 from agent33.tenancy.models import Tenant
 
 from .choices import METRIC_TYPES, TrendDirection
-from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
+from .models import (
+    ANY,
+    OutcomeCount,
+    OutcomeEvent,
+    OutcomeRollup,
+    OutcomeTrendSnapshot,
+    RollupSpan,
+)
+from .rollups import BucketStats, rollups_read
+from .series import SeriesError, boundaries, previous_boundaries
 from .trends import TrendStats, compute_trend
+from .validation import RESERVED_DOMAIN
 
 __all__ = [
     "ALL_DOMAINS",
@@ -33,18 +44,22 @@ __all__ = [
     "Dashboard",
     "DomainRow",
     "DomainTrend",
+    "Series",
+    "SeriesPeriod",
     "Summary",
     "Trend",
     "dashboard_get",
     "domain_rows_list",
     "domains_list",
+    "event_type_trend_stats_many",
     "recent_events_list",
+    "series_get",
     "summary_get",
     "trend_get",
     "trend_stats_many",
 ]
 
-ALL_DOMAINS = "all"
+ALL_DOMAINS = RESERVED_DOMAIN  # "all": every domain, never a domain of its own
 DEFAULT_WINDOW = 20
 MAX_WINDOW = 1000
 DEFAULT_RECENT_LIMIT = 10
@@ -60,6 +75,7 @@ class Trend:
     window: int
     stats: TrendStats
     points: list[tuple[datetime, float]]  # oldest first
+    event_type: str | None = None  # one event type's (a test's) trend
     # Open improvement intakes that declines of this metric opened (for its domain, or for
     # every domain of the "all" trend), newest knowledge from operations.
     intakes: tuple[dict[str, str], ...] = ()
@@ -180,18 +196,71 @@ def trend_get(
     window: int = DEFAULT_WINDOW,
     since: datetime | None = None,
     until: datetime | None = None,
+    event_type: str | None = None,
 ) -> Trend:
-    """The latest `window` events of a metric (one query, index scan with LIMIT)."""
+    """The latest `window` events of a metric (one query, index scan with LIMIT). With an
+    event type (and a domain): that type's latest `window` minutes, each minute's average
+    (`_test_values`): a CTRF test's runs."""
     domain = normalise_domain(domain)
-    latest = list(_latest_values(tenant, metric_type, domain, window, since, until))
+    if event_type:
+        if not domain:
+            raise ValueError("event_type needs a domain")
+        latest = _event_type_values(tenant, metric_type, domain, event_type, window, since, until)
+    else:
+        latest = list(_latest_values(tenant, metric_type, domain, window, since, until))
     latest.reverse()  # oldest first
     return Trend(
         metric_type=metric_type,
+        event_type=event_type or None,
         domain=domain or ALL_DOMAINS,
         window=window,
         stats=compute_trend([value for _, value in latest], metric_type=metric_type),
         points=latest,
     )
+
+
+def _event_type_values(
+    tenant: Tenant,
+    metric_type: str,
+    domain: str,
+    event_type: str,
+    window: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[tuple[datetime, float]]:
+    """(minute, average) of one event type's latest `window` minutes with events, newest
+    first: a backward read of its minute rollups (the rollups' unique index), so a domain
+    with thousands of tests costs each test its own rows only. A CTRF report is one run at
+    one time, so a test's minutes are its runs."""
+    rows = OutcomeRollup.objects.filter(
+        tenant=tenant, metric_type=metric_type, domain=domain, event_type=event_type,
+        span=RollupSpan.MINUTE,
+    )
+    if since is not None:
+        rows = rows.filter(bucket_start__gte=since)
+    if until is not None:
+        rows = rows.filter(bucket_start__lt=until)
+    return [
+        (start, total / count)
+        for start, total, count in rows.order_by("-bucket_start").values_list(
+            "bucket_start", "total", "count")[:window]
+    ]
+
+
+def event_type_trend_stats_many(
+    *, tenant: Tenant, keys: Sequence[tuple[str, str, str]], window: int = DEFAULT_WINDOW
+) -> dict[tuple[str, str, str], TrendStats]:
+    """The trend statistics of several (metric_type, domain, event_type) keys, each over its
+    latest `window` minutes (`_test_values`, as `trend_get` with an event type reads them):
+    decline detection per CTRF test. One query per key: a key costs `window` index
+    entries, however many tests its domain has."""
+    return {
+        key: compute_trend(
+            [value for _, value in _event_type_values(tenant, *key, window)][::-1],
+            metric_type=key[0],
+        )
+        for key in keys
+    }
 
 
 # Keys per statement of decline detection's batched read on PostgreSQL.
@@ -418,4 +487,64 @@ def dashboard_get(
         domains=domain_rows_list(tenant=tenant, domain=domain, limit=domains_limit),
         intakes=intakes,
         filters={"domain": normalise_domain(domain) or ALL_DOMAINS, "window": window},
+    )
+
+
+# --- series over time (DESIGN §8.6) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeriesPeriod:
+    boundaries: list[int]  # epoch seconds: each bucket's start, then the last one's end
+    buckets: list[BucketStats]
+    summary: BucketStats  # the whole period as one bucket
+
+
+@dataclass(frozen=True)
+class Series:
+    metric_type: str
+    domain: str  # ALL_DOMAINS when not filtered
+    event_type: str | None
+    bucket: str
+    tz: ZoneInfo
+    current: SeriesPeriod
+    previous: SeriesPeriod | None
+
+
+def series_get(
+    *,
+    tenant: Tenant,
+    metric_type: str,
+    bucket: str,
+    tz: ZoneInfo,
+    end: datetime,
+    start: datetime | None = None,
+    domain: str | None = None,
+    event_type: str | None = None,
+    compare_previous: bool = False,
+) -> Series:
+    """A metric per bucket over [start, end) (every bucket overlapping it, empty ones
+    included), from the rollups only: one query per period over the rows of its buckets
+    (outcomes.rollups.cover), whatever the tenant's history. Raises series.SeriesError."""
+    domain = normalise_domain(domain)
+    if event_type and not domain:
+        # Rollups are kept per (metric, domain, event type), per domain and per metric: an
+        # event type across every domain has no rows of its own.
+        raise SeriesError("event_type", "Name the domain too: a series by event type is kept "
+                          "per domain.")
+    key = (metric_type, domain or ANY, event_type or ANY)
+    edges = boundaries(bucket, tz, start=start, end=end)
+
+    def period(edges: list[int]) -> SeriesPeriod:
+        buckets, summary = rollups_read(tenant=tenant, key=key, boundaries=edges)
+        return SeriesPeriod(edges, buckets, summary)
+
+    return Series(
+        metric_type=metric_type,
+        domain=domain or ALL_DOMAINS,
+        event_type=event_type or None,
+        bucket=bucket,
+        tz=tz,
+        current=period(edges),
+        previous=period(previous_boundaries(bucket, tz, edges)) if compare_previous else None,
     )

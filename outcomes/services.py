@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -20,7 +20,8 @@ from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
 
 from .limits import events_charged
-from .models import OutcomeCount, OutcomeEvent, OutcomeTrendSnapshot
+from .models import OutcomeCount, OutcomeEvent, OutcomeRollup, OutcomeTrendSnapshot
+from .rollups import RollupInput, cells_of, rollups_add
 from .selectors import trend_stats_many
 from .trends import TrendStats
 from .validation import CleanEvent, EventInvalid, clean_event, clean_events
@@ -28,7 +29,9 @@ from .validation import CleanEvent, EventInvalid, clean_event, clean_events
 __all__ = [
     "event_record",
     "event_record_bulk",
+    "events_purge_expired",
     "outcome_counts_rebuild",
+    "outcome_rollups_rebuild",
     "trend_snapshots_rebuild",
     "trend_snapshots_save",
 ]
@@ -37,6 +40,7 @@ logger = logging.getLogger("agent33.outcomes")
 
 CountKey = tuple[str, str, str]  # (metric_type, domain, event_type)
 TrendKey = tuple[str, str]  # (metric_type, domain)
+WatchedKey = tuple[str, ...]  # a TrendKey, or a CountKey for a trend per event type
 
 _INSERT_BATCH = 2_000  # rows per INSERT of bulk_create (SQLite lowers it to its own limit)
 # Count or snapshot keys per statement: 5 to 11 values each, well within SQLite's 32,766.
@@ -78,18 +82,23 @@ def event_record(
             transaction.atomic(savepoint=False), tenant_scope(tenant):
         event.save(force_insert=True)
         _counts_add(tenant, {(event.metric_type, event.domain, event.event_type): 1})
+        _rollups_add(tenant, [event])
         _notify_on_commit(tenant, {(event.metric_type, event.domain)})
     return event
 
 
-def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]],
-                      metered: bool = False) -> int:
+def event_record_bulk(
+    *, tenant: Tenant, events: Sequence[Mapping[str, Any]], metered: bool = False,
+    trends_per_event_type: bool = False,
+) -> int:
     """Record up to 10,000 events, all or nothing; returns how many were stored.
 
     The first bad event raises ValidationError with fields `events.<index>.<field>`, and
     nothing is stored. The rows go in with `bulk_create`, in one transaction together with
-    the summary counts. `metered`: valid events count against the tenant's per-minute
-    allowance (outcomes/limits.py; the API), and a refused or invalid bulk counts nothing.
+    the summary counts and the rollups. `metered`: valid events count against the tenant's
+    per-minute allowance (outcomes/limits.py; the API), and a refused or invalid bulk counts
+    nothing. `trends_per_event_type` (CTRF: an event type is a test) watches each (metric,
+    domain, event type) for declines instead of each domain.
     """
     cleaned = clean_events(events)
     now = timezone.now()
@@ -98,9 +107,13 @@ def event_record_bulk(*, tenant: Tenant, events: Sequence[Mapping[str, Any]],
     )
     with events_charged(tenant=tenant, events=len(cleaned) if metered else 0), \
             transaction.atomic(savepoint=False), tenant_scope(tenant):  # as in event_record
-        _insert_events(tenant, cleaned, now)
+        rows = _insert_events(tenant, cleaned, now)
         _counts_add(tenant, counts)
-        _notify_on_commit(tenant, {(metric, domain) for metric, domain, _ in counts})
+        _rollups_add(tenant, rows)
+        _notify_on_commit(
+            tenant,
+            set(counts) if trends_per_event_type else {(m, d) for m, d, _ in counts},
+        )
     return len(cleaned)
 
 
@@ -110,11 +123,24 @@ def _ordered_ids(count: int) -> list[str]:
     return sorted(new_id("outcome") for _ in range(count))
 
 
-def _insert_events(tenant: Tenant, cleaned: list[CleanEvent], now: datetime) -> None:
+def _insert_events(
+    tenant: Tenant, cleaned: list[CleanEvent], now: datetime
+) -> list[OutcomeEvent]:
     """The events' rows, a multi-row INSERT per 2,000. PostgreSQL's COPY is not used: on a
     100,000-event ingest it was about 2x faster at the service level, short of the 3x a
     hand-written statement must earn (bench/outcomes_ingest.py, README Design notes)."""
-    OutcomeEvent.objects.bulk_create(_new_events(tenant, cleaned, now), batch_size=_INSERT_BATCH)
+    rows = _new_events(tenant, cleaned, now)
+    OutcomeEvent.objects.bulk_create(rows, batch_size=_INSERT_BATCH)
+    return rows
+
+
+def _rollups_add(tenant: Tenant, events: Sequence[OutcomeEvent]) -> None:
+    """The events' minutes, hours and days in the rollups a series reads (outcomes.rollups),
+    in the events' transaction: a series is current the moment the events commit."""
+    rollups_add(tenant, cells_of([
+        RollupInput(e.metric_type, e.domain, e.event_type, e.value, e.occurred_at)
+        for e in events
+    ]))
 
 
 def _new_events(tenant: Tenant, cleaned: list[CleanEvent], now: datetime) -> list[OutcomeEvent]:
@@ -175,7 +201,7 @@ def _counts_add(tenant: Tenant, counts: Mapping[CountKey, int]) -> None:
         OutcomeCount.objects.filter(tenant=tenant, pk__in=pks).update(count=F("count") + added)
 
 
-def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
+def _notify_on_commit(tenant: Tenant, keys: set[WatchedKey]) -> None:
     """Inside the transaction that records the events: have the touched trends evaluated
     (snapshots, declines). Up to AGENT33_DECLINES_INLINE_KEYS keys are evaluated by this
     request right after its commit, so a client sees its decline's intake in its next
@@ -189,7 +215,7 @@ def _notify_on_commit(tenant: Tenant, keys: set[TrendKey]) -> None:
         transaction.on_commit(lambda: _after_events_committed(tenant, frozenset(keys)))
 
 
-def _queue_evaluations(tenant: Tenant, keys: Iterable[TrendKey]) -> None:
+def _queue_evaluations(tenant: Tenant, keys: Iterable[WatchedKey]) -> None:
     from agent33 import jobs
 
     ordered = [list(key) for key in sorted(keys)]
@@ -198,7 +224,7 @@ def _queue_evaluations(tenant: Tenant, keys: Iterable[TrendKey]) -> None:
                      keys=ordered[start : start + _TASK_KEYS])
 
 
-def _after_events_committed(tenant: Tenant, keys: frozenset[TrendKey]) -> None:
+def _after_events_committed(tenant: Tenant, keys: frozenset[WatchedKey]) -> None:
     """A few keys, right after the events commit. If the evaluation fails, the recorded
     events stand and the evaluation becomes a job, tried again on the worker."""
     from .declines import declines_evaluate
@@ -321,3 +347,119 @@ def trend_snapshots_rebuild(*, tenant: Tenant | None = None) -> int:
                 trend_snapshots_save(tenant=owner, trends=trends)
             written += len(trends)
     return written
+
+
+# --- retention (AGENT33_EVENT_RETENTION_DAYS) ----------------------------------------------
+
+PURGE_BATCH = 5_000  # events per transaction
+PURGE_MAX_BATCHES = 200  # per run: a first run over a long history ends, the next goes on
+
+
+def retention_cutoff(now: datetime | None = None) -> datetime | None:
+    """Events that occurred before this are removed; None when retention is off."""
+    days = getattr(settings, "AGENT33_EVENT_RETENTION_DAYS", None)
+    if not days:
+        return None
+    return (now or timezone.now()) - timedelta(days=days)
+
+
+def events_purge_expired(
+    *, now: datetime | None = None, batch_size: int = PURGE_BATCH,
+    max_batches: int = PURGE_MAX_BATCHES,
+) -> int:
+    """Remove raw events that occurred more than AGENT33_EVENT_RETENTION_DAYS ago (unset:
+    nothing), every tenant, in transactions of `batch_size` events, at most `max_batches`
+    per run; return how many were removed. The periodic job of the worker, and
+    `manage.py outcomes_purge_events`.
+
+    Rollups stay, so series over old periods still answer; the summary counts go down with
+    the events (the same key-ordered count write as ingest, so purge and ingest never
+    deadlock). Each batch locks its events with SKIP LOCKED: two purges running at once
+    take different events, and none is counted down twice.
+    """
+    cutoff = retention_cutoff(now)
+    if cutoff is None:
+        return 0
+    removed = batches = 0
+    for tenant in Tenant.objects.order_by("pk"):
+        while batches < max_batches:
+            with transaction.atomic(), tenant_scope(tenant):
+                # The (tenant, occurred_at, id) index, oldest first, a batch at a time.
+                expired = list(
+                    OutcomeEvent.objects.filter(tenant=tenant, occurred_at__lt=cutoff)
+                    .order_by("occurred_at", "id")
+                    .select_for_update(skip_locked=True)
+                    .values_list("pk", "metric_type", "domain", "event_type")[:batch_size]
+                )
+                if expired:
+                    OutcomeEvent.objects.filter(
+                        tenant=tenant, pk__in=[row[0] for row in expired]
+                    ).delete()
+                    gone = Counter(row[1:] for row in expired)
+                    _counts_add(tenant, {key: -n for key, n in gone.items()})
+            batches += 1
+            removed += len(expired)
+            if len(expired) < batch_size:
+                break
+    if removed:
+        logger.info("removed %d outcome events older than %s", removed, cutoff.isoformat())
+    return removed
+
+
+def rollups_rebuild_since(now: datetime | None = None) -> datetime | None:
+    """Where a rebuild may start when retention removed older events: the first UTC
+    midnight after the cutoff, so every bucket it rebuilds still has all its events."""
+    cutoff = retention_cutoff(now)
+    if cutoff is None:
+        return None
+    return datetime.combine(cutoff.astimezone(UTC).date() + timedelta(days=1), time.min, UTC)
+
+
+_REBUILD_CHUNK = 50_000  # events read per step
+
+
+def outcome_rollups_rebuild(
+    *, tenant: Tenant | None = None, since: datetime | None = None
+) -> int:
+    """Recompute the rollups from the raw events (after a raw load or a repair), for one
+    tenant or all, from `since` (a UTC midnight) on; returns the rollup rows written.
+
+    Rollups before `since` are kept. Without `since`, and with retention on, it starts
+    after the retention cutoff (rollups_rebuild_since): removed events cannot be summed
+    again. Each tenant is rebuilt in one transaction, reading its events in occurred_at
+    order, a UTC day at a time, so every bucket is written once."""
+    if since is None:
+        since = rollups_rebuild_since()
+    if since is not None and (since.astimezone(UTC).time() != time.min):
+        raise ValueError("`since` must be a UTC midnight (a day bucket's start).")
+    owners = [tenant] if tenant is not None else list(Tenant.objects.order_by("pk"))
+    written = 0
+    for owner in owners:
+        with transaction.atomic(), tenant_scope(owner):
+            stale = OutcomeRollup.objects.filter(tenant=owner)
+            events = OutcomeEvent.objects.filter(tenant=owner)
+            if since is not None:
+                stale = stale.filter(bucket_start__gte=since)
+                events = events.filter(occurred_at__gte=since)
+            stale.delete()
+            day: list[RollupInput] = []
+            current = None
+            for metric_type, domain, event_type, value, occurred_at in (
+                events.order_by("occurred_at", "id")
+                .values_list("metric_type", "domain", "event_type", "value", "occurred_at")
+                .iterator(chunk_size=_REBUILD_CHUNK)
+            ):
+                today = occurred_at.astimezone(UTC).date()
+                if current is not None and today != current and len(day) >= _REBUILD_CHUNK:
+                    written += _rollups_write(owner, day)
+                    day = []
+                current = today
+                day.append(RollupInput(metric_type, domain, event_type, value, occurred_at))
+            written += _rollups_write(owner, day)
+    return written
+
+
+def _rollups_write(tenant: Tenant, events: list[RollupInput]) -> int:
+    cells = cells_of(events)
+    rollups_add(tenant, cells)
+    return len(cells)

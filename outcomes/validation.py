@@ -25,6 +25,7 @@ from .models import MAX_LABEL_LENGTH, MAX_METADATA_BYTES
 __all__ = [
     "MAX_BULK_EVENTS",
     "MAX_METADATA_DEPTH",
+    "RESERVED_DOMAIN",
     "CleanEvent",
     "EventInvalid",
     "clean_event",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 MAX_BULK_EVENTS = 10_000
+RESERVED_DOMAIN = "all"  # what trends and the dashboard read as every domain
 MAX_METADATA_DEPTH = 32
 _METRICS = frozenset(METRIC_TYPES)
 _METRIC_LIST = ", ".join(METRIC_TYPES)
@@ -82,6 +84,9 @@ def _label(raw: Any, errors: dict[str, list[str]], field: str) -> str:
         ]
     elif "\x00" in text or (not text.isascii() and not encodable(text)):
         errors[field] = ["Contains characters that cannot be stored (NUL or lone surrogates)."]
+    elif field == "domain" and text == RESERVED_DOMAIN:
+        errors[field] = [f"'{RESERVED_DOMAIN}' is reserved: trends and the dashboard read it "
+                         "as every domain."]
     return text
 
 

@@ -340,11 +340,12 @@ def staff_user_factory(db):
 
 @pytest.fixture
 def staff_page(browser, live_server):
-    """staff_page(user) → a logged-in Playwright page on the live server's admin."""
+    """staff_page(user, **context_options) → a logged-in Playwright page on the live
+    server's admin (options go to browser.new_context, e.g. timezone_id)."""
     contexts = []
 
-    def login(user):
-        context = browser.new_context()
+    def login(user, **options):
+        context = browser.new_context(**options)
         contexts.append(context)
         page = context.new_page()
         page.goto(f"{live_server.url}/admin/login/")

@@ -481,6 +481,19 @@ def _trend_sample(expected: int) -> Check:
     return check
 
 
+def _series_build(tenant) -> Built:
+    # The series echoes the requested domain too: the counts tell whether A's events count.
+    built = _events_build(tenant)
+    return replace(built, secrets=tuple(s for s in built.secrets if s != built.refs["domain"]))
+
+
+def _series_count(expected: int) -> Check:
+    def check(response, built, tenant) -> None:
+        assert response.json()["summary"]["count"] == expected, response.json()
+
+    return check
+
+
 def _trend_build(tenant) -> Built:
     # The trend echoes the requested domain, so only the event ids are secret there (and a
     # trend shows no ids: the sample sizes tell whether A's events were read).
@@ -502,6 +515,14 @@ def _outcomes() -> dict[str, dict[str, list[Probe]]]:
                   status=200, code=None, check_b=_trend_sample(0), check_own=_trend_sample(3)),
             Probe(build=_trend_build, query=a_by_tenant_id, check_own=_trend_sample(3),
                   note="tenant_id query parameter"),
+        ]},
+        f"{OUT}/series": {"GET": [
+            Probe(build=_series_build,
+                  query=lambda b: {"metric_type": "success_rate", "domain": b.refs["domain"]},
+                  status=200, code=None, check_b=_series_count(0), check_own=_series_count(3)),
+            Probe(build=_series_build,
+                  query=lambda b: {**a_by_tenant_id(b), "metric_type": "success_rate"},
+                  check_own=_series_count(3), note="tenant_id query parameter"),
         ]},
         f"{OUT}/dashboard": {"GET": [
             Probe(build=_events_build, status=200, code=None, own_sees=True),

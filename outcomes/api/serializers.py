@@ -6,6 +6,8 @@ the create serializers below describe the body for the schema; they do not valid
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from rest_framework import serializers
 
 from ..choices import METRIC_TYPES, MetricType, TrendDirection
@@ -23,6 +25,7 @@ __all__ = [
     "OutcomeEventBulkSerializer",
     "OutcomeEventCreateSerializer",
     "OutcomeEventSerializer",
+    "SeriesSerializer",
     "SummarySerializer",
     "TrendSerializer",
 ]
@@ -73,6 +76,8 @@ class BulkCreatedSerializer(serializers.Serializer):
 class TrendSerializer(serializers.Serializer):
     metric_type = serializers.ChoiceField(choices=MetricType.choices)
     domain = serializers.CharField(help_text='"all" when not filtered by domain.')
+    event_type = serializers.CharField(
+        allow_null=True, help_text="The event type (a CTRF test) read, or null: every type.")
     window = serializers.IntegerField()
     direction = serializers.ChoiceField(choices=TrendDirection.choices)
     sample_size = serializers.IntegerField()
@@ -88,6 +93,7 @@ class TrendSerializer(serializers.Serializer):
         return {
             "metric_type": trend.metric_type,
             "domain": trend.domain,
+            "event_type": trend.event_type,
             "window": trend.window,
             "direction": trend.direction,
             "sample_size": trend.sample_size,
@@ -243,3 +249,92 @@ class CtrfReportSerializer(serializers.Serializer):
 class CtrfIngestedSerializer(serializers.Serializer):
     created = serializers.IntegerField(help_text="Events stored: two per passed or failed test.")
     domain = serializers.CharField()
+
+
+# --- series over time (GET /v1/outcomes/series) -----------------------------------------------
+
+
+class SeriesBucketSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="The bucket's start, in the requested `tz`.")
+    count = serializers.IntegerField()
+    avg = serializers.FloatField(allow_null=True, help_text="Exact; null when count is 0.")
+    min = serializers.FloatField(allow_null=True)
+    max = serializers.FloatField(allow_null=True)
+    p50 = serializers.FloatField(allow_null=True, help_text="Within 1 % of the exact median.")
+    p95 = serializers.FloatField(allow_null=True, help_text="Within 1 % of the exact p95.")
+
+
+class SeriesSummarySerializer(SeriesBucketSerializer):
+    start = None  # the period's own bounds are `from` and `to`
+
+
+class SeriesPeriodSerializer(serializers.Serializer):
+    from_ = serializers.DateTimeField(help_text="The first bucket's start.")
+    to = serializers.DateTimeField(help_text="The last bucket's end.")
+    summary = SeriesSummarySerializer(help_text="The whole period as one bucket.")
+    buckets = SeriesBucketSerializer(many=True)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return {name: fields[name] for name in ("from", "to", "summary", "buckets")}
+
+
+def _stats(stats) -> dict:
+    return {
+        "count": stats.count,
+        "avg": stats.avg,
+        "min": stats.minimum,
+        "max": stats.maximum,
+        "p50": stats.p50,
+        "p95": stats.p95,
+    }
+
+
+def _period(period, tz) -> dict:
+    def local(seconds: int) -> str:
+        return datetime.fromtimestamp(seconds, tz).isoformat()
+
+    edges = period.boundaries
+    return {
+        "from": local(edges[0]),
+        "to": local(edges[-1]),
+        "summary": _stats(period.summary),
+        "buckets": [
+            {"start": local(start), **_stats(stats)}
+            for start, stats in zip(edges, period.buckets, strict=False)
+        ],
+    }
+
+
+class SeriesSerializer(serializers.Serializer):
+    metric_type = serializers.ChoiceField(choices=MetricType.choices)
+    domain = serializers.CharField(help_text='"all" when not filtered by domain.')
+    event_type = serializers.CharField(allow_null=True)
+    bucket = serializers.ChoiceField(choices=["minute", "hour", "day", "week"])
+    tz = serializers.CharField(help_text="The IANA time zone the buckets are aligned to.")
+    from_ = serializers.DateTimeField()
+    to = serializers.DateTimeField()
+    summary = SeriesSummarySerializer()
+    buckets = SeriesBucketSerializer(many=True)
+    previous = SeriesPeriodSerializer(
+        required=False, help_text="With compare=previous: as many buckets right before."
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
+
+    def to_representation(self, series):
+        body = {
+            "metric_type": series.metric_type,
+            "domain": series.domain,
+            "event_type": series.event_type,
+            "bucket": series.bucket,
+            "tz": series.tz.key,
+            **_period(series.current, series.tz),
+        }
+        if series.previous is not None:
+            body["previous"] = _period(series.previous, series.tz)
+        return body

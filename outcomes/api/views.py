@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status
@@ -12,6 +13,7 @@ from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agent33.api.datetimes import parse_utc_query_datetime
 from agent33.api.viewsets import ApiView, TenantScopedViewSet, tenant_of
 from agent33.auth.scopes import OUTCOMES_READ, OUTCOMES_WRITE
 from agent33.tenancy.models import Tenant
@@ -22,6 +24,7 @@ from ..ctrf import MAX_RECORDED_TESTS, ctrf_ingest
 from ..filtersets import OutcomeEventFilter
 from ..limits import events_allowance_check
 from ..models import MAX_LABEL_LENGTH, OutcomeEvent
+from ..series import BUCKETS, DEFAULT_BUCKETS, MAX_BUCKETS, SeriesError, zone
 from ..services import event_record, event_record_bulk
 from ..validation import EventInvalid, clean_event
 from .pagination import OccurredAtKeysetPagination
@@ -34,10 +37,18 @@ from .serializers import (
     OutcomeEventBulkSerializer,
     OutcomeEventCreateSerializer,
     OutcomeEventSerializer,
+    SeriesSerializer,
     TrendSerializer,
 )
 
-__all__ = ["CtrfIngestView", "DashboardView", "OutcomeEventViewSet", "TrendView"]
+__all__ = [
+    "CtrfIngestView",
+    "DashboardView",
+    "OutcomeEventViewSet",
+    "SeriesView",
+    "TrendView",
+    "series_from_query",
+]
 
 ERRORS = {
     400: OpenApiResponse(description="Invalid input: `{detail, code, errors}`."),
@@ -87,14 +98,22 @@ def _int_param(request, name: str, *, default: int, maximum: int) -> int:
     return value
 
 
+def _label_param(request, name: str) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and len(value) > MAX_LABEL_LENGTH:
+        raise DRFValidationError({name: [f"At most {MAX_LABEL_LENGTH} characters."]})
+    if value is not None and "\x00" in value:
+        # PostgreSQL refuses NUL in a text parameter (a 500); no label can contain one.
+        raise DRFValidationError({name: ["Null characters are not allowed."]})
+    return value
+
+
 def _domain_param(request) -> str | None:
-    domain = request.query_params.get("domain")
-    if domain is not None and len(domain) > MAX_LABEL_LENGTH:
-        raise DRFValidationError({"domain": [f"At most {MAX_LABEL_LENGTH} characters."]})
-    if domain is not None and "\x00" in domain:
-        # PostgreSQL refuses NUL in a text parameter (a 500); no domain can contain one.
-        raise DRFValidationError({"domain": ["Null characters are not allowed."]})
-    return domain
+    return _label_param(request, "domain")
+
+
+def _event_type_param(request) -> str | None:
+    return (_label_param(request, "event_type") or "").strip() or None
 
 
 TENANT_PARAM = OpenApiParameter(
@@ -102,6 +121,10 @@ TENANT_PARAM = OpenApiParameter(
 )
 DOMAIN_PARAM = OpenApiParameter(
     "domain", str, description='A domain, or empty / "all" for every domain.'
+)
+EVENT_TYPE_PARAM = OpenApiParameter(
+    "event_type", str, description="One event type (a CTRF test: `suite > name`); needs "
+    "`domain`.",
 )
 WINDOW_PARAM = OpenApiParameter(
     "window", int, description=f"Latest N events per trend, 1..{selectors.MAX_WINDOW} "
@@ -179,6 +202,10 @@ class TrendView(APIView):
                 "metric_type", str, OpenApiParameter.PATH, enum=list(METRIC_TYPES)
             ),
             DOMAIN_PARAM,
+            OpenApiParameter(
+                "event_type", str, description="One event type's trend (a CTRF test: `suite "
+                "> name`), needs `domain`: its latest `window` minutes with events, each "
+                "minute's average (a CTRF report is one run at one time)."),
             WINDOW_PARAM,
             TENANT_PARAM,
         ],
@@ -192,13 +219,90 @@ class TrendView(APIView):
                 f"{', '.join(METRIC_TYPES)}."
             )
         domain = _domain_param(request)
+        event_type = _event_type_param(request)
+        if event_type and not selectors.normalise_domain(domain):
+            raise DRFValidationError({"event_type": [
+                "Name the domain too: an event type's trend is kept per domain."]})
         window = _int_param(
             request, "window", default=selectors.DEFAULT_WINDOW, maximum=selectors.MAX_WINDOW
         )
         trend = selectors.trend_get(
-            tenant=_read_tenant(request), metric_type=metric_type, domain=domain, window=window
+            tenant=_read_tenant(request), metric_type=metric_type, domain=domain, window=window,
+            event_type=event_type,
         )
         return Response(TrendSerializer(trend).data)
+
+
+class SeriesView(APIView):
+    required_scopes = {"get": OUTCOMES_READ}
+
+    @extend_schema(
+        summary="A metric per minute, hour, day or week, from rollups",
+        description="One entry per bucket overlapping [`from`, `to`), empty ones included "
+        "(count 0, stats null). count, avg, min and max are exact; p50 and p95 within 1 % "
+        "relative error (DDSketch bins). Days and weeks start at local midnight in `tz` "
+        f"(weeks on Monday). At most {MAX_BUCKETS:,} buckets (400 naming `bucket`). Read "
+        "from rollups kept at ingest, never from raw events: old periods answer after "
+        "retention removed their events.",
+        parameters=[
+            OpenApiParameter("metric_type", str, required=True, enum=list(METRIC_TYPES)),
+            DOMAIN_PARAM,
+            EVENT_TYPE_PARAM,
+            OpenApiParameter("bucket", str, enum=list(BUCKETS),
+                             description="Default day."),
+            OpenApiParameter("from", OpenApiTypes.DATETIME, description="ISO 8601 (without an "
+                             "offset: UTC). Default: "
+                             + ", ".join(f"{n} {b}s" for b, n in DEFAULT_BUCKETS.items())
+                             + " before `to`."),
+            OpenApiParameter("to", OpenApiTypes.DATETIME, description="ISO 8601, exclusive. "
+                             "Default: now."),
+            OpenApiParameter("tz", str, description="IANA time zone name (default UTC)."),
+            OpenApiParameter("compare", str, enum=["previous"], description="`previous` adds "
+                             "the same number of buckets right before, as `previous`."),
+            TENANT_PARAM,
+        ],
+        responses={200: SeriesSerializer, **ERRORS},
+    )
+    def get(self, request):
+        try:
+            series = series_from_query(
+                _read_tenant(request), request.query_params, domain=_domain_param(request),
+                event_type=_event_type_param(request),
+            )
+        except SeriesError as exc:
+            raise DRFValidationError({exc.field: [exc.message]}) from None
+        return Response(SeriesSerializer(series).data)
+
+
+def series_from_query(tenant: Tenant, params, *, domain: str | None, event_type: str | None):
+    """The series a query string asks for (the API's and the staff dashboard's); bad
+    parameters raise SeriesError naming the parameter."""
+    metric_type = params.get("metric_type", "")
+    if metric_type not in METRIC_TYPES:
+        raise SeriesError("metric_type", "This field is required." if not metric_type else (
+            f"Unknown metric type {metric_type[:50]!r}; expected one of "
+            f"{', '.join(METRIC_TYPES)}."))
+    compare = params.get("compare", "")
+    if compare not in ("", "previous"):
+        raise SeriesError("compare", 'Must be "previous" (or absent).')
+    moments = {}
+    for name in ("from", "to"):
+        if params.get(name):
+            try:
+                moments[name] = parse_utc_query_datetime(params[name])
+            except ValueError as exc:
+                raise SeriesError(name, str(exc)) from None
+    return selectors.series_get(
+        tenant=tenant,
+        metric_type=metric_type,
+        domain=domain,
+        event_type=event_type,
+        bucket=params.get("bucket") or "day",
+        tz=zone(params.get("tz") or "UTC"),
+        start=moments.get("from"),
+        end=moments.get("to") or timezone.now(),
+        compare_previous=compare == "previous",
+    )
 
 
 class DashboardView(APIView):

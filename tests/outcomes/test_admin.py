@@ -71,7 +71,11 @@ def test_dashboard_draws_four_charts_with_window_points(make_staff, tenant_a, da
         "success_rate": 10, "quality_score": 10, "latency_ms": 10, "cost_usd": 10
     }
     assert html.count('class="point"') == 40
-    assert "<script" not in html.split('<div id="content-main"')[1]
+    # The one script (the charts over time) is this service's own static file: no inline
+    # code, no other host.
+    content = html.split('<div id="content-main"')[1]
+    assert re.findall(r"<script[^>]*>", content) == [
+        '<script src="/static/outcomes/series.js" defer>']
     assert "improving" in html and "▲" in html
     assert "secret-b-domain" not in html
 

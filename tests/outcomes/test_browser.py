@@ -127,3 +127,92 @@ def test_a_small_declining_domain_is_on_the_first_screen(staff_user_factory, sta
     cell.locator("a.decline-intake").click()
     page.wait_for_url(f"**/admin/operations/improvementintake/{intake.pk}/change/")
     assert "success_rate declining in small" in page.content()
+
+
+def test_charts_over_time_bucket_in_the_browsers_time_zone(
+    staff_user_factory, staff_page, tenant_a, tenant_b
+):
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    kolkata = ZoneInfo("Asia/Kolkata")
+    now = timezone.now()
+    today = now.astimezone(kolkata).replace(hour=0, minute=0, second=0, microsecond=0)
+    # Two events a minute either side of local midnight three days ago, and one today.
+    midnight = today - timedelta(days=3)
+    moments = [midnight - timedelta(minutes=1), midnight + timedelta(minutes=1),
+               min(now, today + timedelta(minutes=5))]
+    event_record_bulk(tenant=tenant_a, events=[
+        event_body(metric_type="latency_ms", domain="api", value=100.0 * (i + 1),
+                   occurred_at=moment.isoformat()) for i, moment in enumerate(moments)])
+    event_record_bulk(tenant=tenant_b, events=[
+        event_body(metric_type="latency_ms", domain="api", value=9999.0)])
+    staff = staff_user_factory("series-staff", tenants=[tenant_a])
+    page = staff_page(staff, timezone_id="Asia/Kolkata")
+
+    def loaded(count: int):
+        page.wait_for_selector(f"#series-panel[data-loaded='{count}'][aria-busy='false']")
+
+    def latency_buckets() -> list[tuple[str, int]]:
+        dots = page.locator("figure.series-chart[data-metric='latency_ms'] circle")
+        return [(d.get_attribute("data-start"), int(d.get_attribute("data-count")))
+                for d in dots.all()]
+
+    page.goto(page.live_url + "/admin/outcomes/dashboard/?domain=api")
+    loaded(1)
+    # Chromium's ICU names the zone by its older IANA link.
+    assert page.locator("#series-tz").inner_text() in ("Times in Asia/Kolkata",
+                                                        "Times in Asia/Calcutta")
+    page.select_option("#series-period", "7d")
+    loaded(2)
+    buckets = latency_buckets()
+    assert len(buckets) == 8  # seven days back from now, in whole local days
+    assert all(start.endswith("T00:00:00+05:30") for start, _ in buckets)
+    counts = dict(buckets)
+    assert counts[(midnight - timedelta(days=1)).date().isoformat() + "T00:00:00+05:30"] == 1
+    assert counts[midnight.date().isoformat() + "T00:00:00+05:30"] == 1
+    assert counts[today.date().isoformat() + "T00:00:00+05:30"] == 1
+    assert sum(counts.values()) == 3  # tenant B's event never shows
+    assert "9,999" not in page.content()
+    assert "period=7d" in page.url
+
+    page.select_option("#series-bucket", "hour")
+    page.select_option("#series-period", "24h")
+    loaded(4)
+    hours = latency_buckets()
+    assert len(hours) == 25
+    assert all(start.endswith(":00:00+05:30") for start, _ in hours)
+
+    page.select_option("#series-bucket", "minute")
+    page.select_option("#series-period", "30d")
+    loaded(6)
+    assert page.locator("#series-error").is_visible()
+    assert "More than 1,000 minute buckets" in page.locator("#series-error").inner_text()
+
+    page.select_option("#series-bucket", "week")
+    page.check("#series-compare")
+    loaded(8)
+    assert not page.locator("#series-error").is_visible()
+    assert "previous avg" in page.locator(
+        "figure.series-chart[data-metric='latency_ms'] .series-summary").inner_text()
+    # The pickers are in the URL: a reload keeps them.
+    page.reload()
+    loaded(1)
+    assert page.locator("#series-bucket").input_value() == "week"
+    assert page.locator("#series-compare").is_checked()
+
+
+def test_series_json_is_limited_to_granted_tenants(client, staff_user_factory, tenant_a,
+                                                   tenant_b):
+    staff = staff_user_factory("series-json", tenants=[tenant_a])
+    client.force_login(staff)
+    url = "/admin/outcomes/dashboard/series/"
+    ok = client.get(url, {"tenant": tenant_a.slug, "metric_type": "latency_ms"})
+    assert ok.status_code == 200 and ok.json()["summary"]["count"] == 0
+    assert client.get(url, {"tenant": tenant_b.slug,
+                            "metric_type": "latency_ms"}).status_code == 404
+    bad = client.get(url, {"tenant": tenant_a.slug, "metric_type": "latency_ms",
+                           "tz": "Nowhere/Land"})
+    assert bad.status_code == 400 and list(bad.json()["errors"]) == ["tz"]

@@ -229,8 +229,9 @@ def test_rebuild_command_rejects_an_unknown_tenant(db):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_bulk_requests_add_up(require_postgres, tenant_a):
-    """Two bulk writers touching the same count rows (in opposite orders) at once: both
-    commit, and no increment of the summary counts is lost."""
+    """Two bulk writers touching the same count and rollup rows (in opposite orders) at once:
+    both commit (their locks are taken in one key order, so neither deadlocks), and no
+    increment of the summary counts or the rollups is lost."""
     import threading
 
     from django.db import connection as main_connection
@@ -263,3 +264,11 @@ def test_concurrent_bulk_requests_add_up(require_postgres, tenant_a):
     assert main_connection.vendor == "postgresql"
     assert OutcomeEvent.all_tenants.count() == 2 * 3 * len(keys) * 5
     assert set(counts(tenant_a).values()) == {2 * 3 * 5}
+    from outcomes.models import OutcomeRollup
+
+    rollups = OutcomeRollup.all_tenants.filter(tenant=tenant_a)
+    for span in (60, 3_600, 86_400):
+        assert sum(rollups.filter(span=span, domain="").values_list("count", flat=True)) == (
+            OutcomeEvent.all_tenants.count())
+        per_domain = rollups.filter(span=span, domain="d7", event_type="")
+        assert sum(per_domain.values_list("count", flat=True)) == 2 * 2 * 3 * 5
