@@ -16,10 +16,12 @@ requests from the multimodal app, so operations never imports another app.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.db import models, transaction
@@ -32,6 +34,9 @@ from agent33.observability.context import current as current_request_context
 
 from .choices import ChangeCause, HistoryAction, StateMachine
 from .models import StatusChange
+from .signals import statuses_changed
+
+logger = logging.getLogger("agent33.operations")
 
 __all__ = [
     "APPROVE_PERMISSION",
@@ -292,8 +297,17 @@ def apply_status_changes(
                 request_id=request_id, created_at=now,
             ))
         StatusChange.objects.bulk_create(history)
+        transaction.on_commit(partial(_announce, model, history))
     result.applied = [Transitioned(obj=obj, state_before=before) for obj, before in moved]
     return result
+
+
+def _announce(model: type[models.Model], changes: list[StatusChange]) -> None:
+    """After commit: tell listeners (the live hub, alerts) what changed. A listener's error
+    is logged; the change has committed and stands."""
+    for receiver, error in statuses_changed.send_robust(sender=model, changes=changes):
+        if error is not None:
+            logger.error("statuses_changed listener %r failed", receiver, exc_info=error)
 
 
 def _action(machine: StateMachine, current: str, target: str, move: str, cause: str) -> str:

@@ -110,3 +110,35 @@ def test_the_history_row_carries_the_request_id(api_client_for, tenant_a):
     assert response.status_code == 200
     assert response.json()["history"][0]["request_id"] == "support-ticket-4711"
     assert StatusChange.all_tenants.get(process_id=run.pk).request_id == "support-ticket-4711"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_listeners_hear_of_a_change_once_it_has_committed(tenant_a):
+    from django.db import transaction
+
+    from agent33.tenancy.context import tenant_scope
+    from operations.signals import statuses_changed
+    from operations.transitions import transition_apply
+    from tests.factories.operations import WorkflowRunFactory
+    from tests.origins import operator
+
+    heard = []
+
+    def listener(sender, changes, **kwargs):
+        heard.append([(c.pk, c.process_id, c.state_before, c.state_after) for c in changes])
+
+    statuses_changed.connect(listener)
+    try:
+        run = WorkflowRunFactory(tenant=tenant_a, status="running")
+        with tenant_scope(tenant_a), transaction.atomic():
+            transition_apply(type(run), run.pk, target="paused", origin=operator())
+            assert heard == []  # not before the commit
+        [[(change_id, process_id, before, after)]] = heard
+        assert (process_id, before, after) == (run.pk, "running", "paused")
+        assert StatusChange.all_tenants.get(pk=change_id).process_id == run.pk
+        with pytest.raises(RuntimeError), tenant_scope(tenant_a), transaction.atomic():
+            transition_apply(type(run), run.pk, target="running", origin=operator())
+            raise RuntimeError("rolled back")
+        assert len(heard) == 1  # a rolled-back change is never announced
+    finally:
+        statuses_changed.disconnect(listener)
