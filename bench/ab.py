@@ -89,7 +89,11 @@ def git(*args: str) -> str:
 
 def export(ref: str, into: Path) -> str:
     """REF's tree in `into`; returns its commit."""
-    commit = git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    try:
+        commit = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise SystemExit(f"{ref!r} is not a commit of this clone (a shallow clone lacks old "
+                         "ones: git fetch --unshallow)") from None
     archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT, check=True,
                              capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

@@ -68,6 +68,7 @@ BENCHES = (
           {"big": 20_000, "requests": 60, "controls": 60}, 200),
     Bench("bench.multimodal_overhead", "bench.multimodal_overhead:run", {"rounds": 60}, 120),
     Bench("bench.scale_workers", "bench.scale_workers:run", {"seconds": 12, "rounds": 4}, 150),
+    Bench("bench.ab", "bench.ab:run", {"ref": "429cd63", "seconds": 12, "rounds": 4}, 180),
 )
 
 # What a test's exceptions mean: these two are how golden tasks and bench scripts say "the
