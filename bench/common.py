@@ -1,19 +1,25 @@
 """Shared helpers for benchmarks: a real gunicorn server, a scratch database, percentiles,
-and the figures each benchmark returns (`make bench-smoke` reports them)."""
+the figures each benchmark returns (`make bench-smoke` reports them), and the mixed
+hub/event/control workload of bench/scale_workers.py and bench/ab.py, sent by lean socket
+clients."""
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import os
+import random
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -120,9 +126,11 @@ def bench_env(database_url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-def manage(env: dict[str, str], *args: str) -> str:
+def manage(env: dict[str, str], *args: str, root: Path = ROOT,
+           python: str = sys.executable) -> str:
+    """`manage.py` of the checkout at `root` (another one's for bench/ab.py)."""
     result = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        [python, "manage.py", *args], cwd=root, env=env, capture_output=True, text=True,
         check=False,
     )
     if result.returncode != 0:
@@ -139,13 +147,18 @@ def gunicorn(
     extra_args: tuple[str, ...] = (),
     stdout: IO | None = None,
     stderr: IO | None = None,
+    root: Path = ROOT,
+    application: str = "agent33.wsgi:application",
+    python: str = sys.executable,
 ) -> Iterator[str]:
+    """A gunicorn serving the checkout at `root` (its working directory, so it reads that
+    checkout's gunicorn.conf.py); yields its URL once /healthz answers."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "agent33.wsgi:application", "--bind",
+        [python, "-m", "gunicorn", application, "--bind",
          f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
          "--log-level", "warning", *extra_args],
-        cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
+        cwd=root, env=env, stdout=stdout, stderr=stderr,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -187,3 +200,166 @@ def job_worker(env: dict[str, str], *, concurrency: int = 2, extra_args: tuple[s
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+# --- the mixed workload (bench/scale_workers.py, bench/ab.py) ------------------------------
+
+RUNS_PER_CLIENT = 4
+
+
+class LeanClient:
+    """One load-generating client: plain blocking sockets, requests prepared as bytes.
+
+    The client shares the machine's cores with gunicorn and PostgreSQL, so every
+    millisecond of CPU it spends is taken from the server being measured. This one spends
+    about half a millisecond per request (the benches print it); with an asyncio httpx client
+    in its place, the same servers showed a scale_workers ratio of 1.44 where this shows
+    about 1.9. Gunicorn's sync workers close the connection after each response, so each
+    request is one connection, read to its end.
+    """
+
+    def __init__(self, address: tuple[str, int], token: str) -> None:
+        self.address = address
+        self.head = f"Host: {address[0]}:{address[1]}\r\nAuthorization: Bearer {token}\r\n"
+
+    @classmethod
+    def for_url(cls, url: str, token: str) -> LeanClient:
+        host, port = url.removeprefix("http://").split(":")
+        return cls((host, int(port)), token)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, bytes]:
+        payload = json.dumps(body).encode() if body is not None else b""
+        extra = (f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                 if body is not None else "")
+        message = f"{method} {path} HTTP/1.1\r\n{self.head}{extra}Connection: close\r\n\r\n"
+        with socket.create_connection(self.address, timeout=30) as conn:
+            conn.sendall(message.encode() + payload)
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        response = b"".join(chunks)
+        return int(response[9:12]), response
+
+
+def mixed_client_loop(client: LeanClient, runs: list[str], paused: set[str], stop_at: float,
+                      samples: dict[str, list[float]], rng: random.Random) -> None:
+    """What an operations console and agent runtimes send at once: 50 % hub reads, 40 %
+    outcome event writes, 10 % controls (pause/resume of this client's own workflow runs,
+    so no control loses a race). Any 4xx/5xx stops the bench: it measures answers, not
+    errors."""
+    while time.perf_counter() < stop_at:
+        roll = rng.random()
+        if roll < 0.5:
+            kind, call = "hub", ("GET", "/v1/operations/hub", None)
+        elif roll < 0.9:
+            body = {"domain": f"bench-{rng.randrange(5)}", "event_type": "run",
+                    "metric_type": "latency_ms", "value": rng.uniform(50, 500)}
+            kind, call = "event", ("POST", "/v1/outcomes/events", body)
+        else:
+            run = rng.choice(runs)
+            action = "resume" if run in paused else "pause"
+            paused.symmetric_difference_update({run})
+            kind = "control"
+            call = ("POST", f"/v1/operations/processes/{run}/control",
+                    {"action": action, "reason": "bench"})
+        start = time.perf_counter()
+        status, response = client.request(*call)
+        samples[kind].append(time.perf_counter() - start)
+        if status >= 400:
+            raise SystemExit(f"{kind} → {status}: {response[:400]!r}")
+
+
+def create_runs(url: str, token: str, count: int) -> list[str]:
+    """`count` running workflow runs for the controls to pause and resume."""
+    headers = {"Authorization": f"Bearer {token}"}
+    ids = []
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+        for n in range(count):
+            response = http.post("/v1/operations/workflow-runs",
+                                 json={"workflow_name": f"bench-{n}", "status": "running"})
+            response.raise_for_status()
+            ids.append(response.json()["id"])
+    return ids
+
+
+@dataclass
+class MixedLoad:
+    """One gunicorn server under the mixed workload, and what its clients measured so far."""
+
+    label: str
+    client: LeanClient
+    runs: list[str]
+    concurrency: int
+    # Per client thread, kept across rounds: which of its runs it paused, its random stream.
+    paused: list[set[str]] = field(init=False)
+    rngs: list[random.Random] = field(init=False)
+    samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    elapsed: float = 0.0
+    client_cpu: float = 0.0
+    round_rates: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.paused = [set() for _ in range(self.concurrency)]
+        self.rngs = [random.Random(i) for i in range(self.concurrency)]
+
+    @classmethod
+    def prepare(cls, label: str, url: str, token: str, concurrency: int) -> MixedLoad:
+        """Warm the server up (20 hub reads) and create the clients' workflow runs."""
+        client = LeanClient.for_url(url, token)
+        for _ in range(20):
+            client.request("GET", "/v1/operations/hub")
+        runs = create_runs(url, token, concurrency * RUNS_PER_CLIENT)
+        return cls(label, client, runs, concurrency)
+
+    @property
+    def requests(self) -> int:
+        return sum(len(values) for values in self.samples.values())
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.elapsed
+
+    def drive(self, seconds: float) -> None:
+        """`concurrency` client threads for `seconds`, each on its own RUNS_PER_CLIENT runs."""
+        before = self.requests
+        cpu_started, started = time.process_time(), time.perf_counter()
+        stop_at = started + seconds
+        threads = [
+            threading.Thread(target=mixed_client_loop, args=(
+                self.client, self.runs[i * RUNS_PER_CLIENT:(i + 1) * RUNS_PER_CLIENT],
+                self.paused[i], stop_at, self.samples, self.rngs[i]))
+            for i in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        self.elapsed += elapsed
+        self.client_cpu += time.process_time() - cpu_started
+        self.round_rates.append((self.requests - before) / elapsed)
+
+    def warm_up(self, seconds: float) -> None:
+        """Drive the server for `seconds` and forget what was measured: the first requests
+        of each kind pay for imports and caches a running service has already paid for."""
+        self.drive(seconds)
+        self.samples.clear()
+        self.elapsed = self.client_cpu = 0.0
+        self.round_rates.clear()
+
+    def report(self) -> None:
+        cpu_ms = self.client_cpu / self.requests * 1000
+        print(f"{self.label}: {self.rate:7.1f} req/s over {self.elapsed:.1f} s "
+              f"({self.requests} requests; load client CPU {cpu_ms:.2f} ms/request)")
+        for kind in ("hub", "event", "control"):
+            values = self.samples[kind]
+            print(f"    {kind:8s} n={len(values):5d}  p50 {percentile(values, 50) * 1000:6.1f} ms"
+                  f"  p95 {percentile(values, 95) * 1000:6.1f} ms")
+
+
+def drive_abba(first: MixedLoad, second: MixedLoad, *, rounds: int, seconds: float) -> None:
+    """`rounds` rounds of `seconds` each, alternating A B, B A, ...: a machine that speeds up
+    or slows down during the run (shared hosts do) weighs on both servers alike."""
+    for index in range(rounds):
+        for load in (first, second) if index % 2 == 0 else (second, first):
+            load.drive(seconds)

@@ -79,10 +79,10 @@ PROCESS_TABLES = {
     "multimodal_multimodalrequest": (
         "id, tenant_id, modality, state, provider, input_text, requested_timeout_seconds, "
         "requested_by, error_message, attempts, claim_token, created_by, cancelled_by, "
-        "cancel_reason, created_at, updated_at",
+        "cancel_reason, created_at, updated_at, options, estimated_usage, reserved_nano_usd",
         ["pending", "processing", "completed", "failed", "cancelled"],
         lambda pk, t, s, at: (pk, t, "text_to_speech", s, "espeak", "hi", 60, "", "", 0, "",
-                              "", "", "", at, at),
+                              "", "", "", at, at, "{}", "{}", 0),
     ),
 }
 EVENT_COLUMNS = ("id, tenant_id, domain, event_type, metric_type, value, occurred_at, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from django.db import models
 
@@ -151,7 +152,7 @@ class StateMachine:
         ):
             raise ValueError(f"{self.label}: the approval leaves the transition table")
 
-    @property
+    @cached_property  # the hub asks it of every row it lists
     def active(self) -> tuple[str, ...]:
         """The states that are not final (the hub lists these when no status is asked for)."""
         return tuple(state for state in self.states if state not in self.terminal)

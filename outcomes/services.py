@@ -12,7 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import BigIntegerField, Case, Count, F, Sum, Value, When
+from django.db.models import BigIntegerField, Case, Count, F, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agent33.ids import new_id
@@ -167,7 +168,17 @@ def _counts_add(tenant: Tenant, counts: Mapping[CountKey, int]) -> None:
     key order (an upsert whose conflict "update" sets a key column to itself); the second
     adds the increments to the rows it now holds. Keys go in sorted order, so concurrent
     writers take the count rows' locks in the same order and never deadlock.
+
+    One key (every single event) whose row exists, as it does after the key's first event:
+    one UPDATE locks and adds, a round trip fewer on the hot path (bench/ab.py). One row
+    lock cannot be taken out of order.
     """
+    if len(counts) == 1:
+        [((metric_type, domain, event_type), increment)] = counts.items()
+        if OutcomeCount.objects.filter(
+            tenant=tenant, metric_type=metric_type, domain=domain, event_type=event_type
+        ).update(count=F("count") + increment):
+            return
     items = sorted(counts.items())
     for start in range(0, len(items), _KEY_BATCH):
         chunk = items[start : start + _KEY_BATCH]
@@ -248,8 +259,10 @@ def trend_snapshots_save(*, tenant: Tenant, trends: Mapping[TrendKey, TrendStats
     tenant's scope. Keys go in sorted order (no deadlock between concurrent evaluations);
     a concurrent evaluation of the same key may win with the older reading until the next
     event of that key evaluates it again."""
-    keys = sorted(trends, key=lambda key: (key[1], key[0]))
     now = timezone.now()
+    if len(trends) == 1 and _snapshot_replace(tenant, *next(iter(trends.items())), now):
+        return
+    keys = sorted(trends, key=lambda key: (key[1], key[0]))
     for start in range(0, len(keys), _KEY_BATCH):
         chunk = keys[start : start + _KEY_BATCH]
         event_counts = {
@@ -290,6 +303,35 @@ def trend_snapshots_save(*, tenant: Tenant, trends: Mapping[TrendKey, TrendStats
                 "event_count", "evaluated_at",
             ],
         )
+
+
+def _snapshot_replace(tenant: Tenant, key: TrendKey, stats: TrendStats, now: datetime) -> bool:
+    """One key's existing snapshot (every single event's evaluation, after the key's first)
+    replaced by one UPDATE that reads the key's event count itself. After the events'
+    commit it runs on its own, where the upsert of trend_snapshots_save takes a count read,
+    BEGIN, INSERT and COMMIT: three round trips fewer (bench/ab.py). False when the key has
+    no snapshot yet."""
+    metric_type, domain = key
+    event_count = (
+        OutcomeCount.objects.filter(tenant=tenant, metric_type=metric_type, domain=domain)
+        .order_by()
+        .values("domain")
+        .annotate(total=Sum("count"))
+        .values("total")
+    )
+    return bool(
+        OutcomeTrendSnapshot.objects.filter(
+            tenant=tenant, metric_type=metric_type, domain=domain
+        ).update(
+            direction=stats.direction,
+            change_pct=stats.change_pct,
+            sample_size=stats.sample_size,
+            previous_avg=stats.previous_avg,
+            current_avg=stats.current_avg,
+            event_count=Coalesce(Subquery(event_count), 0),
+            evaluated_at=now,
+        )
+    )
 
 
 def outcome_counts_rebuild(*, tenant: Tenant | None = None) -> int:

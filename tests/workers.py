@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from django.db import connection
 
@@ -107,8 +108,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def gunicorn_server(*, workers: int = 2, **extra_env: str) -> Iterator[str]:
-    """A real gunicorn on 127.0.0.1 serving the test database; yields its base URL."""
+def gunicorn_server(*, workers: int = 2, output: IO | None = None,
+                    **extra_env: str) -> Iterator[str]:
+    """A real gunicorn on 127.0.0.1 serving the test database; yields its base URL.
+    `output`: a file for its stdout and stderr (inherited otherwise)."""
     import httpx
 
     port = free_port()
@@ -122,7 +125,7 @@ def gunicorn_server(*, workers: int = 2, **extra_env: str) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "agent33.wsgi:application", "--bind",
          f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
-        cwd=ROOT, env=env, start_new_session=True,
+        cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=output,
     )
     url = ServerURL(f"http://127.0.0.1:{port}")
     url.master_pid = process.pid

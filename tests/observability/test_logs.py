@@ -59,6 +59,37 @@ def test_every_line_is_one_json_object_with_the_same_keys(client_a, operator_cli
     }
 
 
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_under_gunicorn_each_request_has_one_access_line_the_services(
+    require_postgres, client_a, tmp_path
+):
+    """gunicorn.conf.py: gunicorn's own lines are JSON like the service's, and the only
+    access line of a request is the service's (gunicorn builds none of its own)."""
+    import httpx
+
+    from tests.workers import gunicorn_server
+
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as output, gunicorn_server(
+        workers=1, output=output, DEBUG="0", SECRET_KEY="k" * 50, LOG_LEVEL="INFO",
+        AGENT33_LOG_FORMAT="json",
+    ) as url:
+        for n in range(3):
+            response = httpx.get(f"{url}/v1/auth/whoami", headers={
+                "Authorization": f"Bearer {client_a.plaintext}", "X-Request-ID": f"gu-{n}"})
+            assert response.status_code == 200
+    # Python's own warnings (whitenoise's "No directory at") are not log records.
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()
+             if line.startswith("{")]
+    access = [line for line in lines if line["path"] == "/v1/auth/whoami"]
+    assert [(line["logger"], line["request_id"]) for line in access] == [
+        ("agent33.access", f"gu-{n}") for n in range(3)
+    ]
+    assert not [line for line in lines if line["logger"] == "gunicorn.access"]
+    assert any(line["logger"] == "gunicorn.error" for line in lines)  # "Booting worker"
+
+
 def test_a_text_line_names_its_request_id(client_a, capture_logs):
     logs = capture_logs("text")
     client_a.get("/v1/auth/whoami", HTTP_X_REQUEST_ID="texty-7")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from outcomes.models import OutcomeTrendSnapshot
+from outcomes.models import OutcomeCount, OutcomeTrendSnapshot
 
 from .conftest import at, event_body
 
@@ -108,3 +108,37 @@ def test_rebuild_counts_rebuilds_the_snapshots_too(outcomes_a, record, tenant_a)
     call_command("outcomes_rebuild_counts", "--tenant", "tenant-a")
     assert outcomes_a.get(DASHBOARD).json()["domains"] == before
     assert [row["domain"] for row in before] == ["support", "coding"]
+
+
+def test_events_sent_one_by_one_keep_counts_and_table_as_one_bulk_does(
+    outcomes_a, outcomes_b, record, tenant_a, tenant_b, django_capture_on_commit_callbacks
+):
+    """A single event updates its key's count and snapshot in place (one statement each);
+    the rows must end up as a bulk of the same events leaves them. "zulu" has more events
+    than "alpha" over two event types, so the table ranks it first only if the snapshot's
+    event count follows every event of the domain, whatever its type."""
+    events = [
+        event_body(domain="zulu", event_type=f"e{n % 2}", value=0.5, occurred_at=at(n).isoformat())
+        for n in range(6)
+    ] + [event_body(domain="alpha", value=0.5, occurred_at=at(n).isoformat()) for n in range(4)]
+    for event in events:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert outcomes_a.post("/v1/outcomes/events", event, format="json").status_code == 201
+    record(events, client=outcomes_b)
+
+    def rows(tenant):
+        counts = {(c.metric_type, c.domain, c.event_type): c.count
+                  for c in OutcomeCount.all_tenants.filter(tenant=tenant)}
+        snapshots = set(OutcomeTrendSnapshot.all_tenants.filter(tenant=tenant).values_list(
+            "metric_type", "domain", "direction", "change_pct", "sample_size", "previous_avg",
+            "current_avg", "event_count"))
+        return counts, snapshots
+
+    assert rows(tenant_a) == rows(tenant_b)
+    assert rows(tenant_a)[0] == {
+        ("success_rate", "zulu", "e0"): 3, ("success_rate", "zulu", "e1"): 3,
+        ("success_rate", "alpha", "task_completed"): 4,
+    }
+    domains = outcomes_a.get(DASHBOARD).json()["domains"]
+    assert [row["domain"] for row in domains] == ["zulu", "alpha"]
+    assert domains == outcomes_b.get(DASHBOARD).json()["domains"]
