@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -40,6 +41,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 CLIENTS = 12
 OPERATIONS = 2_000
 TEXT = "Locks in one order. " * 5  # 100 characters: $0.0015 at tts-1's price
+SLOW = "slow " * 20  # answered after the request's 1 s deadline: the worker and the reaper race
 
 
 @pytest.fixture
@@ -62,6 +64,9 @@ def _provider(cloud):
     lock = threading.Lock()
 
     def answer(request):
+        if request.get_json()["input"].startswith("slow"):
+            time.sleep(1.3)
+            return Response(audio, content_type="audio/wav")
         with lock:
             counter["calls"] += 1
             n = counter["calls"]
@@ -141,6 +146,11 @@ def test_mixed_writes_under_a_spend_limit_never_deadlock_and_the_books_balance(
             with httpx.Client(base_url=url, timeout=120, headers=headers) as http:
                 while take():
                     roll = rng.random()
+                    if roll < 0.05:  # past its deadline: the worker and the reaper race
+                        record(http.post("/v1/multimodal/requests", json={
+                            "modality": "text_to_speech", "provider": "openai",
+                            "input_text": SLOW, "requested_timeout_seconds": 1}), "slow")
+                        continue
                     if roll < 0.45:
                         create(http, execute_now=True)
                         continue
@@ -168,7 +178,7 @@ def test_mixed_writes_under_a_spend_limit_never_deadlock_and_the_books_balance(
         def reaper() -> None:
             while not stop.is_set():
                 try:
-                    manage(env, "reap_timeouts")
+                    manage(env, "reap_timeouts", "--grace", "0")
                 except SystemExit as exc:  # manage() exits with the command's stderr
                     with lock:
                         failures.append(f"reaper: ...{str(exc)[-600:]}")
