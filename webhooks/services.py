@@ -122,7 +122,7 @@ def endpoint_create(*, tenant: Tenant, url: str, event_types: list[str],
                 f"may have ({MAX_ENDPOINTS_PER_TENANT}); delete one first.",
                 code="too_many_endpoints")
         now = timezone.now()
-        endpoint = WebhookEndpoint.objects.create(
+        endpoint = WebhookEndpoint.all_tenants.create(
             tenant=tenant, url=url, event_types=event_types, description=description,
             secret_encrypted=encryption.encrypt(secret), created_at=now, updated_at=now)
     return endpoint, secret
@@ -148,7 +148,7 @@ def endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndp
                 endpoint.refresh_from_db()
         if fields:
             fields["updated_at"] = timezone.now()
-            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**fields)
+            WebhookEndpoint.all_tenants.filter(pk=endpoint.pk).update(**fields)
         if fields.get("enabled"):
             drain_schedule(endpoint_id=endpoint.pk, tenant_id=endpoint.tenant_id)
     endpoint.refresh_from_db()
@@ -174,7 +174,7 @@ def endpoint_disable(*, endpoint_id: str, reason: str, detail: str = "") -> bool
 
 def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     # Its deliveries and attempts go with it (CASCADE); a drain running for it finds nothing.
-    WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+    WebhookEndpoint.all_tenants.filter(pk=endpoint.pk).delete()
 
 
 def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> tuple[WebhookEndpoint, str]:
@@ -183,7 +183,8 @@ def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> tuple[WebhookEndpoin
     secret = new_secret()
     now = timezone.now()
     with transaction.atomic():
-        locked = WebhookEndpoint.objects.select_for_update(no_key=True).get(pk=endpoint.pk)
+        # `endpoint` was found through the caller's tenant scope; this re-reads it by key.
+        locked = WebhookEndpoint.all_tenants.select_for_update(no_key=True).get(pk=endpoint.pk)
         locked.previous_secret_encrypted = locked.secret_encrypted
         locked.previous_secret_expires_at = now + timedelta(hours=PREVIOUS_SECRET_HOURS)
         locked.secret_encrypted = encryption.encrypt(secret)
@@ -270,7 +271,7 @@ def delivery_replay(*, delivery: WebhookDelivery) -> WebhookDelivery:
             code="delivery_in_progress")
     now = timezone.now()
     with transaction.atomic():
-        replay = WebhookDelivery.objects.create(
+        replay = WebhookDelivery.all_tenants.create(
             tenant_id=delivery.tenant_id, endpoint=endpoint, event_type=delivery.event_type,
             message_id=delivery.message_id, body=delivery.body, next_attempt_at=now,
             replay_of=delivery, created_at=now)
