@@ -18,6 +18,7 @@ __all__ = [
 
 
 class EndpointSerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
     previous_secret_expires_at = serializers.DateTimeField(
         read_only=True, allow_null=True,
         help_text="Until then the previous secret signs beside the current one (a rotation).")
@@ -25,7 +26,7 @@ class EndpointSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = WebhookEndpoint
-        fields = ["id", "url", "event_types", "description", "enabled", "disabled_reason",
+        fields = ["id", "tenant_id", "url", "event_types", "description", "enabled", "disabled_reason",
                   "disabled_at", "failing_since", "previous_secret_expires_at", "created_at",
                   "updated_at"]
         read_only_fields = fields
@@ -66,6 +67,7 @@ class AttemptSerializer(serializers.ModelSerializer):
 
 
 class DeliverySerializer(serializers.ModelSerializer):
+    tenant_id = serializers.CharField(read_only=True)
     endpoint_id = serializers.CharField(read_only=True)
     replay_of = serializers.CharField(source="replay_of_id", read_only=True, allow_null=True)
     payload = serializers.SerializerMethodField()
@@ -73,7 +75,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = WebhookDelivery
-        fields = ["id", "endpoint_id", "event_type", "message_id", "state", "attempt_count",
+        fields = ["id", "tenant_id", "endpoint_id", "event_type", "message_id", "state", "attempt_count",
                   "next_attempt_at", "last_status_code", "last_error", "created_at",
                   "finished_at", "replay_of", "payload", "attempts"]
         read_only_fields = fields
