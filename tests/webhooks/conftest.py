@@ -5,7 +5,7 @@ import pytest
 from webhooks.choices import EventType
 from webhooks.services import endpoint_create
 
-from .receivers import Receiver
+from bench.receivers import Receiver
 
 ALL_TYPES = list(EventType.values)
 

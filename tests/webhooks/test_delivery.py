@@ -17,7 +17,7 @@ from webhooks import delivery as deliver
 from webhooks import services
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
-from .receivers import Receiver
+from bench.receivers import Receiver
 
 pytestmark = pytest.mark.django_db
 

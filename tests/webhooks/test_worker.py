@@ -12,7 +12,7 @@ from tests.jobs.conftest import embedded_env, query  # noqa: F401  (a fixture)
 from tests.workers import wait_for
 
 from .conftest import TEST_SECRET_KEY
-from .receivers import Receiver
+from bench.receivers import Receiver
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Real HTTP receivers on 127.0.0.1 for webhook tests and the bench: a threading
+"""Real HTTP receivers on 127.0.0.1 for the webhook tests and bench/webhooks.py: a threading
 http.server that records every request (headers and raw body) and answers from a script."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
-    at: float = field(default_factory=time.time)
+    at: float = field(default_factory=time.time)  # when the request arrived
+    answered_at: float = 0.0  # when its answer was written (0: not yet)
 
 
 # (status, headers) for the n-th request (0-based); default 200.
@@ -39,10 +40,10 @@ class Receiver:
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
+                got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 with receiver.arrived:
                     index = len(receiver.received)
-                    receiver.received.append(Received(
-                        self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.received.append(got)
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 status, headers = receiver.script(index)
@@ -52,6 +53,8 @@ class Receiver:
                 self.send_header("content-length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+                self.wfile.flush()
+                got.answered_at = time.time()
                 with receiver.arrived:
                     receiver.arrived.notify_all()
 
