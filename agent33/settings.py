@@ -338,6 +338,9 @@ AGENT33_PROVIDER_PRIVATE_NETWORKS = os.environ.get("AGENT33_PROVIDER_PRIVATE_NET
 # delivery fails after the last. Empty: the Standard Webhooks schedule, 5 s, 5 min, 30 min,
 # 2 h, 5 h, 10 h, 24 h (webhooks/delivery.py).
 AGENT33_WEBHOOK_RETRY_SCHEDULE = os.environ.get("AGENT33_WEBHOOK_RETRY_SCHEDULE", "")
+# The service's public base URL ("https://agent33.example.com"): alert payloads' links to the
+# API and the staff pages start with it. Empty: the links are paths ("/v1/...").
+AGENT33_PUBLIC_URL = os.environ.get("AGENT33_PUBLIC_URL", "")
 
 # Platform default cloud provider settings.
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")

@@ -37,7 +37,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 got = Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)

@@ -78,10 +78,9 @@ def announce(tenant, budget) -> float:
     from operations.transitions import Origin
 
     origin = Origin.system("bench", path="worker")
-    with tenant_scope(tenant):
-        with transaction.atomic():
-            budget_transition(budget=budget, origin=origin, status="pending_approval")
-            committed = time.time()  # the alert's rows are written right after, on commit
+    with tenant_scope(tenant), transaction.atomic():
+        budget_transition(budget=budget, origin=origin, status="pending_approval")
+        committed = time.time()  # the alert's rows are written right after, on commit
     return committed
 
 
@@ -122,8 +121,9 @@ def run(*, alerts: int = 200, flood_size: int = 1000, keep: bool = False) -> lis
         env.pop(name, None)
     setup_django(env)
     figures: list[Figure] = []
-    log = open(ROOT / "reports" / "bench-webhooks-worker.log", "wb") if (
-        ROOT / "reports").is_dir() else open(os.devnull, "wb")
+    log_path = ROOT / "reports" / "bench-webhooks-worker.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log = log_path.open("wb")  # closed in the finally below
     try:
         with Receiver() as fast_receiver, Receiver(delay=SLOW_ANSWER_SECONDS) as slow_receiver, \
                 job_worker(env, concurrency=4, stdout=log, stderr=log):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-__all__ = ["DeliveryState", "DisabledReason", "EventType", "SPEND_THRESHOLDS"]
+__all__ = ["SPEND_THRESHOLDS", "DeliveryState", "DisabledReason", "EventType"]
 
 
 class EventType(models.TextChoices):

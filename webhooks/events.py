@@ -1,15 +1,14 @@
 """Where alerts come from: the other apps' after-commit signals (DESIGN §8.5).
 
-| event                       | signal                                   | fires when                  |
-| `intake.opened`             | outcomes.signals.decline_opened          | a decline opened an intake  |
-| `benchmark.regressed`       | outcomes.signals.decline_opened          | ... of a CTRF test, or of a |
-|                             |                                          | `benchmarks.*` domain       |
-| `spend.threshold_crossed`   | multimodal.signals.spend_settled         | settled spend reached 50,   |
-|                             |                                          | 80, 100 % of the daily limit|
-| `budget.pending_approval`   | operations.signals.statuses_changed      | a budget → pending_approval |
-| `multimodal.request_failed` | operations.signals.statuses_changed      | a request → failed (never   |
-|                             |                                          | cancelled)                  |
-| `batch.completed`           | operations.signals.batch_completed       | a batch of controls ended   |
+- `intake.opened`: outcomes.signals.decline_opened (a decline opened an intake);
+- `benchmark.regressed`: the same signal, for a CTRF test or a `benchmarks.*` domain;
+- `spend.threshold_crossed`: multimodal.signals.spend_settled (settled spend reached 50, 80
+  or 100 % of the daily limit; once per UTC day each);
+- `budget.pending_approval`: operations.signals.statuses_changed (a budget moved to
+  pending_approval);
+- `multimodal.request_failed`: the same signal (a request moved to failed, a timeout
+  included; never a cancellation);
+- `batch.completed`: operations.signals.batch_completed (a batch of controls ended).
 
 Every receiver first asks whether the tenant has an enabled endpoint subscribed to the event
 (one small indexed query; nothing else when none is), then writes the deliveries and queues

@@ -18,7 +18,7 @@ import httpx
 
 from agent33.networks import Address, address_refusal, outbound_allowed_networks, resolve
 
-__all__ = ["Answer", "TIMEOUT_SECONDS", "post"]
+__all__ = ["TIMEOUT_SECONDS", "Answer", "post"]
 
 TIMEOUT_SECONDS = 10.0
 MAX_READ_BYTES = 4096  # a receiver's body is not used: read a little, never a flood

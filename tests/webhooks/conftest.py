@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from bench.receivers import Receiver
 from webhooks.choices import EventType
 from webhooks.services import endpoint_create
-
-from bench.receivers import Receiver
 
 ALL_TYPES = list(EventType.values)
 

@@ -11,13 +11,12 @@ import pytest
 from django.utils import timezone
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from operations.hub import attention_items
 from agent33.tenancy.context import tenant_scope
+from bench.receivers import Receiver
+from operations.hub import attention_items
 from webhooks import delivery as deliver
 from webhooks import services
 from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-
-from bench.receivers import Receiver
 
 pytestmark = pytest.mark.django_db
 
@@ -261,3 +260,14 @@ def test_the_sweep_queues_drains_for_due_deliveries_and_frees_stuck_ones(
     run_ready_jobs()
     receiver.wait_for(1)
     assert WebhookDelivery.all_tenants.get(pk=delivery_id).state == "delivered"
+
+
+def test_a_malformed_retry_schedule_fails_the_start_up_check(settings):
+    from webhooks.apps import check_retry_schedule
+
+    settings.AGENT33_WEBHOOK_RETRY_SCHEDULE = "5,soon"
+    [error] = check_retry_schedule()
+    assert error.id == "webhooks.E001"
+    settings.AGENT33_WEBHOOK_RETRY_SCHEDULE = "1, 2,3"
+    assert check_retry_schedule() == []
+    assert deliver.retry_schedule() == (1.0, 2.0, 3.0)

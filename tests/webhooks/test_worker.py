@@ -8,11 +8,12 @@ import pytest
 from standardwebhooks import Webhook
 
 from bench.common import job_worker
-from tests.jobs.conftest import embedded_env, query  # noqa: F401  (a fixture)
+from bench.receivers import Receiver
+from tests.jobs.conftest import embedded_env as embedded_env  # a fixture
+from tests.jobs.conftest import query
 from tests.workers import wait_for
 
 from .conftest import TEST_SECRET_KEY
-from bench.receivers import Receiver
 
 pytestmark = pytest.mark.slow
 

@@ -26,9 +26,9 @@ class EndpointSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = WebhookEndpoint
-        fields = ["id", "tenant_id", "url", "event_types", "description", "enabled", "disabled_reason",
-                  "disabled_at", "failing_since", "previous_secret_expires_at", "created_at",
-                  "updated_at"]
+        fields = ["id", "tenant_id", "url", "event_types", "description", "enabled",
+                  "disabled_reason", "disabled_at", "failing_since",
+                  "previous_secret_expires_at", "created_at", "updated_at"]
         read_only_fields = fields
 
 
@@ -75,9 +75,9 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = WebhookDelivery
-        fields = ["id", "tenant_id", "endpoint_id", "event_type", "message_id", "state", "attempt_count",
-                  "next_attempt_at", "last_status_code", "last_error", "created_at",
-                  "finished_at", "replay_of", "payload", "attempts"]
+        fields = ["id", "tenant_id", "endpoint_id", "event_type", "message_id", "state",
+                  "attempt_count", "next_attempt_at", "last_status_code", "last_error",
+                  "created_at", "finished_at", "replay_of", "payload", "attempts"]
         read_only_fields = fields
 
     def get_payload(self, obj) -> dict:
