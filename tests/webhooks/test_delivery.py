@@ -271,3 +271,17 @@ def test_a_malformed_retry_schedule_fails_the_start_up_check(settings):
     settings.AGENT33_WEBHOOK_RETRY_SCHEDULE = "1, 2,3"
     assert check_retry_schedule() == []
     assert deliver.retry_schedule() == (1.0, 2.0, 3.0)
+
+
+def test_metrics_count_endpoints_by_state_and_waiting_deliveries(tenant_a, endpoint_for,
+                                                                 api_client_for, settings):
+    settings.AGENT33_WEBHOOK_RETRY_SCHEDULE = "60"
+    with Receiver(lambda n: (410, {})) as gone, Receiver(lambda n: (500, {})) as down:
+        endpoint_for(tenant_a, down.url)
+        gone_endpoint, _ = endpoint_for(tenant_a, gone.url)
+        _emit(tenant_a)
+        deliver.drain_endpoint(gone_endpoint.pk)
+    scrape = api_client_for(None, scopes=["metrics:read"]).get("/metrics").content.decode()
+    assert 'agent33_webhook_endpoints{state="enabled"} 1.0' in scrape
+    assert 'agent33_webhook_endpoints{state="gone"} 1.0' in scrape
+    assert 'agent33_webhook_deliveries_unfinished{state="pending"} 1.0' in scrape
