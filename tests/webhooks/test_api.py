@@ -3,6 +3,8 @@ event-type rules), rotation, the delivery log with attempts, and replay."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from webhooks import services
@@ -204,3 +206,75 @@ def test_scopes_are_required(api_client_for, tenant_a, receiver):
     assert _create(reader, receiver.url).status_code == 403
     nobody = api_client_for(tenant_a, scopes=["workflows:read"])
     assert nobody.get(f"{BASE}/endpoints").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creates_never_pass_20(require_postgres, tenant_a, api_client_for):
+    """Eight clients create at once when 17 exist: exactly three succeed (the count is read
+    under the tenant's row lock)."""
+    import threading
+
+    from django.db import connections
+
+    from tests.conftest import make_client
+
+    token = api_client_for(tenant_a, scopes=["webhooks:write"]).plaintext
+    for _ in range(17):
+        assert _create(make_client(token), "http://127.0.0.1:9/hook").status_code == 201
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def create():
+        try:
+            client = make_client(token)
+            barrier.wait(timeout=10)
+            statuses.append(_create(client, "http://127.0.0.1:9/hook").status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [201] * 3 + [409] * 5
+    assert WebhookEndpoint.all_tenants.filter(tenant=tenant_a).count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_settlements_cross_a_threshold_once(require_postgres, tenant_a, receiver):
+    """Eight settlements that each pass 50 % at once send one alert (the unique row)."""
+    import threading
+
+    from django.db import connections, transaction
+    from django.utils import timezone
+
+    from agent33.tenancy.context import tenant_scope
+    from multimodal.models import MultimodalPolicy
+    from multimodal.services.spend import spend_settle
+
+    services.endpoint_create(tenant=tenant_a, url=receiver.url,
+                             event_types=["spend.threshold_crossed"])
+    MultimodalPolicy.all_tenants.create(tenant=tenant_a, daily_spend_limit_usd="10")
+    day = timezone.now().date()
+    with tenant_scope(tenant_a):
+        spend_settle(tenant_id=tenant_a.pk, day=day, release_nanos=0, cost_nanos=4_900_000_000)
+    barrier = threading.Barrier(8)
+
+    def settle():
+        try:
+            barrier.wait(timeout=10)
+            with tenant_scope(tenant_a), transaction.atomic():
+                spend_settle(tenant_id=tenant_a.pk, day=day, release_nanos=0,
+                             cost_nanos=200_000_000)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=settle) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    alerts = WebhookDelivery.all_tenants.filter(tenant=tenant_a,
+                                                event_type="spend.threshold_crossed")
+    assert [json.loads(a.body)["data"]["threshold_pct"] for a in alerts] == [50]
