@@ -33,7 +33,7 @@ from django.utils.crypto import get_random_string
 
 from .choices import DeliveryState, DisabledReason
 from .models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from .outbound import TIMEOUT_SECONDS, post
+from .outbound import TIMEOUT_SECONDS, Answer, post
 from .services import drain_schedule, endpoint_disable, live_secrets
 from .signing import headers_for
 
@@ -142,11 +142,17 @@ def _try(delivery: WebhookDelivery) -> None:
     if endpoint is None:
         return
     body = delivery.body.encode("utf-8")
-    # A fresh timestamp per try (receivers refuse old ones); the id and body never change.
-    headers = headers_for(live_secrets(endpoint), delivery.message_id, int(time.time()), body)
-    answered_at = timezone.now()
-    answer = post(endpoint.url, body, headers)
-    _record(delivery, endpoint, answer, answered_at)
+    attempted_at = timezone.now()
+    try:
+        secrets_ = live_secrets(endpoint)
+    except Exception as exc:  # a secret no configured key decrypts: a failed try, logged
+        logger.error("webhook endpoint %s: cannot sign (%s)", endpoint.pk, type(exc).__name__)
+        answer = Answer(None, 0, f"cannot sign: {exc}"[:500])
+    else:
+        # A fresh timestamp per try (receivers refuse old ones); the id and body never change.
+        headers = headers_for(secrets_, delivery.message_id, int(time.time()), body)
+        answer = post(endpoint.url, body, headers)
+    _record(delivery, endpoint, answer, attempted_at)
 
 
 def _next_delay(attempts: int, retry_after: float | None) -> float | None:
@@ -164,13 +170,17 @@ def _record(delivery: WebhookDelivery, endpoint: WebhookEndpoint, answer, attemp
     ok = answer.status_code is not None and 200 <= answer.status_code < 300
     attempts = delivery.attempt_count + 1
     with transaction.atomic():
+        common = {"attempt_count": F("attempt_count") + 1, "claimed_at": None,
+                  "last_status_code": answer.status_code, "last_error": answer.error[:500]}
+        mine = WebhookDelivery.all_tenants.filter(pk=delivery.pk, state=DeliveryState.SENDING)
+        # Lock the row first: gone (its endpoint was deleted meanwhile) or put back by the
+        # sweep, there is nothing to record against.
+        if not mine.update(claimed_at=None):
+            return
         WebhookAttempt.all_tenants.create(
             tenant_id=delivery.tenant_id, delivery_id=delivery.pk, attempted_at=attempted_at,
             status_code=answer.status_code, duration_ms=answer.duration_ms,
             error=answer.error[:500])
-        common = {"attempt_count": F("attempt_count") + 1, "claimed_at": None,
-                  "last_status_code": answer.status_code, "last_error": answer.error[:500]}
-        mine = WebhookDelivery.all_tenants.filter(pk=delivery.pk, state=DeliveryState.SENDING)
         if ok:
             mine.update(state=DeliveryState.DELIVERED, finished_at=now, next_attempt_at=None,
                         **common)

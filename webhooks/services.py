@@ -212,8 +212,11 @@ def _body(event_type: str, data: dict[str, Any], now) -> str:
                "data": data}
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)
     if len(body.encode()) > MAX_PAYLOAD_BYTES:
-        # Long free text (a title, an error) is what grows: cut strings until it fits.
+        # Long free text (a title, an error) or a large JSON value (a budget's limits) is what
+        # grows: cut strings, then leave out any value still over 2 kB (ids and links stay).
         data = {k: (v[:200] + "…" if isinstance(v, str) and len(v) > 200 else v)
+                for k, v in data.items()}
+        data = {k: (v if len(json.dumps(v, default=str)) <= 2000 else "(left out: too large)")
                 for k, v in data.items()}
         payload["data"] = data
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -285,3 +285,32 @@ def test_metrics_count_endpoints_by_state_and_waiting_deliveries(tenant_a, endpo
     assert 'agent33_webhook_endpoints{state="enabled"} 1.0' in scrape
     assert 'agent33_webhook_endpoints{state="gone"} 1.0' in scrape
     assert 'agent33_webhook_deliveries_unfinished{state="pending"} 1.0' in scrape
+
+
+def test_a_large_value_is_left_out_to_stay_under_20_kb(tenant_a, receiver, endpoint_for):
+    endpoint, secret = endpoint_for(tenant_a, receiver.url)
+    _emit(tenant_a, data={"limits": {f"k{i}": "v" * 100 for i in range(500)},
+                          "budget_id": "budget-1"})
+    deliver.drain_endpoint(endpoint.pk)
+    [got] = receiver.wait_for(1)
+    data = Webhook(secret).verify(got.body, got.headers)["data"]
+    assert len(got.body) < 20_000
+    assert data == {"limits": "(left out: too large)", "budget_id": "budget-1"}
+
+
+def test_a_deleted_endpoint_mid_try_records_nothing(tenant_a, receiver, endpoint_for,
+                                                    monkeypatch):
+    endpoint, _ = endpoint_for(tenant_a, receiver.url)
+    real_post = deliver.post
+
+    def post_then_delete(url, body, headers):
+        answer = real_post(url, body, headers)
+        WebhookEndpoint.all_tenants.filter(pk=endpoint.pk).delete()  # meanwhile, a DELETE
+        return answer
+
+    monkeypatch.setattr(deliver, "post", post_then_delete)
+    _emit(tenant_a)
+    deliver.drain_endpoint(endpoint.pk)
+    assert len(receiver.wait_for(1)) == 1
+    assert WebhookAttempt.all_tenants.count() == 0
+    assert WebhookDelivery.all_tenants.count() == 0
