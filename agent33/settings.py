@@ -236,6 +236,10 @@ SPECTACULAR_SETTINGS = {
         "IntakeStatusEnum": "operations.choices.IntakeStatus",
         "WorkflowRunStatusEnum": "operations.choices.WorkflowRunStatus",
         "ModalityEnum": "multimodal.choices.Modality",
+        "StateEnum": "multimodal.choices.RequestState",  # the name it had before webhooks
+        "WebhookDeliveryStateEnum": "webhooks.choices.DeliveryState",
+        "WebhookEventTypeEnum": "webhooks.choices.EventType",
+        "WebhookDisabledReasonEnum": "webhooks.choices.DisabledReason",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
