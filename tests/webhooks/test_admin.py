@@ -54,3 +54,18 @@ def test_disable_action_uses_the_service(alice, tenant_a):
     assert response.status_code == 302
     endpoint = WebhookEndpoint.all_tenants.get(pk=endpoint.pk)
     assert not endpoint.enabled and endpoint.disabled_reason == "by_user"
+
+
+def test_endpoints_the_system_disabled_need_attention_on_the_hub(alice, tenant_a, tenant_b):
+    gone = WebhookEndpointFactory(tenant=tenant_a, enabled=False, disabled_reason="gone")
+    WebhookEndpointFactory(tenant=tenant_a, enabled=False, disabled_reason="by_user")
+    WebhookEndpointFactory(tenant=tenant_a)
+    WebhookEndpointFactory(tenant=tenant_b, enabled=False, disabled_reason="failing")
+    panels = alice.get("/admin/operations/hub/", {"format": "json", "panels": "1"}).json()
+    html = panels["panels"]["attention"]
+    assert 'id="attention-webhooks-disabled" data-count="1"' in html
+    href = html.split('id="attention-webhooks-disabled"')[1].split('href="')[1]
+    href = href.split('"')[0].replace("&amp;", "&")
+    listed = alice.get(href)
+    assert listed.status_code == 200
+    assert [e.pk for e in listed.context["cl"].result_list] == [gone.pk]
