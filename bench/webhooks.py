@@ -52,11 +52,13 @@ def setup_django(env: dict[str, str]) -> None:
 
 
 def make_tenant(slug: str, url: str):
+    from agent33.tenancy.context import tenant_scope
     from agent33.tenancy.models import Tenant
     from webhooks.services import endpoint_create
 
     tenant = Tenant.objects.create(slug=slug, name=slug)
-    endpoint_create(tenant=tenant, url=url, event_types=["budget.pending_approval"])
+    with tenant_scope(tenant):
+        endpoint_create(tenant=tenant, url=url, event_types=["budget.pending_approval"])
     return tenant
 
 
@@ -65,7 +67,7 @@ def budgets(tenant, count: int) -> list:
     from operations.models import AutonomyBudget
 
     with tenant_scope(tenant):
-        return list(AutonomyBudget.all_tenants.bulk_create(
+        return list(AutonomyBudget.objects.bulk_create(
             [AutonomyBudget(tenant=tenant, task_id=f"t{i}") for i in range(count)]))
 
 
@@ -104,11 +106,13 @@ def latencies(tenant, receiver: Receiver, count: int, gap: float = 0.05) -> list
 
 
 def flood(tenant, count: int) -> None:
+    from agent33.tenancy.context import tenant_scope
     from webhooks.services import alert_emit
 
     for i in range(count):
-        alert_emit(tenant_id=tenant.pk, event_type="budget.pending_approval",
-                   data={"budget_id": f"flood-{i}", "title": "flood"})
+        with tenant_scope(tenant):
+            alert_emit(tenant_id=tenant.pk, event_type="budget.pending_approval",
+                       data={"budget_id": f"flood-{i}", "title": "flood"})
 
 
 def run(*, alerts: int = 200, flood_size: int = 1000, keep: bool = False) -> list[Figure]:

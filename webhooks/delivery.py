@@ -75,7 +75,7 @@ def retry_schedule() -> tuple[float, ...]:
 
 def _acquire(endpoint_id: str, token: str) -> bool:
     now = timezone.now()
-    return bool(WebhookEndpoint.all_tenants.filter(pk=endpoint_id, enabled=True).filter(
+    return bool(WebhookEndpoint.objects.filter(pk=endpoint_id, enabled=True).filter(
         Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     ).update(lease_until=now + timedelta(seconds=LEASE_SECONDS), lease_token=token,
              drain_queued_at=None))
@@ -85,12 +85,12 @@ def _release(endpoint_id: str, token: str) -> None:
     # A drain that found the lease held left `drain_queued_at` set (so alerts arriving while
     # this one sends queue no more jobs that would only find the lease held): clear it, so
     # the next alert queues a drain again.
-    WebhookEndpoint.all_tenants.filter(pk=endpoint_id, lease_token=token).update(
+    WebhookEndpoint.objects.filter(pk=endpoint_id, lease_token=token).update(
         lease_until=None, lease_token="", drain_queued_at=None)
 
 
 def _due(endpoint_id: str, exclude: set[str]):
-    return (WebhookDelivery.all_tenants
+    return (WebhookDelivery.objects
             .filter(endpoint_id=endpoint_id, state=DeliveryState.PENDING,
                     next_attempt_at__lte=timezone.now())
             .exclude(pk__in=exclude)
@@ -121,7 +121,7 @@ def drain_endpoint(endpoint_id: str, *, budget: float = DRAIN_BUDGET_SECONDS) ->
             return len(tried)
         if time.monotonic() - started >= budget:
             # Give the slot back and continue in a new job (behind whatever else waits).
-            endpoint = WebhookEndpoint.all_tenants.filter(pk=endpoint_id).first()
+            endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id).first()
             if endpoint is not None:
                 with transaction.atomic():
                     drain_schedule(endpoint_id=endpoint_id, tenant_id=endpoint.tenant_id)
@@ -130,7 +130,7 @@ def drain_endpoint(endpoint_id: str, *, budget: float = DRAIN_BUDGET_SECONDS) ->
 
 def _claim(delivery: WebhookDelivery) -> bool:
     now = timezone.now()
-    return bool(WebhookDelivery.all_tenants.filter(
+    return bool(WebhookDelivery.objects.filter(
         pk=delivery.pk, state=DeliveryState.PENDING, next_attempt_at__lte=now
     ).update(state=DeliveryState.SENDING, claimed_at=now))
 
@@ -138,7 +138,7 @@ def _claim(delivery: WebhookDelivery) -> bool:
 def _try(delivery: WebhookDelivery) -> None:
     if not _claim(delivery):
         return
-    endpoint = WebhookEndpoint.all_tenants.filter(pk=delivery.endpoint_id).first()
+    endpoint = WebhookEndpoint.objects.filter(pk=delivery.endpoint_id).first()
     if endpoint is None:
         return
     body = delivery.body.encode("utf-8")
@@ -172,22 +172,22 @@ def _record(delivery: WebhookDelivery, endpoint: WebhookEndpoint, answer, attemp
     with transaction.atomic():
         common = {"attempt_count": F("attempt_count") + 1, "claimed_at": None,
                   "last_status_code": answer.status_code, "last_error": answer.error[:500]}
-        mine = WebhookDelivery.all_tenants.filter(pk=delivery.pk, state=DeliveryState.SENDING)
+        mine = WebhookDelivery.objects.filter(pk=delivery.pk, state=DeliveryState.SENDING)
         # Lock the row first: gone (its endpoint was deleted meanwhile) or put back by the
         # sweep, there is nothing to record against.
         if not mine.update(claimed_at=None):
             return
-        WebhookAttempt.all_tenants.create(
+        WebhookAttempt.objects.create(
             tenant_id=delivery.tenant_id, delivery_id=delivery.pk, attempted_at=attempted_at,
             status_code=answer.status_code, duration_ms=answer.duration_ms,
             error=answer.error[:500])
         if ok:
             mine.update(state=DeliveryState.DELIVERED, finished_at=now, next_attempt_at=None,
                         **common)
-            WebhookEndpoint.all_tenants.filter(pk=endpoint.pk, failing_since__isnull=False
+            WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=False
                                                ).update(failing_since=None)
             return
-        WebhookEndpoint.all_tenants.filter(pk=endpoint.pk, failing_since__isnull=True).update(
+        WebhookEndpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(
             failing_since=attempted_at)
         if answer.status_code == 410:
             mine.update(state=DeliveryState.FAILED, finished_at=now, next_attempt_at=None,
@@ -203,7 +203,7 @@ def _record(delivery: WebhookDelivery, endpoint: WebhookEndpoint, answer, attemp
         else:
             mine.update(state=DeliveryState.PENDING,
                         next_attempt_at=now + timedelta(seconds=delay), **common)
-        failing_since = (WebhookEndpoint.all_tenants.filter(pk=endpoint.pk)
+        failing_since = (WebhookEndpoint.objects.filter(pk=endpoint.pk)
                          .values_list("failing_since", flat=True).first())
         if failing_since is not None and now - failing_since >= FAILING_DISABLE_AFTER:
             endpoint_disable(endpoint_id=endpoint.pk, reason=DisabledReason.FAILING,
@@ -214,7 +214,11 @@ def _record(delivery: WebhookDelivery, endpoint: WebhookEndpoint, answer, attemp
 
 def sweep(*, limit: int = 500) -> int:
     """Put back deliveries stuck in `sending`, then queue a drain for every enabled endpoint
-    with a due delivery and no live lease. Returns how many drains were queued."""
+    with a due delivery and no live lease, in every tenant (each drain in its endpoint's
+    tenant scope). Returns how many drains were queued."""
+    from agent33.tenancy.context import tenant_scope
+    from agent33.tenancy.models import Tenant
+
     now = timezone.now()
     WebhookDelivery.all_tenants.filter(
         state=DeliveryState.SENDING,
@@ -228,6 +232,6 @@ def sweep(*, limit: int = 500) -> int:
                                    .filter(pk__in=list(due_endpoints), enabled=True)
                                    .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
                                    .values_list("pk", "tenant_id")):
-        with transaction.atomic():
+        with tenant_scope(Tenant(pk=tenant_id)), transaction.atomic():
             queued += drain_schedule(endpoint_id=endpoint_id, tenant_id=tenant_id)
     return queued

@@ -28,6 +28,9 @@ from django.db import IntegrityError, transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from agent33.tenancy.context import tenant_scope
+from agent33.tenancy.models import Tenant
+
 from .choices import SPEND_THRESHOLDS, EventType
 from .models import SpendThresholdCrossing, WebhookEndpoint
 from .services import alert_emit
@@ -41,8 +44,20 @@ REQUEST_TYPE = "multimodal_request"
 
 
 def subscribed(tenant_id: str, event_type: str) -> bool:
-    return any(event_type in types for types in WebhookEndpoint.all_tenants.filter(
+    """Whether the tenant has an enabled endpoint hearing `event_type` (in its scope)."""
+    return any(event_type in types for types in WebhookEndpoint.objects.filter(
         tenant_id=tenant_id, enabled=True).values_list("event_types", flat=True))
+
+
+def _scoped(handler):
+    """Run a signal handler in the tenant scope of the change it announces, set here
+    explicitly (a signal may arrive in a request of that tenant, a job, or a command)."""
+
+    def run(tenant_id: str, *args, **kwargs) -> None:
+        with tenant_scope(Tenant(pk=tenant_id)):
+            handler(tenant_id, *args, **kwargs)
+
+    return run
 
 
 def _absolute(path: str) -> str:
@@ -74,6 +89,11 @@ def _emit(tenant_id: str, event_type: str, data: dict[str, Any]) -> None:
 
 
 def on_decline_opened(sender, decline, **kwargs) -> None:
+    _decline_opened(decline.tenant_id, decline)
+
+
+@_scoped
+def _decline_opened(tenant_id: str, decline) -> None:
     is_benchmark = decline.event_type is not None or decline.domain.startswith("benchmarks.")
     wanted = [EventType.INTAKE_OPENED]
     if is_benchmark:
@@ -109,15 +129,20 @@ def crossed_thresholds(settled_nanos: int, limit_nanos: int | None) -> list[int]
 
 
 def on_spend_settled(sender, tenant_id: str, day: date, **kwargs) -> None:
+    _spend_settled(tenant_id, day)
+
+
+@_scoped
+def _spend_settled(tenant_id: str, day: date) -> None:
     if not subscribed(tenant_id, EventType.SPEND_THRESHOLD_CROSSED):
         return
     from multimodal.models import DailySpend, MultimodalPolicy
     from multimodal.pricing import format_usd, from_nanos
     from multimodal.services.spend import limit_nanos
 
-    policy = MultimodalPolicy.all_tenants.filter(tenant_id=tenant_id).first()
+    policy = MultimodalPolicy.objects.filter(tenant_id=tenant_id).first()
     limit = limit_nanos(policy) if policy is not None else None
-    spend = DailySpend.all_tenants.filter(tenant_id=tenant_id, day=day).first()
+    spend = DailySpend.objects.filter(tenant_id=tenant_id, day=day).first()
     if spend is None or limit is None:
         return
     for threshold in crossed_thresholds(spend.settled_nano_usd, limit):
@@ -125,7 +150,7 @@ def on_spend_settled(sender, tenant_id: str, day: date, **kwargs) -> None:
         # settlements that cross it at once exactly one inserts and alerts.
         try:
             with transaction.atomic():
-                SpendThresholdCrossing.all_tenants.create(tenant_id=tenant_id, day=day,
+                SpendThresholdCrossing.objects.create(tenant_id=tenant_id, day=day,
                                                           threshold=threshold)
         except IntegrityError:
             continue
@@ -163,12 +188,16 @@ def _by_tenant(changes) -> dict[str, list]:
 
 
 def _budgets_pending(changes) -> None:
+    for tenant_id, mine in _by_tenant(changes).items():
+        _budgets_of_tenant(tenant_id, mine)
+
+
+@_scoped
+def _budgets_of_tenant(tenant_id: str, mine: list) -> None:
     from operations.models import AutonomyBudget
 
-    for tenant_id, mine in _by_tenant(changes).items():
-        if not subscribed(tenant_id, EventType.BUDGET_PENDING_APPROVAL):
-            continue
-        budgets = AutonomyBudget.all_tenants.in_bulk([c.process_id for c in mine])
+    if subscribed(tenant_id, EventType.BUDGET_PENDING_APPROVAL):
+        budgets = AutonomyBudget.objects.in_bulk([c.process_id for c in mine])
         for change in mine:
             budget = budgets.get(change.process_id)
             if budget is None:
@@ -187,12 +216,16 @@ def _budgets_pending(changes) -> None:
 
 
 def _requests_failed(changes) -> None:
+    for tenant_id, mine in _by_tenant(changes).items():
+        _requests_of_tenant(tenant_id, mine)
+
+
+@_scoped
+def _requests_of_tenant(tenant_id: str, mine: list) -> None:
     from multimodal.models import MultimodalRequest
 
-    for tenant_id, mine in _by_tenant(changes).items():
-        if not subscribed(tenant_id, EventType.MULTIMODAL_REQUEST_FAILED):
-            continue
-        requests = MultimodalRequest.all_tenants.in_bulk([c.process_id for c in mine])
+    if subscribed(tenant_id, EventType.MULTIMODAL_REQUEST_FAILED):
+        requests = MultimodalRequest.objects.in_bulk([c.process_id for c in mine])
         for change in mine:
             request = requests.get(change.process_id)
             if request is None:
@@ -218,7 +251,13 @@ def on_batch_completed(sender, batch, **kwargs) -> None:
     """Reads, from the `operations.models.Batch` row: pk, tenant_id, action, state, matched,
     done, failed, skipped, finished_at (absent attributes are sent as null)."""
     tenant_id = getattr(batch, "tenant_id", None)
-    if not tenant_id or not subscribed(tenant_id, EventType.BATCH_COMPLETED):
+    if tenant_id:
+        _batch_completed(tenant_id, batch)
+
+
+@_scoped
+def _batch_completed(tenant_id: str, batch) -> None:
+    if not subscribed(tenant_id, EventType.BATCH_COMPLETED):
         return
     finished = getattr(batch, "finished_at", None) or timezone.now()
     data = {

@@ -115,14 +115,14 @@ def endpoint_create(*, tenant: Tenant, url: str, event_types: list[str],
         # The limit is a count under the tenant's row lock: concurrent creates queue here.
         list(Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk)
              .values_list("pk", flat=True))
-        count = WebhookEndpoint.all_tenants.filter(tenant=tenant).count()
+        count = WebhookEndpoint.objects.filter(tenant=tenant).count()
         if count >= MAX_ENDPOINTS_PER_TENANT:
             raise StateConflict(
                 f"Tenant {tenant.pk} already has {count} webhook endpoints, the most a tenant "
                 f"may have ({MAX_ENDPOINTS_PER_TENANT}); delete one first.",
                 code="too_many_endpoints")
         now = timezone.now()
-        endpoint = WebhookEndpoint.all_tenants.create(
+        endpoint = WebhookEndpoint.objects.create(
             tenant=tenant, url=url, event_types=event_types, description=description,
             secret_encrypted=encryption.encrypt(secret), created_at=now, updated_at=now)
     return endpoint, secret
@@ -148,7 +148,7 @@ def endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndp
                 endpoint.refresh_from_db()
         if fields:
             fields["updated_at"] = timezone.now()
-            WebhookEndpoint.all_tenants.filter(pk=endpoint.pk).update(**fields)
+            WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**fields)
         if fields.get("enabled"):
             drain_schedule(endpoint_id=endpoint.pk, tenant_id=endpoint.tenant_id)
     endpoint.refresh_from_db()
@@ -161,11 +161,11 @@ def endpoint_disable(*, endpoint_id: str, reason: str, detail: str = "") -> bool
     already disabled."""
     now = timezone.now()
     with transaction.atomic():
-        updated = WebhookEndpoint.all_tenants.filter(pk=endpoint_id, enabled=True).update(
+        updated = WebhookEndpoint.objects.filter(pk=endpoint_id, enabled=True).update(
             enabled=False, disabled_reason=reason, disabled_at=now, updated_at=now)
         if not updated:
             return False
-        WebhookDelivery.all_tenants.filter(
+        WebhookDelivery.objects.filter(
             endpoint_id=endpoint_id, state=DeliveryState.PENDING
         ).update(state=DeliveryState.FAILED, finished_at=now, next_attempt_at=None,
                  last_error=(detail or f"endpoint disabled ({reason})")[:500])
@@ -174,7 +174,7 @@ def endpoint_disable(*, endpoint_id: str, reason: str, detail: str = "") -> bool
 
 def endpoint_delete(*, endpoint: WebhookEndpoint) -> None:
     # Its deliveries and attempts go with it (CASCADE); a drain running for it finds nothing.
-    WebhookEndpoint.all_tenants.filter(pk=endpoint.pk).delete()
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
 
 
 def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> tuple[WebhookEndpoint, str]:
@@ -184,7 +184,7 @@ def endpoint_rotate_secret(*, endpoint: WebhookEndpoint) -> tuple[WebhookEndpoin
     now = timezone.now()
     with transaction.atomic():
         # `endpoint` was found through the caller's tenant scope; this re-reads it by key.
-        locked = WebhookEndpoint.all_tenants.select_for_update(no_key=True).get(pk=endpoint.pk)
+        locked = WebhookEndpoint.objects.select_for_update(no_key=True).get(pk=endpoint.pk)
         locked.previous_secret_encrypted = locked.secret_encrypted
         locked.previous_secret_expires_at = now + timedelta(hours=PREVIOUS_SECRET_HOURS)
         locked.secret_encrypted = encryption.encrypt(secret)
@@ -227,7 +227,7 @@ def alert_emit(*, tenant_id: str, event_type: str, data: dict[str, Any]) -> list
     """One delivery of the event for each of the tenant's enabled endpoints subscribed to it,
     and a drain job for each such endpoint, in one transaction (the database queue commits the
     jobs with the deliveries). Returns the deliveries' ids."""
-    endpoints = [e for e in WebhookEndpoint.all_tenants.filter(tenant_id=tenant_id,
+    endpoints = [e for e in WebhookEndpoint.objects.filter(tenant_id=tenant_id,
                                                                enabled=True)
                  .only("pk", "event_types", "tenant_id")
                  if event_type in e.event_types]
@@ -236,7 +236,7 @@ def alert_emit(*, tenant_id: str, event_type: str, data: dict[str, Any]) -> list
     now = timezone.now()
     body = _body(event_type, data, now)
     with transaction.atomic():
-        created = WebhookDelivery.all_tenants.bulk_create([
+        created = WebhookDelivery.objects.bulk_create([
             WebhookDelivery(tenant_id=tenant_id, endpoint_id=e.pk, event_type=event_type,
                             body=body, next_attempt_at=now, created_at=now)
             for e in endpoints])
@@ -252,7 +252,7 @@ def drain_schedule(*, endpoint_id: str, tenant_id: str, delay: float | None = No
     if delay is None:
         now = timezone.now()
         free = Q(drain_queued_at__isnull=True) | Q(drain_queued_at__lt=now - DRAIN_QUEUED_STALE)
-        if not WebhookEndpoint.all_tenants.filter(free, pk=endpoint_id).update(
+        if not WebhookEndpoint.objects.filter(free, pk=endpoint_id).update(
                 drain_queued_at=now):
             return False
     jobs.enqueue("webhooks.drain", tenant_id=tenant_id, delay=delay, endpoint_id=endpoint_id)
@@ -274,7 +274,7 @@ def delivery_replay(*, delivery: WebhookDelivery) -> WebhookDelivery:
             code="delivery_in_progress")
     now = timezone.now()
     with transaction.atomic():
-        replay = WebhookDelivery.all_tenants.create(
+        replay = WebhookDelivery.objects.create(
             tenant_id=delivery.tenant_id, endpoint=endpoint, event_type=delivery.event_type,
             message_id=delivery.message_id, body=delivery.body, next_attempt_at=now,
             replay_of=delivery, created_at=now)

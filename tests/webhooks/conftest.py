@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent33.tenancy.context import tenant_scope
 from bench.receivers import Receiver
 from webhooks.choices import EventType
 from webhooks.services import endpoint_create
@@ -35,7 +36,9 @@ def receiver():
 @pytest.fixture
 def endpoint_for(db):
     def build(tenant, url, event_types=None, description=""):
-        return endpoint_create(tenant=tenant, url=url,
-                               event_types=event_types or ALL_TYPES, description=description)
+        with tenant_scope(tenant):
+            return endpoint_create(tenant=tenant, url=url,
+                                   event_types=event_types or ALL_TYPES,
+                                   description=description)
 
     return build

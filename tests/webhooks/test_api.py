@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from agent33.tenancy.context import tenant_scope
+from webhooks import delivery as deliver
 from webhooks import services
-from webhooks.delivery import drain_endpoint
 from webhooks.models import WebhookDelivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
@@ -19,6 +20,17 @@ BASE = "/v1/webhooks"
 @pytest.fixture
 def writer(api_client_for, tenant_a):
     return api_client_for(tenant_a, scopes=["webhooks:read", "webhooks:write"])
+
+
+def drain_endpoint(endpoint_id, tenant):
+    with tenant_scope(tenant):
+        deliver.drain_endpoint(endpoint_id)
+
+
+def emit(tenant, data=None):
+    with tenant_scope(tenant):
+        return services.alert_emit(tenant_id=tenant.pk, event_type="intake.opened",
+                                   data=data or {})
 
 
 def _create(client, url, event_types=("intake.opened",), **extra):
@@ -125,7 +137,7 @@ def test_patch_changes_fields_and_enables_or_disables(writer, receiver):
 
 def test_delete_removes_the_endpoint_and_its_log(writer, receiver, tenant_a):
     created = _create(writer, receiver.url).json()
-    services.alert_emit(tenant_id=tenant_a.pk, event_type="intake.opened", data={"x": 1})
+    emit(tenant_a, {"x": 1})
     assert writer.delete(f"{BASE}/endpoints/{created['id']}").status_code == 204
     assert writer.get(f"{BASE}/endpoints/{created['id']}").status_code == 404
     assert WebhookDelivery.all_tenants.count() == 0
@@ -142,9 +154,8 @@ def test_rotate_secret_returns_a_new_secret_once(writer, receiver):
 
 def test_deliveries_log_lists_attempts_and_replay_sends_again(writer, receiver, tenant_a):
     created = _create(writer, receiver.url).json()
-    [delivery_id] = services.alert_emit(tenant_id=tenant_a.pk, event_type="intake.opened",
-                                        data={"intake_id": "intake-1", "title": "t"})
-    drain_endpoint(created["id"])
+    [delivery_id] = emit(tenant_a, {"intake_id": "intake-1", "title": "t"})
+    drain_endpoint(created["id"], tenant_a)
     log = writer.get(f"{BASE}/endpoints/{created['id']}/deliveries")
     assert log.status_code == 200
     [entry] = log.json()
@@ -164,7 +175,7 @@ def test_deliveries_log_lists_attempts_and_replay_sends_again(writer, receiver, 
     assert replay["message_id"] == entry["message_id"]
     # Replaying it again while it waits is a conflict.
     assert writer.post(f"{BASE}/deliveries/{replay['id']}/replay").status_code == 409
-    drain_endpoint(created["id"])
+    drain_endpoint(created["id"], tenant_a)
     received = receiver.wait_for(2)
     assert [r.headers["webhook-id"] for r in received] == [entry["message_id"]] * 2
     assert received[0].body == received[1].body
@@ -173,9 +184,8 @@ def test_deliveries_log_lists_attempts_and_replay_sends_again(writer, receiver, 
 
 def test_replay_of_a_disabled_endpoints_delivery_is_409(writer, receiver, tenant_a):
     created = _create(writer, receiver.url).json()
-    [delivery_id] = services.alert_emit(tenant_id=tenant_a.pk, event_type="intake.opened",
-                                        data={})
-    drain_endpoint(created["id"])
+    [delivery_id] = emit(tenant_a, {})
+    drain_endpoint(created["id"], tenant_a)
     writer.patch(f"{BASE}/endpoints/{created['id']}", {"enabled": False}, format="json")
     response = writer.post(f"{BASE}/deliveries/{delivery_id}/replay")
     assert response.status_code == 409
@@ -184,9 +194,8 @@ def test_replay_of_a_disabled_endpoints_delivery_is_409(writer, receiver, tenant
 
 def test_another_tenant_sees_and_touches_nothing(writer, client_b, receiver, tenant_a):
     created = _create(writer, receiver.url).json()
-    [delivery_id] = services.alert_emit(tenant_id=tenant_a.pk, event_type="intake.opened",
-                                        data={})
-    drain_endpoint(created["id"])
+    [delivery_id] = emit(tenant_a, {})
+    drain_endpoint(created["id"], tenant_a)
     assert client_b.get(f"{BASE}/endpoints").json() == []
     for method, path in [("get", f"endpoints/{created['id']}"),
                          ("patch", f"endpoints/{created['id']}"),

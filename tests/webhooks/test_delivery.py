@@ -21,6 +21,14 @@ from webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _in_tenant_a_scope(tenant_a):
+    """Delivery code runs in its tenant's scope (the drain job's); these tests call it
+    directly for tenant A."""
+    with tenant_scope(tenant_a):
+        yield
+
+
 def _emit(tenant, event_type="intake.opened", data=None):
     return services.alert_emit(tenant_id=tenant.pk, event_type=event_type,
                                data=data or {"intake_id": "intake-x", "title": "t"})

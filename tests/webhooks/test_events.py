@@ -197,7 +197,8 @@ def test_unsubscribed_and_disabled_endpoints_get_nothing(tenant_a, receiver, end
 
     endpoint_for(tenant_a, receiver.url, ["intake.opened"])
     off, _ = endpoint_for(tenant_a, receiver.url, ["batch.completed"])
-    endpoint_update(endpoint=off, enabled=False)
+    with tenant_scope(tenant_a):
+        endpoint_update(endpoint=off, enabled=False)
     batch = SimpleNamespace(pk="batch-2", tenant_id=tenant_a.pk, action="cancel",
                             state="completed", matched=1, done=1, failed=0, skipped=0,
                             finished_at=timezone.now())

@@ -25,9 +25,9 @@ from operations.services import budget_create, budget_transition
 from tests.origins import operator
 from webhooks.services import endpoint_create
 tenant = Tenant.objects.create(slug="acme", name="ACME")
-endpoint, secret = endpoint_create(tenant=tenant, url=URL,
-                                   event_types=["budget.pending_approval"])
 with tenant_scope(tenant):
+    endpoint, secret = endpoint_create(tenant=tenant, url=URL,
+                                       event_types=["budget.pending_approval"])
     budget = budget_create(tenant=tenant, task_id="deploy")
     with transaction.atomic():
         budget_transition(budget=budget, origin=operator(), status="pending_approval")
