@@ -47,13 +47,16 @@ class Receiver:
                 if receiver.delay:
                     time.sleep(receiver.delay)
                 status, headers = receiver.script(index)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-                self.wfile.flush()
+                try:
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    return  # the sender gave up (its timeout, or it was stopped)
                 got.answered_at = time.time()
                 with receiver.arrived:
                     receiver.arrived.notify_all()

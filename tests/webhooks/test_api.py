@@ -287,3 +287,21 @@ def test_concurrent_settlements_cross_a_threshold_once(require_postgres, tenant_
     alerts = WebhookDelivery.all_tenants.filter(tenant=tenant_a,
                                                 event_type="spend.threshold_crossed")
     assert [json.loads(a.body)["data"]["threshold_pct"] for a in alerts] == [50]
+
+
+def test_an_idempotent_replay_never_shows_or_stores_the_secret(writer, receiver):
+    from agent33.tenancy.models import IdempotencyRecord
+
+    first = writer.post(f"{BASE}/endpoints", {"url": receiver.url,
+                                               "event_types": ["intake.opened"]},
+                        format="json", HTTP_IDEMPOTENCY_KEY="create-1")
+    again = writer.post(f"{BASE}/endpoints", {"url": receiver.url,
+                                               "event_types": ["intake.opened"]},
+                        format="json", HTTP_IDEMPOTENCY_KEY="create-1")
+    assert first.status_code == again.status_code == 201
+    assert first.json()["secret"].startswith("whsec_")
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.json()["secret"] is None
+    stored = b"".join(bytes(r.response_body) for r in IdempotencyRecord.objects.all())
+    assert first.json()["secret"].encode() not in stored
+    assert WebhookEndpoint.all_tenants.count() == 1

@@ -34,7 +34,9 @@ class EndpointSerializer(serializers.ModelSerializer):
 
 class EndpointSecretSerializer(EndpointSerializer):
     secret = serializers.CharField(
-        read_only=True, help_text="whsec_…: shown only in this answer (create, rotate-secret).")
+        read_only=True, allow_null=True,
+        help_text="whsec_…: shown only in this answer (create, rotate-secret); null in an "
+        "Idempotency-Key replay of it.")
 
     class Meta(EndpointSerializer.Meta):
         fields = [*EndpointSerializer.Meta.fields, "secret"]

@@ -7,6 +7,7 @@ from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from agent33.api.pagination import LinkHeaderCursorPagination
@@ -31,6 +32,17 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
              "`delivery_in_progress`).",
     }
     return {code: OpenApiResponse(description=meaning[code]) for code in codes}
+
+
+def _with_secret(endpoint, secret: str, code: int) -> Response:
+    """The endpoint with its new secret. An Idempotency-Key replay of this request answers
+    the same without the secret (`secret: null`): it is shown once and never stored."""
+    endpoint.secret = secret
+    response = Response(s.EndpointSecretSerializer(endpoint).data, status=code)
+    endpoint.secret = None
+    response.idempotency_content = JSONRenderer().render(
+        s.EndpointSecretSerializer(endpoint).data)
+    return response
 
 
 class CreatedAtPagination(LinkHeaderCursorPagination):
@@ -74,9 +86,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
         data = s.EndpointCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         endpoint, secret = services.endpoint_create(tenant=tenant, **data.validated_data)
-        endpoint.secret = secret
-        return Response(s.EndpointSecretSerializer(endpoint).data,
-                        status=status.HTTP_201_CREATED)
+        return _with_secret(endpoint, secret, status.HTTP_201_CREATED)
 
     def partial_update(self, request, *args, **kwargs):
         endpoint = self.get_object()
@@ -95,8 +105,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, pk=None):
         endpoint, secret = services.endpoint_rotate_secret(endpoint=self.get_object())
-        endpoint.secret = secret
-        return Response(s.EndpointSecretSerializer(endpoint).data)
+        return _with_secret(endpoint, secret, status.HTTP_200_OK)
 
     @extend_schema(summary="The endpoint's deliveries, newest first, each with its attempts",
                    responses={200: s.DeliverySerializer(many=True),
