@@ -267,7 +267,7 @@ AGENT33_SCHEDULE = {
     "purge-rate-counters": {"job": "agent33.purge_rate_counters", "every": 3600},
     "compact-row-counts": {"job": "agent33.compact_row_counts", "every": 60},
     "purge-expired-outcome-events": {"job": "outcomes.purge_expired_events", "every": 600},
-    "sweep-webhook-deliveries": {"job": "webhooks.sweep", "every": 5},
+    "sweep-webhook-deliveries": {"job": "webhooks.sweep", "every": 30},
 }
 # Finished jobs are kept this long for staff to read, then pruned (hourly): successful ones
 # a day, failed ones (listed in the hub's "Needs attention") two weeks.

@@ -13,9 +13,11 @@ One drain job per endpoint at a time sends that endpoint's due deliveries one af
 - 410 disables the endpoint; a failure when the endpoint has failed for FAILING_DISABLE_AFTER
   (5 days) without a success disables it too (shown in the hub's "Needs attention").
 
-The periodic sweep (every 5 s) queues a drain for every endpoint with a due delivery and no
-live lease (retries come due this way), and puts back deliveries left `sending` by a worker
-that died mid-try (at-least-once: a receiver dedupes on `webhook-id`).
+A retry due within a minute queues a drain delayed until then, in the transaction that
+records the failed try. The periodic sweep (every 30 s) queues a drain for every endpoint
+with a due delivery and no live lease (later retries come due this way), and puts back
+deliveries left `sending` by a worker that died mid-try (at-least-once: a receiver dedupes
+on `webhook-id`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ DRAIN_BUDGET_SECONDS = 30.0
 LEASE_SECONDS = DRAIN_BUDGET_SECONDS + 2 * TIMEOUT_SECONDS + 10
 STUCK_SENDING_SECONDS = 3 * TIMEOUT_SECONDS  # a try never runs longer than its timeout
 FAILING_DISABLE_AFTER = timedelta(days=5)
+# A retry due sooner than this gets a delayed drain of its own; later ones the sweep finds.
+DELAYED_DRAIN_MAX_SECONDS = 60.0
 
 
 def retry_schedule() -> tuple[float, ...]:
@@ -203,6 +207,10 @@ def _record(delivery: WebhookDelivery, endpoint: WebhookEndpoint, answer, attemp
         else:
             mine.update(state=DeliveryState.PENDING,
                         next_attempt_at=now + timedelta(seconds=delay), **common)
+            if delay <= DELAYED_DRAIN_MAX_SECONDS:
+                # A little after it comes due (the job's clock starts a moment later).
+                drain_schedule(endpoint_id=endpoint.pk, tenant_id=delivery.tenant_id,
+                               delay=delay + 0.5)
         failing_since = (WebhookEndpoint.objects.filter(pk=endpoint.pk)
                          .values_list("failing_since", flat=True).first())
         if failing_since is not None and now - failing_since >= FAILING_DISABLE_AFTER:

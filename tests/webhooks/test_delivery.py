@@ -322,3 +322,21 @@ def test_a_deleted_endpoint_mid_try_records_nothing(tenant_a, receiver, endpoint
     assert len(receiver.wait_for(1)) == 1
     assert WebhookAttempt.all_tenants.count() == 0
     assert WebhookDelivery.all_tenants.count() == 0
+
+
+def test_a_retry_due_within_a_minute_queues_its_own_delayed_drain(tenant_a, endpoint_for,
+                                                                  settings, database_jobs):
+    from django_tasks_db.models import DBTaskResult
+
+    settings.AGENT33_WEBHOOK_RETRY_SCHEDULE = "20,3600"
+    with Receiver(lambda n: (500, {})) as down:
+        endpoint, _ = endpoint_for(tenant_a, down.url)
+        [delivery_id] = _emit(tenant_a)
+        DBTaskResult.objects.all().delete()  # the alert's own drain
+        deliver.drain_endpoint(endpoint.pk)
+        due = WebhookDelivery.all_tenants.get(pk=delivery_id).next_attempt_at
+        [retry] = DBTaskResult.objects.filter(task_path="webhooks.tasks.drain")
+        assert timedelta(0) < retry.run_after - due <= timedelta(seconds=1)
+        _make_due(delivery_id)
+        deliver.drain_endpoint(endpoint.pk)  # fails again; the next try is an hour away
+        assert DBTaskResult.objects.filter(task_path="webhooks.tasks.drain").count() == 1
