@@ -262,8 +262,9 @@ def test_concurrent_settlements_cross_a_threshold_once(require_postgres, tenant_
     from multimodal.models import MultimodalPolicy
     from multimodal.services.spend import spend_settle
 
-    services.endpoint_create(tenant=tenant_a, url=receiver.url,
-                             event_types=["spend.threshold_crossed"])
+    with tenant_scope(tenant_a):
+        services.endpoint_create(tenant=tenant_a, url=receiver.url,
+                                 event_types=["spend.threshold_crossed"])
     MultimodalPolicy.all_tenants.create(tenant=tenant_a, daily_spend_limit_usd="10")
     day = timezone.now().date()
     with tenant_scope(tenant_a):
