@@ -10,6 +10,7 @@ COPY agent33 agent33
 COPY operations operations
 COPY multimodal multimodal
 COPY outcomes outcomes
+COPY webhooks webhooks
 COPY manage.py gunicorn.conf.py ./
 RUN pip install . && useradd --create-home --uid 1000 agent33 && mkdir -p /data/media /metrics \
     && chown -R agent33 /data /metrics

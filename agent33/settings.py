@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "operations",
     "multimodal",
     "outcomes",
+    "webhooks",  # on top of the three: listens to their signals, none imports it
 ]
 
 MIDDLEWARE = [
@@ -235,6 +236,10 @@ SPECTACULAR_SETTINGS = {
         "IntakeStatusEnum": "operations.choices.IntakeStatus",
         "WorkflowRunStatusEnum": "operations.choices.WorkflowRunStatus",
         "ModalityEnum": "multimodal.choices.Modality",
+        "StateEnum": "multimodal.choices.RequestState",  # the name it had before webhooks
+        "WebhookDeliveryStateEnum": "webhooks.choices.DeliveryState",
+        "WebhookEventTypeEnum": "webhooks.choices.EventType",
+        "WebhookDisabledReasonEnum": "webhooks.choices.DisabledReason",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
@@ -262,6 +267,7 @@ AGENT33_SCHEDULE = {
     "purge-rate-counters": {"job": "agent33.purge_rate_counters", "every": 3600},
     "compact-row-counts": {"job": "agent33.compact_row_counts", "every": 60},
     "purge-expired-outcome-events": {"job": "outcomes.purge_expired_events", "every": 600},
+    "sweep-webhook-deliveries": {"job": "webhooks.sweep", "every": 30},
 }
 # Finished jobs are kept this long for staff to read, then pruned (hourly): successful ones
 # a day, failed ones (listed in the hub's "Needs attention") two weeks.
@@ -324,10 +330,21 @@ AGENT33_EVENT_RETENTION_DAYS = int(_retention) if _retention else None
 # background jobs instead of evaluated before it answers (outcomes/services.py).
 AGENT33_DECLINES_INLINE_KEYS = int(os.environ.get("AGENT33_DECLINES_INLINE_KEYS", "100"))
 
-# Networks a provider base_url may point into although they are private, loopback, ...
-# (comma-separated CIDRs, e.g. a self-hosted OpenAI-compatible server on the LAN). Empty: the
-# server calls public addresses only (multimodal/network.py).
+# Networks the server's outbound calls (provider base_urls, webhook URLs) may point into
+# although they are private, loopback, ... (comma-separated CIDRs, e.g. a self-hosted
+# OpenAI-compatible server or a receiver on the LAN). Empty: public addresses only
+# (agent33/networks.py). The old name, AGENT33_PROVIDER_PRIVATE_NETWORKS, is still read: the
+# networks of both are allowed.
+AGENT33_OUTBOUND_PRIVATE_NETWORKS = os.environ.get("AGENT33_OUTBOUND_PRIVATE_NETWORKS", "")
 AGENT33_PROVIDER_PRIVATE_NETWORKS = os.environ.get("AGENT33_PROVIDER_PRIVATE_NETWORKS", "")
+
+# Seconds between a webhook delivery's tries (comma-separated; each gets ±20 % jitter); the
+# delivery fails after the last. Empty: the Standard Webhooks schedule, 5 s, 5 min, 30 min,
+# 2 h, 5 h, 10 h, 24 h (webhooks/delivery.py).
+AGENT33_WEBHOOK_RETRY_SCHEDULE = os.environ.get("AGENT33_WEBHOOK_RETRY_SCHEDULE", "")
+# The service's public base URL ("https://agent33.example.com"): alert payloads' links to the
+# API and the staff pages start with it. Empty: the links are paths ("/v1/...").
+AGENT33_PUBLIC_URL = os.environ.get("AGENT33_PUBLIC_URL", "")
 
 # Platform default cloud provider settings.
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")

@@ -14,6 +14,7 @@ v1 = [
     path("operations/", include("operations.api.urls")),
     path("multimodal/", include("multimodal.api.urls")),
     path("outcomes/", include("outcomes.api.urls")),
+    path("webhooks/", include("webhooks.api.urls")),
     path(
         "schema/",
         SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),

@@ -192,15 +192,19 @@ def check_secret_keys(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
 
 @checks.register(checks.Tags.security)
 def check_private_networks(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    """A malformed AGENT33_PROVIDER_PRIVATE_NETWORKS is an error at start-up."""
+    """A malformed AGENT33_OUTBOUND_PRIVATE_NETWORKS (or its old name,
+    AGENT33_PROVIDER_PRIVATE_NETWORKS) is an error at start-up."""
     from django.conf import settings
+
+    from agent33.networks import LEGACY_OUTBOUND_SETTING, OUTBOUND_SETTING
 
     from .network import parse_networks
 
-    try:
-        parse_networks(getattr(settings, "AGENT33_PROVIDER_PRIVATE_NETWORKS", ""))
-    except ValueError as exc:
-        return [checks.Error(f"AGENT33_PROVIDER_PRIVATE_NETWORKS: {exc}.",
-                             hint="Comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8",
-                             id="multimodal.E002")]
+    for name in (OUTBOUND_SETTING, LEGACY_OUTBOUND_SETTING):
+        try:
+            parse_networks(getattr(settings, name, "") or "")
+        except ValueError as exc:
+            return [checks.Error(f"{name}: {exc}.",
+                                 hint="Comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8",
+                                 id="multimodal.E002")]
     return []

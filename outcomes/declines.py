@@ -13,12 +13,15 @@ import hashlib
 import logging
 from collections.abc import Iterable
 
+from django.db import transaction
+
 from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
 
 from .choices import TrendDirection
 from .selectors import event_type_trend_stats_many, trend_stats_many
 from .services import trend_snapshots_save
+from .signals import DeclineOpened, decline_opened
 from .trends import TrendStats
 
 __all__ = ["MIN_VALUES", "decline_scope", "declines_evaluate", "urgency_for"]
@@ -115,4 +118,24 @@ def declines_evaluate(*, tenant: Tenant, keys: Iterable[tuple[str, ...]]) -> lis
                 logger.info("Opened %s for declining %s/%s", intake.pk, metric_type,
                             decline_scope(domain, event_type))
                 opened.append(intake.pk)
+                _announce_after_commit(DeclineOpened(
+                    tenant_id=tenant.pk, intake_id=intake.pk, title=intake.title,
+                    metric_type=metric_type, domain=domain, event_type=event_type,
+                    previous_avg=stats.previous_avg, current_avg=stats.current_avg,
+                    change_pct=stats.change_pct, sample_size=stats.sample_size,
+                    urgency=intake.urgency))
     return opened
+
+
+def _announce_after_commit(decline: DeclineOpened) -> None:
+    """`decline_opened` once the intake is committed; a listener's error is logged, never
+    raised into whatever committed it."""
+
+    def send() -> None:
+        for _receiver, result in decline_opened.send_robust(sender=DeclineOpened,
+                                                             decline=decline):
+            if isinstance(result, Exception):
+                logger.error("decline_opened listener failed for %s", decline.intake_id,
+                             exc_info=result)
+
+    transaction.on_commit(send, robust=True)

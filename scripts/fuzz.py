@@ -64,6 +64,8 @@ ID_PREFIX_BY_ROUTE = {
     "^/v1/multimodal/requests/": "mmreq-",
     "^/v1/multimodal/artifacts/": "artifact-",
     "^/v1/outcomes/events/": "outcome-",
+    "^/v1/webhooks/endpoints/": "whep-",
+    "^/v1/webhooks/deliveries/": "whdel-",
 }
 PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
 # Stored so that DELETE …/providers/{provider} has a key to remove from the start.
@@ -76,6 +78,9 @@ SEEDED_OBJECTS = (
     ("/v1/operations/budgets", {"task_id": "fuzz"}),
     ("/v1/operations/improvements", {"title": "fuzz"}),
     ("/v1/operations/workflow-runs", {"workflow_name": "fuzz"}),
+    # A receiver that is never there: deliveries fail on the worker, never in a request.
+    ("/v1/webhooks/endpoints", {"url": "http://127.0.0.1:9/hook",
+                                "event_types": ["intake.opened", "budget.pending_approval"]}),
     ("/v1/multimodal/requests",
      {"modality": "text_to_speech", "input_text": "fuzz", "execute_now": False}),
     ("/v1/multimodal/requests", {"modality": "text_to_speech", "input_text": "fuzz"}),

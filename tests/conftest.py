@@ -328,7 +328,8 @@ def staff_user_factory(db):
         if not superuser:
             user.user_permissions.set(
                 Permission.objects.filter(
-                    content_type__app_label__in=["operations", "multimodal", "outcomes"]
+                    content_type__app_label__in=["operations", "multimodal", "outcomes",
+                                                 "webhooks"]
                 )
             )
         for tenant in tenants:

@@ -49,6 +49,8 @@ from tests.factories.operations import (
     WorkflowRunFactory,
 )
 from tests.factories.outcomes import OutcomeEventFactory
+from tests.factories.webhooks import WebhookAttemptFactory, WebhookEndpointFactory
+from webhooks.models import WebhookEndpoint
 
 __all__ = [
     "OPERATOR_ROUTES",
@@ -573,6 +575,48 @@ def _whoami_is_own(response, built, tenant) -> None:
     assert response.json()["tenant_id"] == tenant.slug
 
 
+# --- webhooks -----------------------------------------------------------------------------
+
+HOOKS = "v1/webhooks"
+
+
+def _delivery_with_attempt(tenant) -> Built:
+    attempt = WebhookAttemptFactory(tenant=tenant, error="leakprobe-attempt")
+    return Built(kwargs={"id": attempt.delivery_id},
+                 secrets=(attempt.delivery_id, attempt.delivery.endpoint_id))
+
+
+def _endpoint_with_log(tenant) -> Built:
+    attempt = WebhookAttemptFactory(tenant=tenant, error="leakprobe-attempt")
+    endpoint_id = attempt.delivery.endpoint_id
+    return Built(kwargs={"id": endpoint_id},
+                 secrets=(endpoint_id, attempt.delivery_id, "leakprobe-attempt"))
+
+
+def _webhooks() -> dict[str, dict[str, list[Probe]]]:
+    return {
+        f"{HOOKS}/endpoints": {
+            "GET": _list_probes(WebhookEndpointFactory),
+            "POST": [_create_probe(WebhookEndpoint, {"url": "http://127.0.0.1:9/hook",
+                                                     "event_types": ["intake.opened"]})],
+        },
+        f"{HOOKS}/endpoints/<id>": {
+            "GET": [_object_probe(WebhookEndpointFactory)],
+            "PATCH": [_object_probe(WebhookEndpointFactory, body={"description": "probe"})],
+            "DELETE": [_object_probe(WebhookEndpointFactory, own_status=204)],
+        },
+        f"{HOOKS}/endpoints/<id>/rotate-secret": {
+            "POST": [_object_probe(WebhookEndpointFactory)],
+        },
+        f"{HOOKS}/endpoints/<id>/deliveries": {
+            "GET": [Probe(build=_endpoint_with_log)],
+        },
+        f"{HOOKS}/deliveries/<id>/replay": {
+            "POST": [Probe(build=_delivery_with_attempt, own_status=202)],
+        },
+    }
+
+
 REGISTRY: dict[str, dict[str, list[Probe]]] = {
     "v1/auth/whoami": {"GET": [
         Probe(build=_nothing_of_a, status=200, code=None, check_b=_whoami_is_own,
@@ -581,4 +625,5 @@ REGISTRY: dict[str, dict[str, list[Probe]]] = {
     **_operations(),
     **_multimodal(),
     **_outcomes(),
+    **_webhooks(),
 }

@@ -1,4 +1,4 @@
-"""Apps depend one way: multimodal -> outcomes -> operations -> core (DESIGN §7.1).
+"""Apps depend one way: webhooks -> multimodal -> outcomes -> operations -> core (DESIGN §7.1).
 
 Every non-test module of the project is parsed (ast), imports inside functions included, and
 any import against that direction fails the test with its file and line. A lower layer that
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CORE = "agent33"
 # Layer of each top-level package, lowest first: a module may import its own layer and
 # the layers below it, never one above.
-LAYERS = {CORE: 0, "operations": 1, "outcomes": 2, "multimodal": 3}
+LAYERS = {CORE: 0, "operations": 1, "outcomes": 2, "multimodal": 3, "webhooks": 4}
 
 
 def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("agent33", "operations", "multimodal", "outcomes", "scripts", "bench")
+PACKAGES = ("agent33", "operations", "multimodal", "outcomes", "webhooks", "scripts", "bench")
 
 # (module, enclosing function or class, dotted; "<module>" at top level) → why it may span
 # tenants.
@@ -36,6 +36,11 @@ ALLOWED: dict[tuple[str, str], str] = {
         "GET /metrics reports the whole service (operator token): counts of every tenant",
     ("outcomes.metrics", "collect"):
         "GET /metrics reports the whole service (operator token): counts of every tenant",
+    ("webhooks.metrics", "collect"):
+        "GET /metrics reports the whole service (operator token): counts of every tenant",
+    ("webhooks.delivery", "sweep"):
+        "the periodic sweep finds due and stuck deliveries in every tenant; each drain it "
+        "queues is queued in (and runs in) its endpoint's tenant scope",
     ("scripts.fuzz", "<module>"):
         "the fuzz harness lists both fuzz tenants' object ids for the fuzzer",
 }

@@ -219,7 +219,10 @@ class IdempotencyMiddleware:
             state=IdempotencyRecord.COMPLETED,
             status_code=response.status_code,
             content_type=response.get("Content-Type", ""),
-            response_body=response.content,
+            # A view answering with a secret shown once (a webhook endpoint's signing secret)
+            # gives the body to remember without it: a replay must not show it again, and it
+            # is never stored in the clear.
+            response_body=getattr(response, "idempotency_content", None) or response.content,
             response_headers={h: response[h] for h in REPLAYED_HEADERS if response.has_header(h)},
         )
         return response

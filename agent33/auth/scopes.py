@@ -15,6 +15,8 @@ __all__ = [
     "OPERATOR_ONLY_SCOPES",
     "OUTCOMES_READ",
     "OUTCOMES_WRITE",
+    "WEBHOOKS_READ",
+    "WEBHOOKS_WRITE",
     "WORKFLOWS_EXECUTE",
     "WORKFLOWS_READ",
     "WORKFLOWS_WRITE",
@@ -34,6 +36,8 @@ MULTIMODAL_WRITE = "multimodal:write"
 MULTIMODAL_ADMIN = "multimodal:admin"
 OUTCOMES_READ = "outcomes:read"
 OUTCOMES_WRITE = "outcomes:write"
+WEBHOOKS_READ = "webhooks:read"
+WEBHOOKS_WRITE = "webhooks:write"  # endpoints (URLs, secrets) and replays
 METRICS_READ = "metrics:read"  # every tenant's numbers at once: all-tenants tokens only
 ADMIN = "admin"
 
@@ -47,6 +51,8 @@ ALL_SCOPES: tuple[str, ...] = (
     MULTIMODAL_ADMIN,
     OUTCOMES_READ,
     OUTCOMES_WRITE,
+    WEBHOOKS_READ,
+    WEBHOOKS_WRITE,
     METRICS_READ,
     ADMIN,
 )

@@ -36,9 +36,11 @@ reserved:
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -60,6 +62,7 @@ from ..pricing import (
 from ..providers.audio import header_seconds
 from ..providers.base import MODALITY_SPEECH_TO_TEXT, MODALITY_VISION, InputFacts
 from ..providers.registry import get_provider
+from ..signals import spend_settled
 from .prices import price_for
 
 __all__ = [
@@ -76,6 +79,8 @@ __all__ = [
     "spend_settle",
     "throughput_record",
 ]
+
+logger = logging.getLogger("agent33.multimodal")
 
 # An offline engine reserves this many times its estimate and may use no more: room for a
 # busy machine (two OCR jobs at once ran 1.35x slower than one alone) without letting a
@@ -279,8 +284,17 @@ def spend_settle(*, tenant_id: str, day: date | None, release_nanos: int,
             updated_at=timezone.now(),
         )
         if updated:
+            if cost_nanos:
+                transaction.on_commit(partial(_announce_settled, tenant_id, day), robust=True)
             return
         _ensure_day_row(tenant_id, day)  # first spend of a day without a limit
+
+
+def _announce_settled(tenant_id: str, day: date) -> None:
+    for _receiver, result in spend_settled.send_robust(sender=DailySpend, tenant_id=tenant_id,
+                                                       day=day):
+        if isinstance(result, Exception):
+            logger.error("spend_settled listener failed for %s", tenant_id, exc_info=result)
 
 
 def spend_on(tenant_id: str, day: date) -> DailySpend:

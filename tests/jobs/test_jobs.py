@@ -174,7 +174,8 @@ def test_the_schedule_queues_each_periodic_job_once_per_period(database_jobs, se
     assert queued == ["agent33.tasks.compact_row_counts", "agent33.tasks.prune_jobs",
                       "agent33.tasks.purge_idempotency_records",
                       "agent33.tasks.purge_rate_counters", "multimodal.tasks.reap_timeouts",
-                      "operations.tasks.expire_budgets", "outcomes.tasks.purge_expired_events"]
+                      "operations.tasks.expire_budgets", "outcomes.tasks.purge_expired_events",
+                      "webhooks.tasks.sweep"]
     ScheduleState.objects.filter(name="expire-autonomy-budgets").update(
         next_run_at=timezone.now() - timedelta(seconds=1))
     assert queue_due() == ["expire-autonomy-budgets"]
@@ -190,7 +191,7 @@ def test_every_periodic_job_runs_in_both_modes(settings):
     assert {entry["job"] for entry in settings.AGENT33_SCHEDULE.values()} >= {
         "multimodal.tasks.reap_timeouts", "operations.tasks.expire_budgets",
         "agent33.purge_idempotency_records", "agent33.purge_rate_counters",
-        "agent33.compact_row_counts", "outcomes.purge_expired_events"}
+        "agent33.compact_row_counts", "outcomes.purge_expired_events", "webhooks.sweep"}
 
 
 def test_a_job_left_running_by_a_vanished_worker_is_queued_again(database_jobs, tenant_a):
