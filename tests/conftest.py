@@ -118,6 +118,35 @@ def _jobs_run_in_process(settings):
     settings.AGENT33_MULTIMODAL_WAIT_SECONDS = 0
 
 
+@pytest.fixture(autouse=True)
+def _hub_log_numbered_in_test_transactions(request):
+    """The live hub's log rows are numbered at COMMIT on PostgreSQL (a deferred trigger,
+    operations/changelog.py); a test inside one transaction never commits, so there the
+    trigger runs at each insert instead. Tests with real commits (transactional_db,
+    live_server) keep the deferred trigger."""
+    marker = request.node.get_closest_marker("django_db")
+    names = request.fixturenames
+    if {"transactional_db", "live_server"} & set(names) or (
+            marker is not None and marker.kwargs.get("transaction")):
+        return
+    if marker is None and "db" not in names:
+        return
+    request.getfixturevalue("db")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS operations_processevent_at_commit IMMEDIATE")
+
+
+@pytest.fixture(autouse=True)
+def _hub_stream_broker(monkeypatch):
+    """Each test gets its own live-hub broker, without a listening thread: open streams get
+    their catch-up and keep-alives; tests of the live fan-out make a listening one
+    (tests/operations/test_hub_stream.py)."""
+    from operations import stream
+
+    monkeypatch.setattr(stream, "_broker", stream.Broker(listen=False))
+
+
 @pytest.fixture
 def database_jobs(settings):
     """Jobs go to the database queue, as in the embedded mode; nothing runs them until the

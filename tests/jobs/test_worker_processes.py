@@ -186,12 +186,13 @@ out = budget.pk
         ran = wait_for(lambda: (names := query(
             env, "from django_tasks_db.models import DBTaskResult\n"
                  "out = sorted(set(DBTaskResult.objects.filter(status='SUCCESSFUL')"
-                 ".values_list('task_path', flat=True)))")) and len(names) == 7 and names,
+                 ".values_list('task_path', flat=True)))")) and len(names) == 8 and names,
             timeout=30, message="every periodic job to run once")
     assert ran == ["agent33.tasks.compact_row_counts", "agent33.tasks.prune_jobs",
                    "agent33.tasks.purge_idempotency_records",
                    "agent33.tasks.purge_rate_counters", "multimodal.tasks.reap_timeouts",
-                   "operations.tasks.expire_budgets", "outcomes.tasks.purge_expired_events"]
+                   "operations.tasks.expire_budgets", "operations.tasks.prune_hub_events",
+                   "outcomes.tasks.purge_expired_events"]
 
 
 def test_a_create_waits_for_the_worker_and_wait_0_answers_at_once(embedded_env, tmp_path):
