@@ -4,6 +4,8 @@ One route, three uses, all behind the admin login and the staff tenant scope tha
 StaffTenantScopeMiddleware sets (superusers: every tenant; other staff: granted ones):
 - GET            → the HTML page (a table filled and refreshed by static/operations/hub.js);
 - GET ?format=json → the hub as JSON, from the same selector as GET /v1/operations/hub;
+- GET ?format=stream → the live hub's event stream, the same as GET /v1/operations/hub/stream
+  (operations/stream.py), in the staff member's tenant scope;
 - POST (JSON)    → a control, through the same service as the API's control endpoint.
 """
 
@@ -20,8 +22,9 @@ from django.utils.safestring import mark_safe
 
 from agent33.api.exceptions import error_body
 from agent33.errors import DomainError
+from agent33.tenancy.context import current_scope
 
-from . import controls, selectors
+from . import controls, selectors, stream
 from .choices import CONTROL_ACTIONS, ChangeCause, ChangePath
 from .hub import attention_items, hub_panels, registered_sources
 from .transitions import CONTROL_PERMISSION, origin_of
@@ -39,6 +42,8 @@ def hub_page(request: HttpRequest) -> HttpResponse:
         return _control(request)
     if request.GET.get("format") == "json":
         return _data(request)
+    if request.GET.get("format") == "stream":
+        return _stream(request)
     return _page(request)
 
 
@@ -74,6 +79,17 @@ def _data(request: HttpRequest) -> JsonResponse:
     if request.GET.get("panels") == "1":  # the page refreshes its panels with the table
         snapshot["panels"] = _render_panels(request)
     return JsonResponse(snapshot)
+
+
+def _stream(request: HttpRequest) -> HttpResponse:
+    try:
+        query = selectors.parse_hub_query(request.GET)
+        return stream.stream_response(request, scope=current_scope(), query=query)
+    except DomainError as exc:
+        response = _json_error(exc)
+        for name, value in exc.headers.items():
+            response[name] = value
+        return response
 
 
 def _control(request: HttpRequest) -> JsonResponse:
@@ -119,6 +135,8 @@ def _page(request: HttpRequest) -> TemplateResponse:
         "actions": CONTROL_ACTIONS,
         "can_control": request.user.has_perm(CONTROL_PERMISSION),
         "refresh_ms": REFRESH_MS,
+        # What "not finished" means per type, for the rows the live stream brings.
+        "active_statuses": {s.type_name: list(s.active_statuses) for s in sources},
         "attention_panel": rendered.pop("attention"),
         "multimodal_panel": rendered.pop("multimodal", None),
         "other_panels": [

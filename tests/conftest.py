@@ -138,13 +138,17 @@ def _hub_log_numbered_in_test_transactions(request):
 
 
 @pytest.fixture(autouse=True)
-def _hub_stream_broker(monkeypatch):
-    """Each test gets its own live-hub broker, without a listening thread: open streams get
-    their catch-up and keep-alives; tests of the live fan-out make a listening one
-    (tests/operations/test_hub_stream.py)."""
+def _hub_stream_broker(request, monkeypatch):
+    """Each test gets its own live-hub broker. Inside a test transaction (nothing commits)
+    it has no listening thread: open streams get their catch-up and keep-alives. With a
+    live server (browser tests: real commits) it listens, as in production; tests of the
+    fan-out itself make their own (tests/operations/test_hub_stream.py)."""
     from operations import stream
 
-    monkeypatch.setattr(stream, "_broker", stream.Broker(listen=False))
+    broker = stream.Broker(listen="live_server" in request.fixturenames)
+    monkeypatch.setattr(stream, "_broker", broker)
+    yield
+    broker.stop()
 
 
 @pytest.fixture
