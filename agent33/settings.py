@@ -114,6 +114,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif os.environ.get("DB_POOL_SIZE"):
+    # A pool of PostgreSQL connections per process (psycopg_pool), for the ASGI server: there
+    # each request's synchronous view runs in a thread of its own, so a connection kept per
+    # thread (CONN_MAX_AGE) would be one more connection per request until PostgreSQL
+    # refuses. Connections go back to the pool when the request ends.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": int(os.environ["DB_POOL_SIZE"]), "timeout": 10,
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -11,8 +11,10 @@ WITHIN_MS = 15_000
 
 
 def _json_polls(page) -> list[str]:
+    """The page's reads of the hub list (panels-only reads after a change are not)."""
     polls: list[str] = []
-    page.on("request", lambda req: polls.append(req.url) if "format=json" in req.url else None)
+    page.on("request", lambda req: polls.append(req.url)
+            if "format=json" in req.url and "panels=only" not in req.url else None)
     return polls
 
 

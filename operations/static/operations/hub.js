@@ -1,4 +1,4 @@
-// Operations Hub page: lives on the hub's event stream (same URL, ?format=stream) and falls
+// Operations Hub page: lives on the hub's event stream (this URL + stream/) and falls
 // back to polling the hub JSON (?format=json) while the stream is unavailable; posts controls.
 // Plain JavaScript, no dependencies. Every value from the server is inserted as text.
 // #operations-hub[data-live] says how the page is fed: "stream" or "polling"; each row's
@@ -33,6 +33,8 @@
   var reconnectTimer = null;
   var RECONNECT_MS = 10000;  // how long the page polls before trying the stream again
   var PANELS_MS = 30000;  // panels ("Needs attention") refresh this often while streaming
+  var PANELS_AFTER_CHANGE_MS = 1000;  // ... and this long after a streamed change (once a burst)
+  var panelsTimer = null;
 
   function csrfToken() {
     if (csrfInput) { return csrfInput.value; }
@@ -86,6 +88,26 @@
     return tr;
   }
 
+  function renderPanels(panels) {
+    // Panels are server-rendered HTML (escaped there).
+    Object.keys(panels || {}).forEach(function (key) {
+      var section = document.getElementById(key + "-panel");
+      if (section) { section.innerHTML = panels[key]; }
+    });
+  }
+
+  function panelsSoon() {
+    if (panelsTimer) { return; }
+    panelsTimer = setTimeout(function () {
+      panelsTimer = null;
+      fetch(pageUrl + "?format=json&panels=only",
+            { credentials: "same-origin", headers: { Accept: "application/json" } })
+        .then(function (response) { return response.ok ? response.json() : {}; })
+        .then(function (body) { renderPanels(body.panels); })
+        .catch(function () { /* the next change or poll tries again */ });
+    }, PANELS_AFTER_CHANGE_MS);
+  }
+
   function render(data) {
     var fragment = document.createDocumentFragment();
     if (!data.processes.length) {
@@ -117,11 +139,7 @@
       if (placeholder) { placeholder.remove(); }
       recount();
     }
-    // Panels are server-rendered HTML (escaped there), refreshed with the table.
-    Object.keys(data.panels || {}).forEach(function (key) {
-      var section = document.getElementById(key + "-panel");
-      if (section) { section.innerHTML = data.panels[key]; }
-    });
+    renderPanels(data.panels);  // refreshed with the table
     refreshed.textContent = new Date().toLocaleTimeString();
   }
 
@@ -197,6 +215,7 @@
       if (existing) { existing.remove(); }
       if (inFlight) { streamedDuringPoll[process.id] = null; }
       recount();
+      panelsSoon();
       return;
     }
     var row = renderRow(process, "stream");
@@ -216,16 +235,17 @@
       rowsBody.insertBefore(row, before);
     }
     recount();
+    panelsSoon();
     refreshed.textContent = new Date().toLocaleTimeString();
   }
 
   function streamUrl() {
-    var params = new URLSearchParams({ format: "stream" });
+    var params = new URLSearchParams();
     if (typeSelect.value) { params.set("include", typeSelect.value); }
     if (statusSelect.value) { params.set("status", statusSelect.value); }
     // A new EventSource sends no Last-Event-ID of its own: the page passes the last one.
     if (lastEventId) { params.set("last_event_id", lastEventId); }
-    return pageUrl + "?" + params.toString();
+    return pageUrl + "stream/?" + params.toString();
   }
 
   function closeStream() {
