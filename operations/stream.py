@@ -615,6 +615,11 @@ def stream_response(request, *, scope: Any, query: HubQuery):
     asgi = isinstance(request, ASGIRequest)
     stream = open_stream(scope=scope, query=query, last_event_id=last_event_id,
                          seconds=seconds, asgi=asgi)
+    if not connection.in_atomic_block:
+        # The stream needs the database no more (the broker reads for it): give the
+        # connection back now, not when the stream ends an hour later (a pooled one goes
+        # back to the pool), so open streams never hold connections.
+        connection.close()
     content = _SyncContent(stream) if stream.sync else _AsyncContent(stream)
     response = StreamingHttpResponse(content, content_type="text/event-stream")
     response["Cache-Control"] = "no-store"
