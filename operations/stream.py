@@ -66,6 +66,8 @@ CATCH_UP_LIMIT = 1000
 # A subscriber that falls this far behind (a client that does not read) is told to reset
 # instead of buffering without bound.
 QUEUE_LIMIT = 1000
+# Log rows the broker reads at once.
+READ_BATCH = 2000
 
 
 class StreamFull(DomainError):
@@ -359,20 +361,25 @@ class Broker:
             self.deliver()
 
     def deliver(self) -> None:
-        """Read what committed since the last read and hand it to the subscribers."""
+        """Read what committed since the last read and hand it to the subscribers, in
+        batches of READ_BATCH (a burst larger than one batch is read batch after batch)."""
+        while self._deliver_batch() == READ_BATCH:
+            pass
+
+    def _deliver_batch(self) -> int:
         with self._lock:
             if not self._subscribers:
                 self._stale = True  # nobody listens: no read; the next subscriber re-reads
-                return
+                return 0
             after = self._last
         close_old_connections_if_broken()
         events = list(
             ProcessEvent.all_tenants.filter(seq__gt=after).order_by("seq")
-            .values(*_EVENT_FIELDS)[:QUEUE_LIMIT * 5]
+            .values(*_EVENT_FIELDS)[:READ_BATCH]
         )
         self.reads += 1
         if not events:
-            return
+            return 0
         from agent33.tenancy.context import all_tenants_scope
 
         with all_tenants_scope():
@@ -382,6 +389,7 @@ class Broker:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
             subscriber.offer(live)
+        return len(events)
 
 
 def close_old_connections_if_broken() -> None:
