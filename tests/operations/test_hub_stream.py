@@ -361,3 +361,38 @@ def test_idle_streams_cost_no_query(api_client_for, tenant_a, fresh_broker, sett
 def test_the_prune_job_is_scheduled(settings):
     assert settings.AGENT33_SCHEDULE["prune-hub-events"] == {
         "job": "operations.tasks.prune_hub_events", "every": 60}
+
+
+@pytest.mark.django_db
+def test_the_staff_page_stream_is_in_the_staff_scope(client, staff_user_factory, tenant_a,
+                                                     tenant_b):
+    from agent33.tenancy.context import tenant_scope
+
+    with tenant_scope(tenant_a):
+        mine = services.workflow_run_create(tenant=tenant_a, workflow_name="granted")
+    with tenant_scope(tenant_b):
+        theirs = services.workflow_run_create(tenant=tenant_b, workflow_name="not-granted")
+    url = "/admin/operations/hub/stream/"
+    params = {"last_event_id": str(_BASE["seq"]), "duration": "0"}
+    assert client.get(url, params).status_code == 302  # to the login page
+
+    client.force_login(staff_user_factory("granted-a", tenants=[tenant_a]))
+    response = client.get(url, params)
+    assert response.status_code == 200 and response["Content-Type"] == "text/event-stream"
+    text = body_of(response)
+    assert [e["data"]["id"] for e in parse(text)] == [mine.pk]
+    assert theirs.pk not in text
+    assert client.get(url, {"include": "nope"}).json()["code"] == "invalid"
+
+    client.force_login(staff_user_factory("root", superuser=True))
+    assert {e["data"]["id"] for e in parse(body_of(client.get(url, params)))} == {
+        mine.pk, theirs.pk}
+
+
+@pytest.mark.django_db
+def test_staff_without_the_hub_permission_get_no_stream(client, tenant_a):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user("no-perms", password="x", is_staff=True)
+    client.force_login(user)
+    assert client.get("/admin/operations/hub/stream/", {"duration": "0"}).status_code == 403
