@@ -137,8 +137,8 @@
     if (rowsBody.querySelector("tr[data-process-id]")) {
       var placeholder = rowsBody.querySelector("tr.hub-empty");
       if (placeholder) { placeholder.remove(); }
-      recount();
     }
+    recount();  // the count of what is shown, and the placeholder when nothing is
     renderPanels(data.panels);  // refreshed with the table
     refreshed.textContent = new Date().toLocaleTimeString();
   }
@@ -163,7 +163,11 @@
         if (mine !== generation) { return; }
         if (result.ok) { render(result.body); } else { showMessage(result.body.detail, false); }
       })
-      .catch(function () { showMessage("The hub could not be refreshed; retrying…", false); })
+      .catch(function () {
+        showMessage("The hub could not be refreshed; retrying…", false);
+        // Living on the stream, the next poll is far off: try this read again soon.
+        if (root.dataset.live === "stream") { setTimeout(refresh, refreshMs); }
+      })
       .then(function () { inFlight = false; });
   }
 
