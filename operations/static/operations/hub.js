@@ -33,7 +33,8 @@
   var reconnectTimer = null;
   var RECONNECT_MS = 10000;  // how long the page polls before trying the stream again
   var PANELS_MS = 30000;  // panels ("Needs attention") refresh this often while streaming
-  var PANELS_AFTER_CHANGE_MS = 1000;  // ... and this long after a streamed change (once a burst)
+  var PANELS_AFTER_CHANGE_MS = 1000;
+  var LEAVING_MS = 2000;  // how long a row that left the view still shows its new state  // ... and this long after a streamed change (once a burst)
   var panelsTimer = null;
 
   function csrfToken() {
@@ -213,10 +214,22 @@
     }
   }
 
+  // A row that leaves the view (it finished, or left the status filtered on) shows its new
+  // state for a moment before it goes, as it did between two polls.
+  function showLeaving(existing, process) {
+    var leaving = renderRow(process, existing.dataset.via);
+    leaving.classList.add("hub-leaving");
+    existing.replaceWith(leaving);
+    setTimeout(function () {
+      if (leaving.isConnected) { leaving.remove(); recount(); }
+    }, LEAVING_MS);
+    return leaving;
+  }
+
   function applyEvent(process) {
     var existing = rowsBody.querySelector('tr[data-process-id="' + CSS.escape(process.id) + '"]');
     if (!matchesFilters(process)) {
-      if (existing) { existing.remove(); }
+      if (existing) { showLeaving(existing, process); existing = null; }
       if (inFlight) { streamedDuringPoll[process.id] = null; }
       recount();
       panelsSoon();
@@ -325,7 +338,11 @@
           true
         );
         var row = rowsBody.querySelector('tr[data-process-id="' + CSS.escape(updated.id) + '"]');
-        if (row) { row.replaceWith(renderRow(updated, row.dataset.via)); }
+        if (row && !matchesFilters(updated)) {
+          showLeaving(row, updated);
+        } else if (row) {
+          row.replaceWith(renderRow(updated, row.dataset.via));
+        }
         generation += 1;  // an older poll in flight must not paint the previous state back
         inFlight = false;
         refresh();
