@@ -75,7 +75,15 @@ def record(type_name: str, entries: Iterable[tuple[str, str, str, str]]) -> list
     url = redis_url()
     if url is not None and rows[0].pk is not None:
         transaction.on_commit(partial(_publish, url, [row.pk for row in rows]))
+    elif connections[ProcessEvent.objects.db].vendor == "sqlite":
+        transaction.on_commit(_wake_local_broker)
     return rows
+
+
+def _wake_local_broker() -> None:
+    from .stream import broker
+
+    broker().wake()
 
 
 def _publish(url: str, ids: list[int]) -> None:

@@ -244,6 +244,7 @@ class Broker:
         self.sync_open = 0
         self.async_open = 0
         self._stopping = threading.Event()
+        self._woken = threading.Event()
 
     # The mode is fixed per process by its settings (tests switch it with the settings).
     @staticmethod
@@ -351,9 +352,17 @@ class Broker:
         finally:
             pubsub.close()
 
+    def wake(self) -> None:
+        """A change committed in this process (SQLite): read now rather than at the next
+        poll. PostgreSQL and Redis need no such hint: they notify every process."""
+        self._woken.set()
+
     def _run_poll(self) -> None:
         while not self._stopping.is_set():
-            time.sleep(settings.AGENT33_HUB_STREAM_POLL_SECONDS)
+            # Changes made in this process wake the broker at once; the poll finds those of
+            # other processes (make run's worker).
+            self._woken.wait(settings.AGENT33_HUB_STREAM_POLL_SECONDS)
+            self._woken.clear()
             with self._lock:
                 idle = not self._subscribers
             if idle:

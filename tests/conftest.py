@@ -145,8 +145,14 @@ def _hub_stream_broker(request, monkeypatch):
     fan-out itself make their own (tests/operations/test_hub_stream.py)."""
     from operations import stream
 
-    broker = stream.Broker(listen="live_server" in request.fixturenames)
+    live = "live_server" in request.fixturenames
+    broker = stream.Broker(listen=live)
     monkeypatch.setattr(stream, "_broker", broker)
+    if live and connection.vendor == "sqlite":
+        # The live server's in-memory SQLite is shared-cache: a read of the log while a
+        # request writes it fails at once ("table is locked") instead of waiting. Changes
+        # made in the server's process wake the broker anyway; it need not poll often.
+        request.getfixturevalue("settings").AGENT33_HUB_STREAM_POLL_SECONDS = 5.0
     yield
     broker.stop()
 

@@ -38,6 +38,7 @@ def test_a_change_arrives_by_the_stream(staff_user_factory, staff_page, api_clie
     foreign = api_client_for(tenant_b, scopes=["workflows:write"]).post(
         "/v1/operations/workflow-runs", {"workflow_name": "foreign", "status": "running"},
         format="json").json()["id"]
+    page.wait_for_timeout(300)  # the broker has read it (one change at a time, as below)
     run_id = runtime.post("/v1/operations/workflow-runs",
                           {"workflow_name": "streamed-run", "status": "running"},
                           format="json").json()["id"]
@@ -51,9 +52,13 @@ def test_a_change_arrives_by_the_stream(staff_user_factory, staff_page, api_clie
                         {"status": "paused"}, format="json").status_code == 200
     expect(row.locator(".hub-status")).to_have_text("paused", timeout=WITHIN_MS)
     expect(row.locator("button[data-action=resume]")).to_be_visible()
-    for status in ("running", "completed"):
-        assert runtime.post(f"/v1/operations/workflow-runs/{run_id}/transition",
-                            {"status": status}, format="json").status_code == 200
+    # One change at a time, each seen before the next (the live server's in-memory SQLite
+    # is shared-cache: a write while the broker reads the same table fails at once).
+    assert runtime.post(f"/v1/operations/workflow-runs/{run_id}/transition",
+                        {"status": "running"}, format="json").status_code == 200
+    expect(row.locator(".hub-status")).to_have_text("running", timeout=WITHIN_MS)
+    assert runtime.post(f"/v1/operations/workflow-runs/{run_id}/transition",
+                        {"status": "completed"}, format="json").status_code == 200
     expect(row).to_have_count(0, timeout=WITHIN_MS)
     expect(page.locator("#hub-active-count")).to_have_text("0")
 
@@ -72,7 +77,8 @@ def test_without_the_stream_the_page_polls_and_comes_back(staff_user_factory, st
     page = staff_page(staff_user_factory("poll-viewer", tenants=[tenant_a]))
     page.goto(f"{page.live_url}/admin/operations/hub/")
     hub = page.locator("#operations-hub")
-    expect(page.locator("#hub-active-count")).to_have_text("0", timeout=WITHIN_MS)
+    expect(page.locator("#hub-active-count")).to_have_text("0", timeout=WITHIN_MS), \
+        page.locator("#hub-message").text_content()
     expect(hub).to_have_attribute("data-live", "polling")
     expect(page.locator("#hub-live")).to_have_text("polling")
 

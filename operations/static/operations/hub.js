@@ -29,6 +29,7 @@
   // Rows the stream painted while a poll was in flight (null: removed): the poll's older
   // snapshot must not paint them back.
   var streamedDuringPoll = {};
+  var refreshAgain = false;  // the stream opened while a read was in flight: read once more
   var lastEventId = "";
   var reconnectTimer = null;
   var RECONNECT_MS = 10000;  // how long the page polls before trying the stream again
@@ -169,7 +170,10 @@
         // Living on the stream, the next poll is far off: try this read again soon.
         if (root.dataset.live === "stream") { setTimeout(refresh, refreshMs); }
       })
-      .then(function () { inFlight = false; });
+      .then(function () {
+        inFlight = false;
+        if (refreshAgain) { refreshAgain = false; refresh(); }
+      });
   }
 
   function schedule(everyMs) {
@@ -288,11 +292,9 @@
       if (mine !== streamGeneration) { return; }
       setLive("stream");
       schedule(PANELS_MS);  // the list comes by the stream; panels still refresh
-      // One fresh read after subscribing, so nothing committed before the stream opened is
-      // missing (an older poll still in flight is dropped).
-      generation += 1;
-      inFlight = false;
-      refresh();
+      // One more read after subscribing, so nothing committed before the stream opened is
+      // missing; after the read in flight, if any (which is shown: it is the newest).
+      if (inFlight) { refreshAgain = true; } else { refresh(); }
     });
     source.addEventListener("process", function (event) {
       if (mine !== streamGeneration) { return; }
