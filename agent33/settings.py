@@ -115,6 +115,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+elif os.environ.get("DB_POOL_SIZE"):
+    # A pool of PostgreSQL connections per process (psycopg_pool), for the ASGI server: there
+    # each request's synchronous view runs in a thread of its own, so a connection kept per
+    # thread (CONN_MAX_AGE) would be one more connection per request until PostgreSQL
+    # refuses. Connections go back to the pool when the request ends.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": int(os.environ["DB_POOL_SIZE"]), "timeout": 10,
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -268,6 +277,7 @@ AGENT33_SCHEDULE = {
     "compact-row-counts": {"job": "agent33.compact_row_counts", "every": 60},
     "purge-expired-outcome-events": {"job": "outcomes.purge_expired_events", "every": 600},
     "sweep-webhook-deliveries": {"job": "webhooks.sweep", "every": 30},
+    "prune-hub-events": {"job": "operations.tasks.prune_hub_events", "every": 60},
 }
 # Finished jobs are kept this long for staff to read, then pruned (hourly): successful ones
 # a day, failed ones (listed in the hub's "Needs attention") two weeks.
@@ -295,6 +305,21 @@ AGENT33_MULTIMODAL_WAIT_SECONDS = float(os.environ.get("AGENT33_MULTIMODAL_WAIT_
 # Waiting requests each hold a server thread: at most this many wait at once per process
 # (the others answer `processing` at once), so the rest of its threads serve everyone else.
 AGENT33_MULTIMODAL_MAX_WAITING = int(os.environ.get("AGENT33_MULTIMODAL_MAX_WAITING", "2"))
+
+# The live hub stream (operations/stream.py, DESIGN §8.4): a comment every this many seconds
+# keeps idle connections open through proxies; the change log keeps this long for catch-up
+# (`Last-Event-ID`); a stream ends after AGENT33_HUB_STREAM_MAX_SECONDS (the browser
+# reconnects with its last id). Open streams per server process: an ASGI server holds no
+# thread per stream; a threaded server (gunicorn gthread, runserver) holds one each, so keep
+# AGENT33_HUB_STREAMS_THREADED below its threads. More: 503 `stream_capacity`.
+AGENT33_HUB_STREAM_KEEPALIVE_SECONDS = float(
+    os.environ.get("AGENT33_HUB_STREAM_KEEPALIVE_SECONDS", "15"))
+AGENT33_HUB_STREAM_KEEP_SECONDS = float(os.environ.get("AGENT33_HUB_STREAM_KEEP_SECONDS", "600"))
+AGENT33_HUB_STREAM_MAX_SECONDS = float(os.environ.get("AGENT33_HUB_STREAM_MAX_SECONDS", "3600"))
+AGENT33_HUB_STREAM_POLL_SECONDS = float(os.environ.get("AGENT33_HUB_STREAM_POLL_SECONDS", "0.25"))
+AGENT33_HUB_STREAM_RETRY_MS = int(os.environ.get("AGENT33_HUB_STREAM_RETRY_MS", "2000"))
+AGENT33_HUB_STREAMS_MAX = int(os.environ.get("AGENT33_HUB_STREAMS_MAX", "500"))
+AGENT33_HUB_STREAMS_THREADED = int(os.environ.get("AGENT33_HUB_STREAMS_THREADED", "8"))
 
 # How long a worker trusts a token it looked up when nothing says it changed. Revocation,
 # tenant deactivation and every token or tenant saved through the application bump the

@@ -74,6 +74,9 @@ BENCHES = (
           {"size": 1300, "seconds": 5}, 120),
     Bench("bench.webhooks", "bench.webhooks:run", {"alerts": 40, "flood_size": 200}, 120),
     Bench("bench.ab", "bench.ab:run", {"ref": "429cd63", "seconds": 12, "rounds": 4}, 180),
+    Bench("bench.hub_live", "bench.hub_live:run",
+          {"streams": 10, "changes": 20, "idle": 5.0, "browser_changes": 5}, 150),
+    Bench("bench.asgi_vs_wsgi", "bench.asgi_vs_wsgi:run", {"seconds": 12, "rounds": 4}, 150),
 )
 
 # What a test's exceptions mean: these two are how golden tasks and bench scripts say "the

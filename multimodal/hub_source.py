@@ -68,6 +68,11 @@ class MultimodalRequestSource:
         )
         return [self._row(values) for values in rows]
 
+    def rows(self, ids: list[str]) -> dict[str, ProcessRow]:
+        """These requests' hub rows, any tenant, in one query (the live hub's broker)."""
+        values = MultimodalRequest.all_tenants.filter(pk__in=ids).values(*_ROW_FIELDS)
+        return {row["id"]: self._row(row) for row in values}
+
     def _detail(self, mm_request: MultimodalRequest) -> ProcessDetail:
         values = {name: getattr(mm_request, name) for name in _ROW_FIELDS}
         if hasattr(mm_request, "result_ref"):  # annotated by the service's reload

@@ -42,7 +42,7 @@ from .models import (
 )
 from .selectors import process_history
 from .services import machine_for
-from .staff_views import VIEW_PERMISSION, hub_page
+from .staff_views import VIEW_PERMISSION, hub_page, hub_stream
 from .transitions import CONTROL_PERMISSION, kind_for_type, move_refusal, origin_of
 
 admin.site.register_page(
@@ -53,6 +53,17 @@ admin.site.register_page(
         title="Operations Hub",
         app_label="operations",
         permission=VIEW_PERMISSION,
+    )
+)
+admin.site.register_page(
+    AdminPage(
+        route="operations/hub/stream/",
+        view=hub_stream,
+        name="operations_hub_stream",
+        title="Operations Hub stream",
+        app_label="operations",
+        permission=VIEW_PERMISSION,
+        in_index=False,
     )
 )
 

@@ -38,6 +38,7 @@ __all__ = [
     "ControlCount",
     "ImprovementIntake",
     "ProcessCount",
+    "ProcessEvent",
     "StatusChange",
     "Trace",
     "TraceStep",
@@ -323,3 +324,34 @@ class ControlCount(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.process_type}/{self.action}: {self.count}"
+
+
+class ProcessEvent(TenantOwnedModel):
+    """The live hub's change log: one row per process created or status changed, of every
+    process type, written in the transaction of the change (operations.changelog), so a
+    reader never sees a change that rolled back and never misses one that committed.
+
+    `seq` is the stream's event id. It is given at commit, in commit order (PostgreSQL: a
+    deferred trigger under one transaction-scoped advisory lock; SQLite: one writer at a
+    time, so an insert trigger copies `id`), so "every event after N" read after an event N
+    was seen never skips a change that committed later with a smaller `id`. Rows not yet
+    committed have no `seq`. Kept `AGENT33_HUB_STREAM_KEEP_SECONDS`, then pruned.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    seq = models.BigIntegerField(null=True, blank=True, editable=False)
+    process_type = models.CharField(max_length=40)
+    process_id = models.CharField(max_length=64)
+    state_before = models.CharField(max_length=40, blank=True, default="")  # "": created
+    state_after = models.CharField(max_length=40)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "seq"], name="procevent_tenant_seq"),
+            models.Index(fields=["seq"], name="procevent_seq"),
+            models.Index(fields=["created_at"], name="procevent_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.seq or '-'} {self.process_id} {self.state_before}->{self.state_after}"

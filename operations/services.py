@@ -149,15 +149,16 @@ def trace_create(
     run_id: str = "",
 ) -> Trace:
     now = timezone.now()
-    return Trace.objects.create(
-        tenant=tenant,
-        task_id=task_id,
-        agent_id=agent_id,
-        session_id=session_id,
-        run_id=run_id,
-        started_at=now,
-        updated_at=now,
-    )
+    with transaction.atomic():  # the row and its live-hub log row (changelog)
+        return Trace.objects.create(
+            tenant=tenant,
+            task_id=task_id,
+            agent_id=agent_id,
+            session_id=session_id,
+            run_id=run_id,
+            started_at=now,
+            updated_at=now,
+        )
 
 
 def trace_add_step(
@@ -230,15 +231,16 @@ def budget_create(
     """A new budget, in draft. It is approved only by a move that records its approver
     (`budgets:approve`), never by a name set at creation."""
     now = timezone.now()
-    return AutonomyBudget.objects.create(
-        tenant=tenant,
-        task_id=task_id,
-        agent_id=agent_id,
-        limits=limits or {},
-        expires_at=expires_at,
-        started_at=now,
-        updated_at=now,
-    )
+    with transaction.atomic():  # the row and its live-hub log row (changelog)
+        return AutonomyBudget.objects.create(
+            tenant=tenant,
+            task_id=task_id,
+            agent_id=agent_id,
+            limits=limits or {},
+            expires_at=expires_at,
+            started_at=now,
+            updated_at=now,
+        )
 
 
 def budget_transition(*, budget: AutonomyBudget, origin: Origin, status: str,
@@ -297,16 +299,17 @@ def intake_create(
     urgency: str = Urgency.MEDIUM,
 ) -> ImprovementIntake:
     now = timezone.now()
-    return ImprovementIntake.objects.create(
-        tenant=tenant,
-        title=title,
-        summary=summary,
-        source=source,
-        research_type=research_type,
-        urgency=urgency,
-        started_at=now,
-        updated_at=now,
-    )
+    with transaction.atomic():  # the row and its live-hub log row (changelog)
+        return ImprovementIntake.objects.create(
+            tenant=tenant,
+            title=title,
+            summary=summary,
+            source=source,
+            research_type=research_type,
+            urgency=urgency,
+            started_at=now,
+            updated_at=now,
+        )
 
 
 def intake_transition(*, intake: ImprovementIntake, origin: Origin, status: str,
@@ -385,17 +388,18 @@ def workflow_run_create(
     if status not in (WorkflowRunStatus.QUEUED, WorkflowRunStatus.RUNNING):
         raise InvalidInput("A workflow run starts 'queued' or 'running'.", field="status")
     now = timezone.now()
-    return WorkflowRun.objects.create(
-        tenant=tenant,
-        workflow_name=workflow_name,
-        trigger_type=trigger_type,
-        started_at=started_at or now,
-        status=status,
-        duration_ms=duration_ms,
-        error=error,
-        job_id=job_id,
-        updated_at=now,
-    )
+    with transaction.atomic():  # the row and its live-hub log row (changelog)
+        return WorkflowRun.objects.create(
+            tenant=tenant,
+            workflow_name=workflow_name,
+            trigger_type=trigger_type,
+            started_at=started_at or now,
+            status=status,
+            duration_ms=duration_ms,
+            error=error,
+            job_id=job_id,
+            updated_at=now,
+        )
 
 
 def workflow_run_transition(

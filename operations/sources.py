@@ -117,6 +117,13 @@ class ModelProcessSource:
         )
         return [self._row(values) for values in rows]
 
+    def rows(self, ids: list[str]) -> dict[str, ProcessRow]:
+        """The hub rows of these processes of any tenant, by id, in one query: the live hub
+        stream's broker reads each change once for every stream of its process and filters
+        by each stream's scope itself (operations.stream)."""
+        values = self.model.all_tenants.filter(pk__in=ids).values(*self._columns())
+        return {row["id"]: self._row(row) for row in values}
+
     def detail_extra(self, obj: models.Model) -> dict[str, Any]:
         return {}
 

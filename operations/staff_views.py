@@ -4,6 +4,9 @@ One route, three uses, all behind the admin login and the staff tenant scope tha
 StaffTenantScopeMiddleware sets (superusers: every tenant; other staff: granted ones):
 - GET            → the HTML page (a table filled and refreshed by static/operations/hub.js);
 - GET ?format=json → the hub as JSON, from the same selector as GET /v1/operations/hub;
+Beside it, /admin/operations/hub/stream/ (`hub_stream`) is the live hub's event stream for
+the page, the same as GET /v1/operations/hub/stream (operations/stream.py), in the staff
+member's tenant scope: its own path, so a proxy can send streams to the ASGI process.
 - POST (JSON)    → a control, through the same service as the API's control endpoint.
 """
 
@@ -20,13 +23,14 @@ from django.utils.safestring import mark_safe
 
 from agent33.api.exceptions import error_body
 from agent33.errors import DomainError
+from agent33.tenancy.context import current_scope
 
-from . import controls, selectors
+from . import controls, selectors, stream
 from .choices import CONTROL_ACTIONS, ChangeCause, ChangePath
 from .hub import attention_items, hub_panels, registered_sources
 from .transitions import CONTROL_PERMISSION, origin_of
 
-__all__ = ["VIEW_PERMISSION", "hub_page"]
+__all__ = ["VIEW_PERMISSION", "hub_page", "hub_stream"]
 
 VIEW_PERMISSION = "operations.view_workflowrun"
 REFRESH_MS = 1500
@@ -70,10 +74,25 @@ def _data(request: HttpRequest) -> JsonResponse:
         query = selectors.parse_hub_query(request.GET)
     except DomainError as exc:
         return _json_error(exc)
+    if request.GET.get("panels") == "only":  # the live page: panels after a streamed change
+        return JsonResponse({"panels": _render_panels(request)})
     snapshot = selectors.hub_snapshot(query)
     if request.GET.get("panels") == "1":  # the page refreshes its panels with the table
         snapshot["panels"] = _render_panels(request)
     return JsonResponse(snapshot)
+
+
+def hub_stream(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(VIEW_PERMISSION):
+        raise PermissionDenied
+    try:
+        query = selectors.parse_hub_query(request.GET)
+        return stream.stream_response(request, scope=current_scope(), query=query)
+    except DomainError as exc:
+        response = _json_error(exc)
+        for name, value in exc.headers.items():
+            response[name] = value
+        return response
 
 
 def _control(request: HttpRequest) -> JsonResponse:
@@ -119,6 +138,8 @@ def _page(request: HttpRequest) -> TemplateResponse:
         "actions": CONTROL_ACTIONS,
         "can_control": request.user.has_perm(CONTROL_PERMISSION),
         "refresh_ms": REFRESH_MS,
+        # What "not finished" means per type, for the rows the live stream brings.
+        "active_statuses": {s.type_name: list(s.active_statuses) for s in sources},
         "attention_panel": rendered.pop("attention"),
         "multimodal_panel": rendered.pop("multimodal", None),
         "other_panels": [

@@ -32,6 +32,7 @@ from agent33.auth.scopes import ADMIN, BUDGETS_APPROVE, WORKFLOWS_EXECUTE, grant
 from agent33.errors import DomainError, Forbidden, NotFound, StateConflict
 from agent33.observability.context import current as current_request_context
 
+from . import changelog
 from .choices import ChangeCause, HistoryAction, StateMachine
 from .models import StatusChange
 from .signals import statuses_changed
@@ -51,6 +52,7 @@ __all__ = [
     "move_refusal",
     "origin_of",
     "register_process_kind",
+    "registered_kind",
     "transition_apply",
     "transition_conflict",
 ]
@@ -128,6 +130,11 @@ def kind_for_type(type_name: str) -> ProcessKind | None:
     """The kind whose hub type is `type_name` (the history's `process_type`), if any."""
     with _lock:
         return next((kind for kind in _kinds.values() if kind.type_name == type_name), None)
+
+
+def registered_kind(model: type[models.Model]) -> ProcessKind | None:
+    """The kind of `model`, or None when it is not a process type (any model's save asks)."""
+    return _kinds.get(model)
 
 
 def kind_of(model: type[models.Model]) -> ProcessKind:
@@ -297,6 +304,10 @@ def apply_status_changes(
                 request_id=request_id, created_at=now,
             ))
         StatusChange.objects.bulk_create(history)
+        # The live hub's log, in this same transaction (operations.changelog).
+        changelog.record(kind.type_name, [
+            (obj.tenant_id, obj.pk, before, target) for obj, before in moved
+        ])
         transaction.on_commit(partial(_announce, model, history))
     result.applied = [Transitioned(obj=obj, state_before=before) for obj, before in moved]
     return result

@@ -176,6 +176,11 @@ def fuzz(provider_url: str) -> int:
         ELEVENLABS_BASE_URL=provider_url,
         OPENAI_COMPATIBLE_BASE_URL=provider_url,
         AGENT33_PROVIDER_PRIVATE_NETWORKS="127.0.0.0/8",
+        # The live hub stream (GET /v1/operations/hub/stream) ends after at most 1 s here
+        # (a longer `duration` is a 400), so no fuzzed request waits on an endless stream;
+        # at most 3 of the server's 4 threads may hold one (the fuzzer sends 2 at a time).
+        AGENT33_HUB_STREAM_MAX_SECONDS="1",
+        AGENT33_HUB_STREAMS_THREADED="3",
     )
     env.pop("CELERY_BROKER_URL", None)  # the embedded mode: the database queue and a worker
     manage(env, "migrate", "--noinput")

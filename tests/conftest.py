@@ -118,6 +118,45 @@ def _jobs_run_in_process(settings):
     settings.AGENT33_MULTIMODAL_WAIT_SECONDS = 0
 
 
+@pytest.fixture(autouse=True)
+def _hub_log_numbered_in_test_transactions(request):
+    """The live hub's log rows are numbered at COMMIT on PostgreSQL (a deferred trigger,
+    operations/changelog.py); a test inside one transaction never commits, so there the
+    trigger runs at each insert instead. Tests with real commits (transactional_db,
+    live_server) keep the deferred trigger."""
+    marker = request.node.get_closest_marker("django_db")
+    names = request.fixturenames
+    if {"transactional_db", "live_server"} & set(names) or (
+            marker is not None and marker.kwargs.get("transaction")):
+        return
+    if marker is None and "db" not in names:
+        return
+    request.getfixturevalue("db")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS operations_processevent_at_commit IMMEDIATE")
+
+
+@pytest.fixture(autouse=True)
+def _hub_stream_broker(request, monkeypatch):
+    """Each test gets its own live-hub broker. Inside a test transaction (nothing commits)
+    it has no listening thread: open streams get their catch-up and keep-alives. With a
+    live server (browser tests: real commits) it listens, as in production; tests of the
+    fan-out itself make their own (tests/operations/test_hub_stream.py)."""
+    from operations import stream
+
+    live = "live_server" in request.fixturenames
+    broker = stream.Broker(listen=live)
+    monkeypatch.setattr(stream, "_broker", broker)
+    if live and connection.vendor == "sqlite":
+        # The live server's in-memory SQLite is shared-cache: a read of the log while a
+        # request writes it fails at once ("table is locked") instead of waiting. Changes
+        # made in the server's process wake the broker anyway; it need not poll often.
+        request.getfixturevalue("settings").AGENT33_HUB_STREAM_POLL_SECONDS = 5.0
+    yield
+    broker.stop()
+
+
 @pytest.fixture
 def database_jobs(settings):
     """Jobs go to the database queue, as in the embedded mode; nothing runs them until the

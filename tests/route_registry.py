@@ -285,6 +285,26 @@ def _hub_build(tenant) -> Built:
     return Built(refs={"tenant": tenant.slug}, secrets=(*ids, tenant.slug))
 
 
+def _hub_stream_build(tenant) -> Built:
+    """A's processes, created and one moved: a catch-up from the event before the first of
+    them (`duration=0`: the stream ends after the catch-up) replays them to A, never to B."""
+    from django.db.models import Min
+
+    from agent33.tenancy.context import tenant_scope
+    from operations.models import ProcessEvent
+    from operations.services import workflow_run_transition
+    from operations.transitions import Origin
+
+    built = _hub_build(tenant)
+    run = WorkflowRunFactory(tenant=tenant, status="running")
+    with tenant_scope(tenant):
+        workflow_run_transition(run=run, status="paused", origin=Origin(
+            actor="token:probe", path="api", scopes=frozenset({"admin"})))
+    first = ProcessEvent.all_tenants.filter(tenant=tenant).aggregate(low=Min("seq"))["low"]
+    return replace(built, refs={**built.refs, "after": str(first - 1)},
+                   secrets=(*built.secrets, run.pk))
+
+
 def _trace_with_step(tenant) -> Built:
     pk = TraceStepFactory(trace=TraceFactory(tenant=tenant, status="running")).trace_id
     return Built(kwargs={"id": pk}, secrets=(pk,))
@@ -306,6 +326,11 @@ def _operations() -> dict[str, dict[str, list[Probe]]]:
     routes: dict[str, dict[str, list[Probe]]] = {
         f"{OPS}/hub": {"GET": [
             Probe(build=_hub_build, status=200, code=None, own_sees=True),
+        ]},
+        # The live hub (DESIGN §8.4): the catch-up part of the stream, which then ends.
+        f"{OPS}/hub/stream": {"GET": [
+            Probe(build=_hub_stream_build, status=200, code=None, own_sees=True,
+                  query=lambda b: {"last_event_id": b.refs["after"], "duration": "0"}),
         ]},
         f"{OPS}/processes/<process_id>": {"GET": _process_probes(control=False)},
         f"{OPS}/processes/<process_id>/control": {"POST": _process_probes(control=True)},

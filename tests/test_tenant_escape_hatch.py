@@ -41,6 +41,26 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("webhooks.delivery", "sweep"):
         "the periodic sweep finds due and stuck deliveries in every tenant; each drain it "
         "queues is queued in (and runs in) its endpoint's tenant scope",
+    ("operations.changelog", "record"):
+        "the live hub's log rows are inserted with the tenant of each changed process, "
+        "whatever scope the change runs in (sweeps and jobs change many tenants' rows)",
+    ("operations.changelog", "prune_events"):
+        "maintenance: the live hub's log is pruned by age for every tenant at once",
+    ("operations.stream", "Broker._deliver_batch"):
+        "the live hub's broker reads each committed change once for every open stream of its "
+        "process and hands it only to the streams whose scope may see it",
+    ("operations.sources", "ModelProcessSource.rows"):
+        "the live hub's broker reads each changed process once for every stream (filtered "
+        "per stream's scope afterwards)",
+    ("multimodal.hub_source", "MultimodalRequestSource.rows"):
+        "the live hub's broker reads each changed request once for every stream (filtered "
+        "per stream's scope afterwards)",
+    ("operations.stream", "_max_seq"):
+        "the last event id given (a number, no tenant's data): where a stream's live part "
+        "starts",
+    ("operations.stream", "_catch_up"):
+        "whether the log still holds everything after the client's id (the oldest id and "
+        "time, no tenant's data); the events replayed are read through the scoped manager",
     ("scripts.fuzz", "<module>"):
         "the fuzz harness lists both fuzz tenants' object ids for the fuzzer",
 }

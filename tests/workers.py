@@ -109,9 +109,11 @@ def free_port() -> int:
 
 @contextmanager
 def gunicorn_server(*, workers: int = 2, output: IO | None = None,
-                    **extra_env: str) -> Iterator[str]:
+                    application: str = "agent33.wsgi:application",
+                    extra_args: tuple[str, ...] = (), **extra_env: str) -> Iterator[str]:
     """A real gunicorn on 127.0.0.1 serving the test database; yields its base URL.
-    `output`: a file for its stdout and stderr (inherited otherwise)."""
+    `output`: a file for its stdout and stderr (inherited otherwise); `application` and
+    `extra_args` (`-k uvicorn_worker.UvicornWorker`) for the ASGI server."""
     import httpx
 
     port = free_port()
@@ -123,8 +125,8 @@ def gunicorn_server(*, workers: int = 2, output: IO | None = None,
         **extra_env,
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "agent33.wsgi:application", "--bind",
-         f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
+        [sys.executable, "-m", "gunicorn", application, "--bind",
+         f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning", *extra_args],
         cwd=ROOT, env=env, start_new_session=True, stdout=output, stderr=output,
     )
     url = ServerURL(f"http://127.0.0.1:{port}")

@@ -21,7 +21,6 @@ import base64
 import binascii
 import logging
 import secrets
-from contextlib import nullcontext
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -260,10 +259,9 @@ def request_create(
     prepared = artifact_prepare(tenant_id=tenant.pk, actor=actor, content=inline,
                                 origin=ArtifactOrigin.INLINE,
                                 field="input_artifact_base64") if inline is not None else None
-    # One INSERT needs no transaction of its own (two fewer round trips); the request row,
-    # its job, and any reservation or inline input artifact must commit together.
-    with removed_unless_stored(prepared), \
-            transaction.atomic() if prepared is not None or execute_now else nullcontext():
+    # The request row, its live-hub log row (operations.changelog), its job, and any
+    # reservation or inline input artifact commit together.
+    with removed_unless_stored(prepared), transaction.atomic():
         # Lock order (README): storage usage, then the daily spend row.
         if prepared is not None:
             artifact_insert(prepared, field="input_artifact_base64", policy=policy)

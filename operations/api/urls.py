@@ -5,6 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from .views import (
     AutonomyBudgetViewSet,
+    HubStreamView,
     HubView,
     ImprovementIntakeViewSet,
     ProcessControlView,
@@ -23,6 +24,7 @@ PROCESS_ID = r"(?P<process_id>[A-Za-z0-9_.:-]{1,100})"
 
 urlpatterns = [
     path("hub", HubView.as_view(), name="operations-hub"),
+    path("hub/stream", HubStreamView.as_view(), name="operations-hub-stream"),
     re_path(rf"^processes/{PROCESS_ID}$", ProcessDetailView.as_view(), name="process-detail"),
     re_path(
         rf"^processes/{PROCESS_ID}/control$", ProcessControlView.as_view(), name="process-control"

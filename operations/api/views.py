@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -15,14 +16,16 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agent33.api.pagination import LinkHeaderCursorPagination
 from agent33.api.viewsets import ApiView, TenantScopedViewSet, tenant_of
 from agent33.auth.scopes import WORKFLOWS_EXECUTE, WORKFLOWS_READ, WORKFLOWS_WRITE
+from agent33.tenancy.context import current_scope
 
-from .. import controls, selectors, services
+from .. import controls, selectors, services, stream
 from ..choices import ChangeCause, ChangePath
 from ..filtersets import (
     AutonomyBudgetFilterSet,
@@ -37,6 +40,7 @@ from . import serializers as s
 
 __all__ = [
     "AutonomyBudgetViewSet",
+    "HubStreamView",
     "HubView",
     "ImprovementIntakeViewSet",
     "ProcessControlView",
@@ -256,6 +260,48 @@ class HubView(APIView):
     def get(self, request):
         query = selectors.parse_hub_query(request.query_params)
         return Response(selectors.hub_snapshot(query))
+
+
+class HubStreamView(APIView):
+    """Server-sent events of every process change in the caller's scope (DESIGN §8.4)."""
+
+    required_scopes = {"get": WORKFLOWS_READ}
+    renderer_classes = [JSONRenderer, stream.EventStreamRenderer]
+
+    @extend_schema(
+        summary="Live hub: a server-sent event for every process created or changed",
+        description=(
+            "text/event-stream. Each change of a process in the caller's scope is an event "
+            "`process` whose data is the process as the hub lists it, with an `id:`. "
+            "Reconnect with `Last-Event-ID` (or `?last_event_id=`) to replay what was missed "
+            f"(at most {stream.CATCH_UP_LIMIT} events of the last 10 minutes; otherwise an "
+            "event `reset`: reload the hub). A comment every 15 s keeps it open. 503 "
+            "`stream_capacity` when the server process serves its limit of streams."
+        ),
+        parameters=[
+            OpenApiParameter(
+                "include", str, description="Comma-separated types: "
+                f"{', '.join(HUB_INCLUDES)} (default: all)."
+            ),
+            OpenApiParameter(
+                "status", str, description="Only changes into or out of this status."
+            ),
+            OpenApiParameter("last_event_id", str, description="As the Last-Event-ID header."),
+            OpenApiParameter(
+                "duration", float, description="Seconds before the server ends the stream "
+                "(0: the catch-up only; default and most: 3600)."
+            ),
+        ],
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                response=OpenApiTypes.STR, description="The event stream."),
+            **_errors(400, 401, 403),
+            503: OpenApiResponse(description="This server process serves its limit of streams."),
+        },
+    )
+    def get(self, request):
+        query = selectors.parse_hub_query(request.query_params)
+        return stream.stream_response(request._request, scope=current_scope(), query=query)
 
 
 class ProcessDetailView(APIView):

@@ -174,8 +174,8 @@ def test_the_schedule_queues_each_periodic_job_once_per_period(database_jobs, se
     assert queued == ["agent33.tasks.compact_row_counts", "agent33.tasks.prune_jobs",
                       "agent33.tasks.purge_idempotency_records",
                       "agent33.tasks.purge_rate_counters", "multimodal.tasks.reap_timeouts",
-                      "operations.tasks.expire_budgets", "outcomes.tasks.purge_expired_events",
-                      "webhooks.tasks.sweep"]
+                      "operations.tasks.expire_budgets", "operations.tasks.prune_hub_events",
+                      "outcomes.tasks.purge_expired_events", "webhooks.tasks.sweep"]
     ScheduleState.objects.filter(name="expire-autonomy-budgets").update(
         next_run_at=timezone.now() - timedelta(seconds=1))
     assert queue_due() == ["expire-autonomy-budgets"]

@@ -191,8 +191,8 @@ out = budget.pk
     assert ran == ["agent33.tasks.compact_row_counts", "agent33.tasks.prune_jobs",
                    "agent33.tasks.purge_idempotency_records",
                    "agent33.tasks.purge_rate_counters", "multimodal.tasks.reap_timeouts",
-                   "operations.tasks.expire_budgets", "outcomes.tasks.purge_expired_events",
-                      "webhooks.tasks.sweep"]
+                   "operations.tasks.expire_budgets", "operations.tasks.prune_hub_events",
+                   "outcomes.tasks.purge_expired_events", "webhooks.tasks.sweep"]
 
 
 def test_a_create_waits_for_the_worker_and_wait_0_answers_at_once(embedded_env, tmp_path):
