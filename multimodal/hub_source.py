@@ -62,11 +62,16 @@ class MultimodalRequestSource:
         self, *, scope: Any, since: datetime, statuses: tuple[str, ...], limit: int
     ) -> list[ProcessRow]:
         rows = (
-            MultimodalRequest.objects.filter(state__in=list(statuses), created_at__gte=since)
+            self.matching(since=since, statuses=statuses)
             .order_by("-created_at", "-id")
             .values(*_ROW_FIELDS)[:limit]
         )
         return [self._row(values) for values in rows]
+
+    def matching(self, *, since: datetime, statuses: tuple[str, ...]):
+        """Every request the hub's filter selects (no limit): the hub lists from it, batches
+        count and snapshot it."""
+        return MultimodalRequest.objects.filter(state__in=list(statuses), created_at__gte=since)
 
     def _detail(self, mm_request: MultimodalRequest) -> ProcessDetail:
         values = {name: getattr(mm_request, name) for name in _ROW_FIELDS}

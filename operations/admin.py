@@ -34,6 +34,7 @@ from .choices import BudgetStatus, ChangeCause, ChangePath, IntakeStatus
 from .controls import process_control, process_move
 from .models import (
     AutonomyBudget,
+    Batch,
     ImprovementIntake,
     StatusChange,
     Trace,
@@ -341,3 +342,25 @@ class StatusChangeAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         meta = kind.model._meta
         url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.process_id])
         return format_html('<a href="{}">{}</a>', url, obj.process_id)
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+    """Batches are made through the API or the hub page and run by the worker: staff read
+    them here (the item list is the snapshot of matched ids, shown on the page only)."""
+
+    list_display = ("id", "action", "state", "matched", "done", "skipped", "failed",
+                    "created_by", "tenant", "created_at", "finished_at")
+    list_filter = ("state", "action", StaffTenantFilter)
+    search_fields = ("id", "created_by", "reason")
+    date_hierarchy = "created_at"
+    list_per_page = 50
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        # The list never needs the snapshot of up to 10,000 ids.
+        return queryset.defer("items") if request.resolver_match.url_name.endswith(
+            "changelist") else queryset
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.concrete_fields]
