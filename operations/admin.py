@@ -43,6 +43,7 @@ from .models import (
 )
 from .selectors import process_history
 from .services import machine_for
+from .staff_batches import batches_endpoint
 from .staff_views import VIEW_PERMISSION, hub_page
 from .transitions import CONTROL_PERMISSION, kind_for_type, move_refusal, origin_of
 
@@ -54,6 +55,18 @@ admin.site.register_page(
         title="Operations Hub",
         app_label="operations",
         permission=VIEW_PERMISSION,
+    )
+)
+
+admin.site.register_page(
+    AdminPage(
+        route="operations/hub/batches/",
+        view=batches_endpoint,
+        name="operations_hub_batches",
+        title="Operations Hub batches",
+        app_label="operations",
+        permission=VIEW_PERMISSION,
+        in_index=False,
     )
 )
 
