@@ -8,6 +8,9 @@ page; creating and cancelling need the same permission as the hub's controls
 - GET                 → `{"tenants": [...], "batches": [...]}`: the tenants a batch may be
                         made for (the staff member's) and their 10 latest batches;
 - GET ?id=batch-…     → one batch (its progress);
+- GET ?counts=1&include=&status=&tenant= → `{"pause": n, "resume": n, "cancel": n}`: the
+                        dry-run count of each control for the page's filters, in one
+                        request (the page asks once per filter change);
 - POST {"action", "filter", "reason", "dry_run", "tenant"} → as POST /v1/operations/batches
   (200 with the count, 202 with the batch). A batch belongs to one tenant: `tenant` names
   it, and may be left out when the staff member has exactly one;
@@ -27,7 +30,7 @@ from agent33.tenancy.context import ALL_TENANTS, TenantSet, current_scope, tenan
 from agent33.tenancy.models import Tenant
 
 from . import batches
-from .choices import ChangeCause, ChangePath
+from .choices import CONTROL_ACTIONS, ChangeCause, ChangePath
 from .models import Batch
 from .staff_views import VIEW_PERMISSION
 from .transitions import CONTROL_PERMISSION, origin_of
@@ -63,6 +66,17 @@ def _tenants() -> list[str]:
 
 
 def _get(request: HttpRequest) -> JsonResponse:
+    if request.GET.get("counts"):
+        tenant = _tenant(request.GET.get("tenant"))
+        page_filter = {key: request.GET[key] for key in ("include", "status", "since")
+                       if request.GET.get(key)}
+        origin = origin_of(request, path=ChangePath.BATCH, cause=ChangeCause.OPERATOR)
+        with tenant_scope(tenant):
+            return JsonResponse({
+                action: batches.batch_create(tenant=tenant, action=action, filter=page_filter,
+                                             dry_run=True, origin=origin)["matched"]
+                for action in CONTROL_ACTIONS
+            })
     batch_id = request.GET.get("id")
     if batch_id:
         return JsonResponse(batches.batch_as_dict(batches.batch_get(batch_id[:100])))

@@ -317,3 +317,57 @@ def test_bad_input_is_a_400_naming_the_field(executor, body, field):
 def test_operator_tokens_cannot_create_a_batch(operator_client):
     response = create(operator_client)
     assert (response.status_code, response.json()["code"]) == (400, "tenant_required")
+
+
+# --- the hub page's endpoint (/admin/operations/hub/batches/) -----------------------------
+
+STAFF_URL = "/admin/operations/hub/batches/"
+
+
+def staff_post(client, body):
+    return client.post(STAFF_URL, body, content_type="application/json")
+
+
+def test_staff_batches_run_in_their_tenant_with_the_control_permission(
+        client, staff_user_factory, tenant_a, tenant_b, database_jobs):
+    from django.contrib.auth.models import Permission
+
+    mine = runs(tenant_a, 2)
+    theirs = runs(tenant_b, 2)
+    user = staff_user_factory("batcher", tenants=[tenant_a])
+    client.force_login(user)
+    counts = client.get(STAFF_URL, {"counts": "1", "include": "workflows"}).json()
+    assert counts == {"pause": 2, "resume": 0, "cancel": 2}
+    made = staff_post(client, {"action": "pause", "filter": {"ids": mine + theirs},
+                               "reason": "staff"})
+    assert made.status_code == 202, made.content
+    assert made.json()["matched"] == 2 and made.json()["tenant_id"] == "tenant-a"
+    run_ready_jobs()
+    assert statuses(mine) == ["paused"] * 2 and statuses(theirs) == ["running"] * 2
+    assert client.get(STAFF_URL, {"id": made.json()["id"]}).json()["state"] == "completed"
+    assert {row.actor for row in StatusChange.all_tenants.filter(process_id__in=mine)} == {
+        "user:batcher"}
+
+    # Tenant B's batch is not found for a staff member of tenant A only.
+    other = Batch.all_tenants.create(tenant=tenant_b, action="pause", created_by="x")
+    assert client.get(STAFF_URL, {"id": other.pk}).status_code == 404
+    assert staff_post(client, {"cancel": other.pk}).status_code == 404
+    assert staff_post(client, {"action": "pause", "tenant": "tenant-b"}).json()["code"] == (
+        "tenant_required")
+
+    # Without the control permission: counts and progress are readable, batches are not made.
+    user.user_permissions.remove(Permission.objects.get(codename="control_process"))
+    client.force_login(type(user).objects.get(pk=user.pk))
+    refused = staff_post(client, {"action": "pause", "filter": {"include": "workflows"}})
+    assert (refused.status_code, refused.json()["code"]) == (403, "permission_denied")
+
+
+def test_staff_of_several_tenants_name_the_tenant(client, staff_user_factory, tenant_a,
+                                                   tenant_b, database_jobs):
+    runs(tenant_b, 3)
+    client.force_login(staff_user_factory("two-tenants", tenants=[tenant_a, tenant_b]))
+    assert client.get(STAFF_URL).json()["tenants"] == ["tenant-a", "tenant-b"]
+    unnamed = staff_post(client, {"action": "pause", "dry_run": True})
+    assert (unnamed.status_code, unnamed.json()["code"]) == (400, "tenant_required")
+    named = staff_post(client, {"action": "pause", "dry_run": True, "tenant": "tenant-b"})
+    assert named.json() == {"matched": 3}

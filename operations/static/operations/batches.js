@@ -6,6 +6,19 @@
 
   var panel = document.getElementById("hub-batches");
   if (!panel) { return; }
+
+  // One request of this page in flight at a time (the hub's refresh, the counts, a batch's
+  // progress): the embedded mode's SQLite, and the test live server that shares one SQLite
+  // connection between its threads, serve a page's requests better one after another, and
+  // a page never needs two at once. Loaded before hub.js, so its fetches queue here too.
+  var realFetch = window.fetch.bind(window);
+  var queue = Promise.resolve();
+  window.fetch = function () {
+    var args = arguments;
+    var mine = queue.then(function () { return realFetch.apply(null, args); });
+    queue = mine.then(function () {}, function () {});
+    return mine;
+  };
   var url = panel.dataset.url;
   var typeSelect = document.getElementById("hub-type");
   var statusSelect = document.getElementById("hub-status");
@@ -53,20 +66,32 @@
     });
   }
 
+  function get(query) {
+    return fetch(url + "?" + query.toString(),
+                 { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        return response.json().then(function (data) { return { ok: response.ok, body: data }; });
+      });
+  }
+
+  // One request for the three counts: the page sends one request at a time of its own.
   function recount() {
     var mine = ++countGeneration;
     buttons.forEach(function (button) {
       button.disabled = true;
       button.querySelector(".batch-count").textContent = "…";
     });
-    buttons.forEach(function (button) {
-      var action = button.dataset.action;
-      send({ action: action, filter: filter(), dry_run: true }).then(function (result) {
-        if (mine !== countGeneration) { return; }
-        if (!result.ok) { button.title = result.body.detail || ""; return; }
-        counts[action] = result.body.matched;
-        button.querySelector(".batch-count").textContent = String(result.body.matched);
-        button.disabled = result.body.matched === 0 || running !== null;
+    var query = new URLSearchParams(filter());
+    query.set("counts", "1");
+    if (tenantSelect.value) { query.set("tenant", tenantSelect.value); }
+    get(query).then(function (result) {
+      if (mine !== countGeneration) { return; }
+      if (!result.ok) { showMessage(result.body.detail || "Could not count.", false); return; }
+      buttons.forEach(function (button) {
+        var matched = result.body[button.dataset.action];
+        counts[button.dataset.action] = matched;
+        button.querySelector(".batch-count").textContent = String(matched);
+        button.disabled = !matched || running !== null;
       });
     });
   }
@@ -85,10 +110,10 @@
 
   function watch(batchId) {
     running = batchId;
-    fetch(url + "?id=" + encodeURIComponent(batchId),
-          { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (response) { return response.json(); })
-      .then(function (batch) {
+    get(new URLSearchParams({ id: batchId }))
+      .then(function (result) {
+        var batch = result.body;
+        if (!result.ok) { running = null; showMessage(batch.detail || "", false); return; }
         paint(batch);
         if (FINAL[batch.state]) {
           running = null;
@@ -135,20 +160,18 @@
     if (running) { send({ cancel: running }); }
   });
 
-  fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-    .then(function (response) { return response.json(); })
-    .then(function (data) {
-      (data.tenants || []).forEach(function (slug) {
-        var option = document.createElement("option");
-        option.value = slug;
-        option.textContent = slug;
-        tenantSelect.appendChild(option);
-      });
-      tenantLabel.hidden = (data.tenants || []).length < 2;
-      var active = (data.batches || []).filter(function (b) { return !FINAL[b.state]; })[0];
-      if (active) { paint(active); watch(active.id); }
-      recount();
+  get(new URLSearchParams()).then(function (result) {
+    var data = result.body;
+    (data.tenants || []).forEach(function (slug) {
+      var option = document.createElement("option");
+      option.value = slug;
+      option.textContent = slug;
+      tenantSelect.appendChild(option);
     });
+    tenantLabel.hidden = (data.tenants || []).length < 2;
+    var active = (data.batches || []).filter(function (b) { return !FINAL[b.state]; })[0];
+    if (active) { paint(active); watch(active.id); } else { recount(); }
+  });
 
   typeSelect.addEventListener("change", recount);
   statusSelect.addEventListener("change", recount);
