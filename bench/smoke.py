@@ -72,6 +72,7 @@ BENCHES = (
     Bench("bench.scale_workers", "bench.scale_workers:run", {"seconds": 12, "rounds": 4}, 150),
     Bench("bench.whoami_under_ocr", "bench.whoami_under_ocr:run",
           {"size": 1300, "seconds": 5}, 120),
+    Bench("bench.batches", "bench.batches:run", {"runs": 1_000}, 120),
     Bench("bench.ab", "bench.ab:run", {"ref": "429cd63", "seconds": 12, "rounds": 4}, 180),
 )
 
