@@ -47,22 +47,27 @@ TARGET_RATIO = 2.0
 ALONE_SECONDS = 8.0
 
 LOAD = """
+from agent33.tenancy.context import tenant_scope
 from agent33.tenancy.models import Tenant
 from operations.models import WorkflowRun
 for slug, count in (("acme", {acme}), ("other", 200)):
     tenant = Tenant.objects.get(pk=slug)
-    WorkflowRun.all_tenants.bulk_create(
-        [WorkflowRun(tenant=tenant, workflow_name=f"{{slug}}-{{n}}", status="running")
-         for n in range(count)], batch_size=2000)
+    with tenant_scope(tenant):
+        WorkflowRun.objects.bulk_create(
+            [WorkflowRun(tenant=tenant, workflow_name=f"{{slug}}-{{n}}", status="running")
+             for n in range(count)], batch_size=2000)
 """
 
 CHECK = """
 from collections import Counter
+from agent33.tenancy.context import tenant_scope
+from agent33.tenancy.models import Tenant
 from operations.models import StatusChange, WorkflowRun
-runs = WorkflowRun.all_tenants.filter(tenant_id="acme")
-print(dict(Counter(runs.values_list("status", flat=True))))
-print(StatusChange.all_tenants.filter(tenant_id="acme", path="batch").count())
-print(WorkflowRun.all_tenants.filter(tenant_id="other", status="running").count())
+with tenant_scope(Tenant.objects.get(pk="acme")):
+    print(dict(Counter(WorkflowRun.objects.values_list("status", flat=True))))
+    print(StatusChange.objects.filter(path="batch").count())
+with tenant_scope(Tenant.objects.get(pk="other")):
+    print(WorkflowRun.objects.filter(status="running").count())
 """
 
 

@@ -235,11 +235,11 @@ def _finish(batch: Batch, state: str) -> None:
     batch.state = state
     batch.finished_at = timezone.now()
     batch.save(update_fields=["state", "finished_at"])
-    transaction.on_commit(lambda: _announce(batch.pk))
+    transaction.on_commit(lambda: _announce(batch))
 
 
-def _announce(batch_id: str) -> None:
-    batch = Batch.all_tenants.defer("items").get(pk=batch_id)
+def _announce(batch: Batch) -> None:
+    """The row as it was committed (its final state and counts; `items` left unread)."""
     for receiver, error in batch_completed.send_robust(sender=Batch, batch=batch):
         if error is not None:
             logger.error("batch_completed listener %r failed", receiver, exc_info=error)
