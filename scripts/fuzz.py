@@ -64,6 +64,7 @@ ID_PREFIX_BY_ROUTE = {
     "^/v1/multimodal/requests/": "mmreq-",
     "^/v1/multimodal/artifacts/": "artifact-",
     "^/v1/outcomes/events/": "outcome-",
+    "^/v1/operations/batches/": "batch-",
 }
 PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
 # Stored so that DELETE …/providers/{provider} has a key to remove from the start.
@@ -80,6 +81,11 @@ SEEDED_OBJECTS = (
      {"modality": "text_to_speech", "input_text": "fuzz", "execute_now": False}),
     ("/v1/multimodal/requests", {"modality": "text_to_speech", "input_text": "fuzz"}),
 )
+
+# Two batches per tenant and run (at most 3 may be queued or running at once; the worker
+# finishes them in moments), so the batch routes have real ones to read and cancel.
+SEEDED_BATCHES = 2
+BATCH_BODY = {"action": "pause", "filter": {"include": "workflows"}, "reason": "fuzz"}
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -139,6 +145,8 @@ def seed_live_objects(url: str, tokens: dict[str, str]) -> list[tuple[str, str]]
             answers += [
                 client.post(path, json=body) for path, body in SEEDED_OBJECTS for _ in range(5)
             ]
+            answers += [client.post("/v1/operations/batches", json=BATCH_BODY)
+                        for _ in range(SEEDED_BATCHES)]
         for answer in answers:
             if answer.status_code >= 300:
                 print(f"Could not seed {answer.request.url.path}: {answer.text[:200]}")

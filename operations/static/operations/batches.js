@@ -81,6 +81,7 @@
       button.disabled = true;
       button.querySelector(".batch-count").textContent = "…";
     });
+    if (!tenantLabel.hidden && !tenantSelect.value) { return; }  // several tenants: pick one
     var query = new URLSearchParams(filter());
     query.set("counts", "1");
     if (tenantSelect.value) { query.set("tenant", tenantSelect.value); }
@@ -162,6 +163,12 @@
 
   get(new URLSearchParams()).then(function (result) {
     var data = result.body;
+    if ((data.tenants || []).length > 1) {
+      var choose = document.createElement("option");
+      choose.value = "";
+      choose.textContent = "Choose a tenant";
+      tenantSelect.appendChild(choose);
+    }
     (data.tenants || []).forEach(function (slug) {
       var option = document.createElement("option");
       option.value = slug;
