@@ -25,7 +25,7 @@ from ..choices import (
     WorkflowRunStatus,
     WorkflowStartStatus,
 )
-from ..models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+from ..models import AutonomyBudget, BatchState, ImprovementIntake, Trace, TraceStep, WorkflowRun
 from ..selectors import HISTORY_LIMIT
 
 __all__ = [
@@ -449,11 +449,10 @@ class BatchErrorSerializer(serializers.Serializer):
 class BatchSerializer(serializers.Serializer):
     id = serializers.CharField()
     tenant_id = serializers.CharField()
-    action = serializers.CharField()
+    action = serializers.ChoiceField(choices=ControlActionChoice.choices)
     filter = serializers.DictField()
     reason = serializers.CharField()
-    state = serializers.ChoiceField(
-        choices=["queued", "running", "completed", "cancelled", "failed"])
+    state = serializers.ChoiceField(choices=BatchState.choices)
     matched = serializers.IntegerField()
     done = serializers.IntegerField()
     failed = serializers.IntegerField()
