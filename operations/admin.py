@@ -372,8 +372,8 @@ class BatchAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
         # The list never needs the snapshot of up to 10,000 ids.
-        return queryset.defer("items") if request.resolver_match.url_name.endswith(
-            "changelist") else queryset
+        url_name = getattr(request.resolver_match, "url_name", "") or ""
+        return queryset.defer("items") if url_name.endswith("changelist") else queryset
 
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.concrete_fields]
