@@ -66,6 +66,9 @@ ID_PREFIX_BY_ROUTE = {
     "^/v1/outcomes/events/": "outcome-",
     "^/v1/operations/batches/": "batch-",
 }
+# Routes whose object parameter is not `{id}` (an operation's own parameters replace the
+# global ones, so it is named here).
+PATH_PARAMETER_BY_ROUTE = {"^/v1/operations/batches/": "batch_id"}
 PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
 # Stored so that DELETE …/providers/{provider} has a key to remove from the start.
 SEEDED_PROVIDERS = ("openai", "elevenlabs")
@@ -209,7 +212,8 @@ def fuzz(provider_url: str) -> int:
         by_type = "".join(
             "[[operations]]\n"
             f'include-path-regex = "{route}"\n'
-            f'parameters = {{ "path.id" = {{ dictionary = "{prefix[:-1]}", '
+            f'parameters = {{ "path.{PATH_PARAMETER_BY_ROUTE.get(route, "id")}" = '
+            f'{{ dictionary = "{prefix[:-1]}", '
             "probability = 0.5 } }\n"
             for route, prefix in ID_PREFIX_BY_ROUTE.items()
         )
