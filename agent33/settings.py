@@ -244,6 +244,12 @@ SPECTACULAR_SETTINGS = {
         "BudgetStatusEnum": "operations.choices.BudgetStatus",
         "IntakeStatusEnum": "operations.choices.IntakeStatus",
         "WorkflowRunStatusEnum": "operations.choices.WorkflowRunStatus",
+        # Batches (DESIGN §8.4) added a second "action" and "state" choice set; these keep
+        # the names the history's action and a multimodal request's state always had.
+        "ActionEnum": "operations.choices.HistoryAction.values",
+        "StateEnum": "multimodal.choices.RequestState",
+        "BatchActionEnum": "operations.choices.ControlActionChoice",
+        "BatchStateEnum": "operations.models.BatchState",
         "ModalityEnum": "multimodal.choices.Modality",
         "StateEnum": "multimodal.choices.RequestState",  # the name it had before webhooks
         "WebhookDeliveryStateEnum": "webhooks.choices.DeliveryState",

@@ -73,6 +73,7 @@ BENCHES = (
     Bench("bench.whoami_under_ocr", "bench.whoami_under_ocr:run",
           {"size": 1300, "seconds": 5}, 120),
     Bench("bench.webhooks", "bench.webhooks:run", {"alerts": 40, "flood_size": 200}, 120),
+    Bench("bench.batches", "bench.batches:run", {"runs": 1_000}, 120),
     Bench("bench.ab", "bench.ab:run", {"ref": "429cd63", "seconds": 12, "rounds": 4}, 180),
     Bench("bench.hub_live", "bench.hub_live:run",
           {"streams": 10, "changes": 20, "idle": 5.0, "browser_changes": 5}, 150),

@@ -62,7 +62,7 @@ class MultimodalRequestSource:
         self, *, scope: Any, since: datetime, statuses: tuple[str, ...], limit: int
     ) -> list[ProcessRow]:
         rows = (
-            MultimodalRequest.objects.filter(state__in=list(statuses), created_at__gte=since)
+            self.matching(since=since, statuses=statuses)
             .order_by("-created_at", "-id")
             .values(*_ROW_FIELDS)[:limit]
         )
@@ -72,6 +72,11 @@ class MultimodalRequestSource:
         """These requests' hub rows, any tenant, in one query (the live hub's broker)."""
         values = MultimodalRequest.all_tenants.filter(pk__in=ids).values(*_ROW_FIELDS)
         return {row["id"]: self._row(row) for row in values}
+
+    def matching(self, *, since: datetime, statuses: tuple[str, ...]):
+        """Every request the hub's filter selects (no limit): the hub lists from it, batches
+        count and snapshot it."""
+        return MultimodalRequest.objects.filter(state__in=list(statuses), created_at__gte=since)
 
     def _detail(self, mm_request: MultimodalRequest) -> ProcessDetail:
         values = {name: getattr(mm_request, name) for name in _ROW_FIELDS}

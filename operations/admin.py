@@ -34,6 +34,7 @@ from .choices import BudgetStatus, ChangeCause, ChangePath, IntakeStatus
 from .controls import process_control, process_move
 from .models import (
     AutonomyBudget,
+    Batch,
     ImprovementIntake,
     StatusChange,
     Trace,
@@ -42,7 +43,9 @@ from .models import (
 )
 from .selectors import process_history
 from .services import machine_for
+from .staff_batches import batches_endpoint
 from .staff_views import VIEW_PERMISSION, hub_page, hub_stream
+from .staff_views import VIEW_PERMISSION, hub_page
 from .transitions import CONTROL_PERMISSION, kind_for_type, move_refusal, origin_of
 
 admin.site.register_page(
@@ -61,6 +64,18 @@ admin.site.register_page(
         view=hub_stream,
         name="operations_hub_stream",
         title="Operations Hub stream",
+        app_label="operations",
+        permission=VIEW_PERMISSION,
+        in_index=False,
+    )
+)
+
+admin.site.register_page(
+    AdminPage(
+        route="operations/hub/batches/",
+        view=batches_endpoint,
+        name="operations_hub_batches",
+        title="Operations Hub batches",
         app_label="operations",
         permission=VIEW_PERMISSION,
         in_index=False,
@@ -352,3 +367,25 @@ class StatusChangeAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
         meta = kind.model._meta
         url = reverse(f"admin:{meta.app_label}_{meta.model_name}_change", args=[obj.process_id])
         return format_html('<a href="{}">{}</a>', url, obj.process_id)
+
+
+@admin.register(Batch)
+class BatchAdmin(ReadOnlyAdminMixin, TenantScopedAdmin):
+    """Batches are made through the API or the hub page and run by the worker: staff read
+    them here (the item list is the snapshot of matched ids, shown on the page only)."""
+
+    list_display = ("id", "action", "state", "matched", "done", "skipped", "failed",
+                    "created_by", "tenant", "created_at", "finished_at")
+    list_filter = ("state", "action", StaffTenantFilter)
+    search_fields = ("id", "created_by", "reason")
+    date_hierarchy = "created_at"
+    list_per_page = 50
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        # The list never needs the snapshot of up to 10,000 ids.
+        url_name = getattr(request.resolver_match, "url_name", "") or ""
+        return queryset.defer("items") if url_name.endswith("changelist") else queryset
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.concrete_fields]

@@ -23,6 +23,12 @@ Contract for implementers (see `ModelProcessSource` in operations/sources.py for
   returns the process's detail after the change. Raise `agent33.errors.NotFound` when
   absent, `StateConflict` when the type does not support the action or the current state
   forbids it (detail says why), `Forbidden` when the origin lacks the right.
+- Optional, for batches (operations/batches.py): `matching(since=, statuses=)` returns the
+  tenant-scoped QuerySet `list` reads from (no order, no limit), so a batch counts and
+  snapshots exactly what the hub's filter means; a source without it is never in a batch.
+  `control_many(pks, action=, reason=, origin=)` controls many at once through
+  `apply_status_changes` (returning its `StatusChanges`); without it a batch calls `control`
+  once per process (multimodal requests: their API's cancel).
 - Each ProcessRow carries `allowed_actions`: the controls that would change that process
   now, read from the type's state machine and the rules the control's service applies.
 """

@@ -35,6 +35,7 @@ from .choices import (
 
 __all__ = [
     "AutonomyBudget",
+    "Batch",
     "ControlCount",
     "ImprovementIntake",
     "ProcessCount",
@@ -355,3 +356,63 @@ class ProcessEvent(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"{self.seq or '-'} {self.process_id} {self.state_before}->{self.state_after}"
+
+
+class BatchState(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    CANCELLED = "cancelled", "Cancelled"
+    FAILED = "failed", "Failed"
+
+
+BATCH_ACTIVE: tuple[str, ...] = (BatchState.QUEUED, BatchState.RUNNING)
+
+
+class Batch(TenantOwnedModel):
+    """One control (pause, resume, cancel) applied to every process a hub filter matched
+    (DESIGN §8.4), run by the worker in chunks (operations/batches.py).
+
+    `items` is the snapshot of the matched process ids, taken when the batch is created, in
+    the order they are applied; `position` is how many of them are done (applied, skipped or
+    failed), advanced in the transaction of each chunk's changes, so a worker killed
+    mid-batch resumes exactly after the last committed chunk. `errors`: the first 100
+    failures, `{"process_id", "code", "detail"}`."""
+
+    id = PrefixedIdField(prefix="batch")
+    action = models.CharField(max_length=20)
+    filter = models.JSONField(default=dict, blank=True)
+    reason = models.TextField(blank=True, default="")
+    state = models.CharField(max_length=20, choices=BatchState.choices,
+                             default=BatchState.QUEUED)
+    items = models.JSONField(default=list, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    matched = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    created_by = models.CharField(max_length=300)
+    created_by_name = models.CharField(max_length=200, blank=True, default="")
+    # The creator's rights when the batch was made (API scopes), checked per item as the
+    # one-process control would check them.
+    created_scopes = models.JSONField(default=list, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "batches"
+        indexes = [
+            models.Index(fields=["tenant", "created_at"], name="batch_tenant_created"),
+            models.Index(fields=["tenant", "state"], name="batch_tenant_state"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=list(BatchState.values)),
+                                   name="batch_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} of {self.matched} ({self.state})"

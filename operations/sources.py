@@ -37,7 +37,13 @@ from .hub import (
     register_process_source,
 )
 from .models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
-from .transitions import Origin, move_refusal, transition_apply
+from .transitions import (
+    Origin,
+    StatusChanges,
+    apply_status_changes,
+    move_refusal,
+    transition_apply,
+)
 
 __all__ = [
     "BudgetSource",
@@ -111,7 +117,7 @@ class ModelProcessSource:
         # filter + order + limit match the (tenant, status, started_at) index and the partial
         # "active" index, so this reads about `limit` index entries however big the table.
         rows = (
-            self.model.objects.filter(status__in=list(statuses), started_at__gte=since)
+            self.matching(since=since, statuses=statuses)
             .order_by("-started_at", "-id")
             .values(*self._columns())[:limit]
         )
@@ -123,6 +129,12 @@ class ModelProcessSource:
         by each stream's scope itself (operations.stream)."""
         values = self.model.all_tenants.filter(pk__in=ids).values(*self._columns())
         return {row["id"]: self._row(row) for row in values}
+
+    def matching(self, *, since: datetime, statuses: tuple[str, ...]) -> models.QuerySet:
+        """Every process the hub's filter selects (no limit, no order): the hub lists from
+        it and batches count and snapshot it (operations/batches.py), so both read one
+        definition of a filter."""
+        return self.model.objects.filter(status__in=list(statuses), started_at__gte=since)
 
     def detail_extra(self, obj: models.Model) -> dict[str, Any]:
         return {}
@@ -162,6 +174,20 @@ class ModelProcessSource:
             only_from=rule.sources,
         )
         return self._detail(moved.obj)
+
+
+    def control_many(
+        self, pks: list[str], *, action: str, reason: str, origin: Origin
+    ) -> StatusChanges:
+        """`control` for many processes of this type at once (a batch's chunk): one locked
+        read, one update and one history INSERT through the same status change and rules.
+        Rows that may not move are in `refused`, absent ones in `skipped`."""
+        rule = self.machine.controls[action]
+        return apply_status_changes(
+            self.model, pks, target=rule.target, origin=origin,
+            changes=self.control_changes(action, reason), reason=reason, move=action,
+            only_from=rule.sources,
+        )
 
 
 class TraceSource(ModelProcessSource):

@@ -66,7 +66,11 @@ ID_PREFIX_BY_ROUTE = {
     "^/v1/outcomes/events/": "outcome-",
     "^/v1/webhooks/endpoints/": "whep-",
     "^/v1/webhooks/deliveries/": "whdel-",
+    "^/v1/operations/batches/": "batch-",
 }
+# Routes whose object parameter is not `{id}` (an operation's own parameters replace the
+# global ones, so it is named here).
+PATH_PARAMETER_BY_ROUTE = {"^/v1/operations/batches/": "batch_id"}
 PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
 # Stored so that DELETE …/providers/{provider} has a key to remove from the start.
 SEEDED_PROVIDERS = ("openai", "elevenlabs")
@@ -85,6 +89,11 @@ SEEDED_OBJECTS = (
      {"modality": "text_to_speech", "input_text": "fuzz", "execute_now": False}),
     ("/v1/multimodal/requests", {"modality": "text_to_speech", "input_text": "fuzz"}),
 )
+
+# Two batches per tenant and run (at most 3 may be queued or running at once; the worker
+# finishes them in moments), so the batch routes have real ones to read and cancel.
+SEEDED_BATCHES = 2
+BATCH_BODY = {"action": "pause", "filter": {"include": "workflows"}, "reason": "fuzz"}
 
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
@@ -144,6 +153,8 @@ def seed_live_objects(url: str, tokens: dict[str, str]) -> list[tuple[str, str]]
             answers += [
                 client.post(path, json=body) for path, body in SEEDED_OBJECTS for _ in range(5)
             ]
+            answers += [client.post("/v1/operations/batches", json=BATCH_BODY)
+                        for _ in range(SEEDED_BATCHES)]
         for answer in answers:
             if answer.status_code >= 300:
                 print(f"Could not seed {answer.request.url.path}: {answer.text[:200]}")
@@ -211,7 +222,8 @@ def fuzz(provider_url: str) -> int:
         by_type = "".join(
             "[[operations]]\n"
             f'include-path-regex = "{route}"\n'
-            f'parameters = {{ "path.id" = {{ dictionary = "{prefix[:-1]}", '
+            f'parameters = {{ "path.{PATH_PARAMETER_BY_ROUTE.get(route, "id")}" = '
+            f'{{ dictionary = "{prefix[:-1]}", '
             "probability = 0.5 } }\n"
             for route, prefix in ID_PREFIX_BY_ROUTE.items()
         )

@@ -33,7 +33,7 @@ from typing import Any
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from multimodal.models import Artifact, MultimodalPolicy, MultimodalRequest
-from operations.models import AutonomyBudget, ImprovementIntake, Trace, WorkflowRun
+from operations.models import AutonomyBudget, Batch, ImprovementIntake, Trace, WorkflowRun
 from outcomes.models import OutcomeEvent
 from tests.factories.multimodal import (
     ArtifactFactory,
@@ -310,6 +310,63 @@ def _trace_with_step(tenant) -> Built:
     return Built(kwargs={"id": pk}, secrets=(pk,))
 
 
+def _batch(tenant) -> Batch:
+    run = WorkflowRunFactory(tenant=tenant, status="running").pk
+    return Batch.all_tenants.create(tenant=tenant, action="pause", items=[run], matched=1,
+                                    created_by="token:probe", reason=_marker())
+
+
+def _batch_object(tenant) -> Built:
+    batch = _batch(tenant)
+    return Built(kwargs={"batch_id": batch.pk}, secrets=(batch.pk, batch.reason))
+
+
+def _batch_list(tenant) -> Built:
+    batch = _batch(tenant)
+    return Built(refs={"tenant": tenant.slug}, secrets=(batch.pk, batch.reason, tenant.slug))
+
+
+def _a_runs(tenant) -> Built:
+    """Tenant A's running workflows, which B's batch names by id. The batch echoes its
+    filter (B's own input, ids included), so the ids are not secrets here: what B must not
+    learn is whether they exist (`matched` is 0 either way) or move them."""
+    ids = tuple(WorkflowRunFactory(tenant=tenant, status="running").pk for _ in range(2))
+    return Built(refs={"tenant": tenant.slug, **{f"run{i}": pk for i, pk in enumerate(ids)}},
+                 secrets=(tenant.slug,))
+
+
+def _matched_none(response, built, tenant) -> None:
+    assert response.json()["matched"] == 0, response.json()
+
+
+def _batch_probes() -> dict[str, dict[str, list[Probe]]]:
+    owned = _owned_by_requester(Batch)
+
+    def body(dry_run: bool):
+        def render(built: Built) -> dict:
+            return {"action": "pause", "dry_run": dry_run, "tenant_id": built.refs["tenant"],
+                    "filter": {"ids": [built.refs["run0"], built.refs["run1"]]}}
+        return render
+
+    return {
+        f"{OPS}/batches": {
+            "GET": [Probe(build=_batch_list, status=200, code=None, own_sees=True)],
+            "POST": [
+                # B's batch naming A's processes (and A's tenant) is B's, matches none of
+                # A's, and changes none of A's rows.
+                Probe(build=_a_runs, body=body(False), status=202, code=None,
+                      own_status=202, check_b=lambda r, b, t: (owned(r, b, t),
+                                                               _matched_none(r, b, t)),
+                      note="ids of another tenant's processes"),
+                Probe(build=_a_runs, body=body(True), status=200, code=None,
+                      own_status=200, check_b=_matched_none, note="dry run"),
+            ],
+        },
+        f"{OPS}/batches/<batch_id>": {"GET": [Probe(build=_batch_object)]},
+        f"{OPS}/batches/<batch_id>/cancel": {"POST": [Probe(build=_batch_object)]},
+    }
+
+
 def _operations() -> dict[str, dict[str, list[Probe]]]:
     records = {
         "traces": (Trace, TraceFactory, {"task_id": "t"}, None),
@@ -332,6 +389,7 @@ def _operations() -> dict[str, dict[str, list[Probe]]]:
             Probe(build=_hub_stream_build, status=200, code=None, own_sees=True,
                   query=lambda b: {"last_event_id": b.refs["after"], "duration": "0"}),
         ]},
+        **_batch_probes(),
         f"{OPS}/processes/<process_id>": {"GET": _process_probes(control=False)},
         f"{OPS}/processes/<process_id>/control": {"POST": _process_probes(control=True)},
         f"{OPS}/traces/<id>/steps": {"POST": [

@@ -96,9 +96,9 @@ def _component(result: dict, node: dict) -> dict:
     return node
 
 
-def _created_object(result: dict, operation: dict) -> dict | None:
-    """The JSON schema of what a create answers with (201 with an `id`), else None."""
-    created = operation.get("responses", {}).get("201", {})
+def _created_object(result: dict, operation: dict, code: str = "201") -> dict | None:
+    """The JSON schema of what a create answers with (`code` with an `id`), else None."""
+    created = operation.get("responses", {}).get(code, {})
     schema = created.get("content", {}).get("application/json", {}).get("schema")
     if not schema:
         return None
@@ -115,7 +115,9 @@ def add_object_links(result, generator, request, public):
     - a create whose object has a lifecycle (`status` or `state`: a process) also links to
       the hub's routes under `/processes/{process_id}`;
     - a PUT (which creates or replaces what its path names) links to the other methods on
-      the same path, with the same path parameters.
+      the same path, with the same path parameters;
+    - work accepted to be done later (202 with an `id`: a batch) links to the operations
+      under `/x/{param}` like a create, never to the hub's process routes.
     """
     paths = result.get("paths", {})
     operations = [
@@ -133,7 +135,11 @@ def add_object_links(result, generator, request, public):
             _link_same_path(operation, paths[path], path)
         if method != "post" or "{" in path:
             continue
+        code = "201"
         created = _created_object(result, operation)
+        if created is None:
+            code = "202"
+            created = _created_object(result, operation, code)
         if created is None:
             continue
         targets = [
@@ -141,7 +147,7 @@ def add_object_links(result, generator, request, public):
             if other_path.startswith(f"{path}/{{")
         ]
         properties = created.get("properties", {})
-        if "status" in properties or "state" in properties:
+        if code == "201" and ("status" in properties or "state" in properties):
             targets += process_routes
         links = {}
         for target_path, target in targets:
@@ -152,7 +158,7 @@ def add_object_links(result, generator, request, public):
                 "description": f"The created object's id as `{parameter}`.",
             }
         if links:
-            operation["responses"]["201"]["links"] = links
+            operation["responses"][code]["links"] = links
     return result
 
 

@@ -25,12 +25,15 @@ from ..choices import (
     WorkflowRunStatus,
     WorkflowStartStatus,
 )
-from ..models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+from ..models import AutonomyBudget, BatchState, ImprovementIntake, Trace, TraceStep, WorkflowRun
 from ..selectors import HISTORY_LIMIT
 
 __all__ = [
     "AutonomyBudgetCreateSerializer",
     "AutonomyBudgetSerializer",
+    "BatchCreateSerializer",
+    "BatchMatchedSerializer",
+    "BatchSerializer",
     "BudgetTransitionSerializer",
     "ControlRequestSerializer",
     "HubSerializer",
@@ -408,3 +411,54 @@ class ProcessDetailSerializer(HubProcessSerializer):
     )
     limits = serializers.DictField(required=False, help_text="Autonomy budgets only.")
     summary = serializers.CharField(required=False, help_text="Improvement intakes only.")
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+class BatchFilterSerializer(serializers.Serializer):
+    include = serializers.CharField(required=False, help_text="Comma-separated hub types "
+                                    "(or a list); default: every type with the control.")
+    status = serializers.CharField(required=False, help_text="One status (default: every "
+                                   "not-finished one).")
+    since = serializers.CharField(required=False, help_text="ISO 8601 on started_at (default: "
+                                  "24 h ago; none when `ids` is given).")
+    ids = serializers.ListField(child=serializers.CharField(), required=False,
+                                help_text="Only these process ids (at most 10,000).")
+
+
+class BatchCreateSerializer(serializers.Serializer):
+    """Documentation only: operations.batches validates (every bad value a 400 naming it)."""
+
+    action = serializers.ChoiceField(choices=ControlActionChoice.choices)
+    filter = BatchFilterSerializer(required=False)
+    reason = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+    dry_run = serializers.BooleanField(required=False, default=False)
+
+
+class BatchMatchedSerializer(serializers.Serializer):
+    matched = serializers.IntegerField()
+
+
+class BatchErrorSerializer(serializers.Serializer):
+    process_id = serializers.CharField()
+    code = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class BatchSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    tenant_id = serializers.CharField()
+    action = serializers.ChoiceField(choices=ControlActionChoice.choices)
+    filter = serializers.DictField()
+    reason = serializers.CharField()
+    state = serializers.ChoiceField(choices=BatchState.choices)
+    matched = serializers.IntegerField()
+    done = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    errors = BatchErrorSerializer(many=True)
+    created_by = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)

@@ -6,6 +6,9 @@ from rest_framework.routers import SimpleRouter
 from .views import (
     AutonomyBudgetViewSet,
     HubStreamView,
+    BatchCancelView,
+    BatchDetailView,
+    BatchListView,
     HubView,
     ImprovementIntakeViewSet,
     ProcessControlView,
@@ -29,5 +32,10 @@ urlpatterns = [
     re_path(
         rf"^processes/{PROCESS_ID}/control$", ProcessControlView.as_view(), name="process-control"
     ),
+    path("batches", BatchListView.as_view(), name="batch-list"),
+    re_path(r"^batches/(?P<batch_id>[A-Za-z0-9_.:-]{1,100})$", BatchDetailView.as_view(),
+            name="batch-detail"),
+    re_path(r"^batches/(?P<batch_id>[A-Za-z0-9_.:-]{1,100})/cancel$",
+            BatchCancelView.as_view(), name="batch-cancel"),
     *router.urls,
 ]

@@ -23,9 +23,10 @@ from rest_framework.views import APIView
 from agent33.api.pagination import LinkHeaderCursorPagination
 from agent33.api.viewsets import ApiView, TenantScopedViewSet, tenant_of
 from agent33.auth.scopes import WORKFLOWS_EXECUTE, WORKFLOWS_READ, WORKFLOWS_WRITE
+from agent33.errors import InvalidInput
 from agent33.tenancy.context import current_scope
 
-from .. import controls, selectors, services, stream
+from .. import batches, controls, selectors, services, stream
 from ..choices import ChangeCause, ChangePath
 from ..filtersets import (
     AutonomyBudgetFilterSet,
@@ -34,12 +35,15 @@ from ..filtersets import (
     WorkflowRunFilterSet,
 )
 from ..hub import HUB_INCLUDES
-from ..models import AutonomyBudget, ImprovementIntake, Trace, TraceStep, WorkflowRun
+from ..models import AutonomyBudget, Batch, ImprovementIntake, Trace, TraceStep, WorkflowRun
 from ..transitions import origin_of
 from . import serializers as s
 
 __all__ = [
     "AutonomyBudgetViewSet",
+    "BatchCancelView",
+    "BatchDetailView",
+    "BatchListView",
     "HubStreamView",
     "HubView",
     "ImprovementIntakeViewSet",
@@ -333,3 +337,67 @@ class ProcessControlView(ApiView):
             origin=origin_of(request, path=ChangePath.HUB, cause=ChangeCause.OPERATOR),
         )
         return Response(detail)
+
+
+# --- batches ----------------------------------------------------------------------------
+
+
+class BatchPagination(LinkHeaderCursorPagination):
+    ordering = ("-created_at", "-pk")
+
+
+class BatchListView(ApiView):
+    required_scopes = {"get": WORKFLOWS_READ, "post": WORKFLOWS_EXECUTE}
+
+    @extend_schema(
+        summary="Batches, newest first",
+        parameters=[OpenApiParameter("limit", int, description="1..100 (default 50)."),
+                    OpenApiParameter("cursor", str, description="From the Link header.")],
+        responses={200: s.BatchSerializer(many=True), **_errors(400, 401, 403)},
+    )
+    def get(self, request):
+        paginator = BatchPagination()
+        page = paginator.paginate_queryset(Batch.objects.defer("items"), request, view=self)
+        return paginator.get_paginated_response(batches.batches_to_dicts(page))
+
+    @extend_schema(
+        summary="Pause, resume or cancel every process a hub filter matches",
+        request=s.BatchCreateSerializer,
+        responses={200: s.BatchMatchedSerializer, 202: s.BatchSerializer,
+                   429: OpenApiResponse(description="More than 3 batches queued or running."),
+                   **_errors(400, 401, 403)},
+    )
+    def post(self, request):
+        body = request.data
+        if not isinstance(body, dict):
+            raise InvalidInput("Body must be a JSON object.")
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise InvalidInput("dry_run must be true or false.", field="dry_run")
+        tenant = tenant_of(request)
+        made = batches.batch_create(
+            tenant=tenant, action=body.get("action"), filter=body.get("filter"),
+            reason=body.get("reason", ""), dry_run=dry_run,
+            origin=origin_of(request, path=ChangePath.BATCH, cause=ChangeCause.OPERATOR),
+        )
+        if dry_run:
+            return Response(made)
+        return Response(batches.batch_as_dict(made), status=status.HTTP_202_ACCEPTED)
+
+
+class BatchDetailView(APIView):
+    required_scopes = {"get": WORKFLOWS_READ}
+
+    @extend_schema(summary="One batch and its progress",
+                   responses={200: s.BatchSerializer, **_errors(401, 403, 404)})
+    def get(self, request, batch_id: str):
+        return Response(batches.batch_as_dict(batches.batch_get(batch_id)))
+
+
+class BatchCancelView(ApiView):
+    required_scopes = {"post": WORKFLOWS_EXECUTE}
+
+    @extend_schema(summary="Stop a queued or running batch", request=None,
+                   responses={200: s.BatchSerializer, **_errors(401, 403, 404, 409)})
+    def post(self, request, batch_id: str):
+        return Response(batches.batch_as_dict(batches.batch_cancel(batch_id)))

@@ -20,3 +20,15 @@ class SlowJobsConfig(AppConfig):
                 return real(**kwargs)
 
             declines.declines_evaluate = slow
+
+        chunk_pause = float(os.environ.get("AGENT33_TEST_SLOW_BATCH_CHUNK_SECONDS", "0"))
+        if chunk_pause:
+            from operations import batches
+
+            real_chunk = batches._apply_chunk
+
+            def slow_chunk(*args, **kwargs):
+                time.sleep(chunk_pause)
+                return real_chunk(*args, **kwargs)
+
+            batches._apply_chunk = slow_chunk
