@@ -251,7 +251,6 @@ SPECTACULAR_SETTINGS = {
         "BatchActionEnum": "operations.choices.ControlActionChoice",
         "BatchStateEnum": "operations.models.BatchState",
         "ModalityEnum": "multimodal.choices.Modality",
-        "StateEnum": "multimodal.choices.RequestState",  # the name it had before webhooks
         "WebhookDeliveryStateEnum": "webhooks.choices.DeliveryState",
         "WebhookEventTypeEnum": "webhooks.choices.EventType",
         "WebhookDisabledReasonEnum": "webhooks.choices.DisabledReason",

@@ -45,7 +45,6 @@ from .selectors import process_history
 from .services import machine_for
 from .staff_batches import batches_endpoint
 from .staff_views import VIEW_PERMISSION, hub_page, hub_stream
-from .staff_views import VIEW_PERMISSION, hub_page
 from .transitions import CONTROL_PERMISSION, kind_for_type, move_refusal, origin_of
 
 admin.site.register_page(

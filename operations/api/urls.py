@@ -5,10 +5,10 @@ from rest_framework.routers import SimpleRouter
 
 from .views import (
     AutonomyBudgetViewSet,
-    HubStreamView,
     BatchCancelView,
     BatchDetailView,
     BatchListView,
+    HubStreamView,
     HubView,
     ImprovementIntakeViewSet,
     ProcessControlView,
