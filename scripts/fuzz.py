@@ -155,12 +155,39 @@ def seed_live_objects(url: str, tokens: dict[str, str]) -> list[tuple[str, str]]
             ]
             answers += [client.post("/v1/operations/batches", json=BATCH_BODY)
                         for _ in range(SEEDED_BATCHES)]
+            moves, deliveries = seed_webhook_deliveries(client, answers)
+            answers += moves
+            created += deliveries
         for answer in answers:
             if answer.status_code >= 300:
                 print(f"Could not seed {answer.request.url.path}: {answer.text[:200]}")
             elif "id" in answer.json():
                 created.append((answer.json()["tenant_id"], answer.json()["id"]))
     return created
+
+
+def seed_webhook_deliveries(
+        client: httpx.Client, answers: list[httpx.Response],
+) -> tuple[list[httpx.Response], list[tuple[str, str]]]:
+    """A budget of each new pair submitted for approval: the seeded endpoints are sent
+    `budget.pending_approval`, so the delivery routes (replay) meet real deliveries.
+    Returns the submissions' answers and the deliveries' (tenant, id)."""
+    made = [a.json() for a in answers if a.status_code < 300 and "id" in a.json()]
+    budgets = [m["id"] for m in made if m["id"].startswith("budget-")][:2]
+    endpoints = [m["id"] for m in made if m["id"].startswith("whep-")]
+    moves = [client.post(f"/v1/operations/budgets/{pk}/transition",
+                         json={"status": "pending_approval", "reason": "fuzz"})
+             for pk in budgets]
+    deliveries = []
+    for pk in endpoints:
+        listed = client.get(f"/v1/webhooks/endpoints/{pk}/deliveries")
+        if listed.status_code != 200:
+            print(f"Could not list the deliveries of {pk}: {listed.text[:200]}")
+            continue
+        body = listed.json()
+        deliveries += [(d["tenant_id"], d["id"])
+                       for d in (body if isinstance(body, list) else body.get("results", []))]
+    return moves, deliveries
 
 
 def main() -> int:
@@ -219,13 +246,17 @@ def fuzz(provider_url: str) -> int:
         isolation tests' business, tests/test_route_isolation.py)."""
         ids = [pk for _, pk in objects]
         own = [pk for tenant, pk in objects if who == "operator" or tenant == who]
+        # A type with no object yet (Schemathesis refuses an empty dictionary) keeps the
+        # global `ids` dictionary.
+        of_type = {prefix: [i for i in own if i.startswith(prefix)]
+                   for prefix in ID_PREFIX_BY_ROUTE.values()}
         by_type = "".join(
             "[[operations]]\n"
             f'include-path-regex = "{route}"\n'
             f'parameters = {{ "path.{PATH_PARAMETER_BY_ROUTE.get(route, "id")}" = '
             f'{{ dictionary = "{prefix[:-1]}", '
             "probability = 0.5 } }\n"
-            for route, prefix in ID_PREFIX_BY_ROUTE.items()
+            for route, prefix in ID_PREFIX_BY_ROUTE.items() if of_type[prefix]
         )
         config = workdir / f"schemathesis-{who}.toml"
         config.write_text(
@@ -233,10 +264,8 @@ def fuzz(provider_url: str) -> int:
             'fail-on = ["missing_test_data"]\n'
             + dictionary("ids", ids)
             + dictionary("processes", [i for i in own if i.startswith(PROCESS_PREFIXES)])
-            + "".join(
-                dictionary(prefix[:-1], [i for i in own if i.startswith(prefix)])
-                for prefix in ID_PREFIX_BY_ROUTE.values()
-            )
+            + "".join(dictionary(prefix[:-1], values)
+                      for prefix, values in of_type.items() if values)
             + "[parameters]\n"
             '"path.id" = { dictionary = "ids", probability = 0.5 }\n'
             '"path.process_id" = { dictionary = "processes", probability = 0.5 }\n'

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agent33 import jobs
-from agent33.errors import InvalidInput, StateConflict
+from agent33.errors import InvalidInput, NotFound, StateConflict
 from agent33.networks import outbound_allowed_networks, outbound_refusal
 from agent33.tenancy.models import Tenant
 from multimodal import encryption
@@ -139,6 +139,10 @@ def endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndp
     if "description" in changes:
         fields["description"] = changes["description"]
     with transaction.atomic():
+        # Locked first, so a DELETE racing this PATCH makes it a 404, never a half update.
+        if not list(WebhookEndpoint.objects.select_for_update().filter(pk=endpoint.pk)
+                    .values_list("pk", flat=True)):
+            raise NotFound(f"Webhook endpoint {endpoint.pk} was deleted.")
         if "enabled" in changes:
             if changes["enabled"]:
                 fields.update(enabled=True, disabled_reason="", disabled_at=None,
@@ -151,7 +155,7 @@ def endpoint_update(*, endpoint: WebhookEndpoint, **changes: Any) -> WebhookEndp
             WebhookEndpoint.objects.filter(pk=endpoint.pk).update(**fields)
         if fields.get("enabled"):
             drain_schedule(endpoint_id=endpoint.pk, tenant_id=endpoint.tenant_id)
-    endpoint.refresh_from_db()
+        endpoint.refresh_from_db()
     return endpoint
 
 

@@ -135,6 +135,36 @@ def test_patch_changes_fields_and_enables_or_disables(writer, receiver):
     assert bad.status_code == 400 and "event_types" in bad.json()["errors"]
 
 
+def test_a_form_patch_that_leaves_enabled_out_changes_nothing(writer, receiver):
+    """Found by fuzzing: a multipart PATCH without `enabled` read it as false (a form's
+    unchecked box) and disabled the endpoint."""
+    created = _create(writer, receiver.url).json()
+    response = writer.generic("PATCH", f"{BASE}/endpoints/{created['id']}", b"--xx--\r\n",
+                              content_type="multipart/form-data; boundary=xx")
+    assert response.status_code == 200, response.content
+    assert response.json()["enabled"] is True
+    assert response.json()["disabled_reason"] == ""
+
+
+def test_a_patch_of_an_endpoint_deleted_meanwhile_is_404(writer, receiver, monkeypatch):
+    """Found by fuzzing: a DELETE committed between the PATCH's read and its update made
+    the update's reload a 500."""
+    from webhooks import services
+    from webhooks.models import WebhookEndpoint
+
+    created = _create(writer, receiver.url).json()
+    real_update = services.endpoint_update
+
+    def deleted_first(*, endpoint, **changes):
+        WebhookEndpoint.objects.filter(pk=endpoint.pk).delete()
+        return real_update(endpoint=endpoint, **changes)
+
+    monkeypatch.setattr(services, "endpoint_update", deleted_first)
+    response = writer.patch(f"{BASE}/endpoints/{created['id']}", {"description": "x"},
+                            format="json")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
 def test_delete_removes_the_endpoint_and_its_log(writer, receiver, tenant_a):
     created = _create(writer, receiver.url).json()
     emit(tenant_a, {"x": 1})

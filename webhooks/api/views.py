@@ -90,7 +90,8 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
 
     def partial_update(self, request, *args, **kwargs):
         endpoint = self.get_object()
-        data = s.EndpointUpdateSerializer(data=request.data)
+        # partial: a form body that leaves `enabled` out must not read as false.
+        data = s.EndpointUpdateSerializer(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
         updated = services.endpoint_update(endpoint=endpoint, **data.validated_data)
         return Response(s.EndpointSerializer(updated).data)
