@@ -71,6 +71,14 @@ ID_PREFIX_BY_ROUTE = {
 # Routes whose object parameter is not `{id}` (an operation's own parameters replace the
 # global ones, so it is named here).
 PATH_PARAMETER_BY_ROUTE = {"^/v1/operations/batches/": "batch_id"}
+# Operations on objects the run itself uses up: the seeded batches finish in moments, and
+# the fuzzer's DELETEs of the seeded endpoints take their deliveries with them, so most of
+# their calls meet a 404 however their ids are drawn. They are fuzzed in a run of their own
+# where only that warning does not fail (server errors and the contract checks still do).
+FEW_OBJECT_OPERATIONS = (
+    "POST /v1/webhooks/deliveries/{id}/replay",
+    "POST /v1/operations/batches/{batch_id}/cancel",
+)
 PROCESS_PREFIXES = ("trace-", "budget-", "intake-", "wfrun-", "mmreq-")
 # Stored so that DELETE …/providers/{provider} has a key to remove from the start.
 SEEDED_PROVIDERS = ("openai", "elevenlabs")
@@ -95,6 +103,7 @@ SEEDED_OBJECTS = (
 SEEDED_BATCHES = 2
 BATCH_BODY = {"action": "pause", "filter": {"include": "workflows"}, "reason": "fuzz"}
 
+PHASES = "examples,coverage,fuzzing,stateful"
 CHECKS = (
     "not_a_server_error,status_code_conformance,content_type_conformance,"
     "response_schema_conformance"
@@ -300,9 +309,17 @@ def fuzz(provider_url: str) -> int:
                 "--workers", "2",
                 "--no-color",
                 "--suppress-health-check", "all",
-                "--phases", "examples,coverage,fuzzing,stateful",
+                "--phases", PHASES,
             ]
-            result = subprocess.run(command, cwd=ROOT, env=env, check=False)
+            excluded = [arg for name in FEW_OBJECT_OPERATIONS for arg in ("--exclude-name", name)]
+            result = subprocess.run(command + excluded, cwd=ROOT, env=env, check=False)
+            failed |= result.returncode != 0
+            print(f"\n=== fuzzing as {who}: {', '.join(FEW_OBJECT_OPERATIONS)}", flush=True)
+            included = [arg for name in FEW_OBJECT_OPERATIONS for arg in ("--include-name", name)]
+            # Without the stateful phase: its links start at operations left out here.
+            alone = [arg if arg != PHASES else "examples,coverage,fuzzing" for arg in command]
+            result = subprocess.run(alone + included + ["--warnings", "off"], cwd=ROOT,
+                                    env=env, check=False)
             failed |= result.returncode != 0
     print(f"\nSchemathesis seed was {seed}; {'FAILURES' if failed else 'no failures'}.")
     return 1 if failed else 0
