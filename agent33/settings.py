@@ -1,6 +1,7 @@
 """Settings come from the environment (DESIGN §3); defaults are safe for a local run."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -115,6 +116,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    if os.environ.get("PYTEST_VERSION"):
+        # The tests' database is a file, not Django's shared-cache in-memory default: there a
+        # write fails at once ("database table is locked") while another connection (the live
+        # hub's broker, a live server's request thread) reads the table, and Django's live
+        # server shares one connection between its request threads. A file in WAL mode lets
+        # readers and a writer run together, as `make run` does. pytest-xdist suffixes the
+        # name per worker; Django deletes it when the run ends.
+        DATABASES["default"]["TEST"] = {"NAME": str(
+            Path(tempfile.gettempdir()) / f"agent33-tests-{os.getpid()}.sqlite3")}
 elif os.environ.get("DB_POOL_SIZE"):
     # A pool of PostgreSQL connections per process (psycopg_pool), for the ASGI server: there
     # each request's synchronous view runs in a thread of its own, so a connection kept per
