@@ -32,7 +32,7 @@ from agent33.tenancy.models import Tenant
 from .choices import MetricType
 from .models import MAX_LABEL_LENGTH, MAX_METADATA_BYTES
 from .services import event_record_bulk
-from .validation import MAX_BULK_EVENTS, EventInvalid, clean_event, encodable
+from .validation import MAX_ABS_VALUE, MAX_BULK_EVENTS, EventInvalid, clean_event, encodable
 
 __all__ = [
     "DOMAIN_PREFIX",
@@ -85,6 +85,8 @@ def _integer(value: Any, path: str) -> int:
         raise _invalid(path, "Must be an integer.")
     if value < 0:
         raise _invalid(path, "Must not be negative.")
+    if value > MAX_ABS_VALUE:
+        raise _invalid(path, f"Out of range: a finite number of at most {MAX_ABS_VALUE:g} ms.")
     return value
 
 
@@ -108,6 +110,8 @@ def _duration(value: Any, path: str) -> float:
         raise _invalid(path, "Must be a finite number (not NaN or ±Infinity).")
     if value < 0:
         raise _invalid(path, "Must not be negative.")
+    if value > MAX_ABS_VALUE:
+        raise _invalid(path, f"Out of range: a finite number of at most {MAX_ABS_VALUE:g} ms.")
     return value
 
 

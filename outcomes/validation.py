@@ -40,6 +40,9 @@ _METRICS = frozenset(METRIC_TYPES)
 _METRIC_LIST = ", ".join(METRIC_TYPES)
 _REQUIRED = "This field is required."
 
+# The largest magnitude of an event's value: a rollup's sum of many stays finite.
+MAX_ABS_VALUE = 1e15
+
 
 @dataclass(frozen=True, slots=True)
 class CleanEvent:
@@ -126,6 +129,10 @@ def _value(raw: Any, errors: dict[str, list[str]]) -> float:
     if not math.isfinite(number):
         # 1e400 parses as inf; NaN and ±Infinity cannot be averaged or stored portably.
         errors["value"] = ["Must be a finite number (not NaN or ±Infinity)."]
+    elif abs(number) > MAX_ABS_VALUE:
+        # Rollups add values up: two values near the largest double overflow their sum
+        # (found by fuzzing: a 500 from PostgreSQL's "value out of range").
+        errors["value"] = [f"Must be between -{MAX_ABS_VALUE:g} and {MAX_ABS_VALUE:g}."]
     return number
 
 

@@ -432,3 +432,13 @@ def test_list_queries_do_not_grow_with_rows(outcomes_a, tenant_a, django_assert_
     with django_assert_max_num_queries(2):
         response = outcomes_a.get(f"{EVENTS}?limit=100")
     assert len(response.json()) == 100
+
+
+def test_a_value_whose_rollup_sum_would_overflow_is_a_400_naming_it(outcomes_a):
+    """Found by fuzzing: two values near the largest double overflowed the rollups' sum
+    (a 500 on PostgreSQL)."""
+    event = {"domain": "d", "event_type": "e", "metric_type": "latency_ms", "value": 1.7e308}
+    response = outcomes_a.post("/v1/outcomes/events/bulk", {"events": [event, event]},
+                               format="json")
+    assert response.status_code == 400
+    assert "value" in json.dumps(response.json()["errors"])
