@@ -271,7 +271,7 @@ def fuzz(provider_url: str) -> int:
         )
         config = workdir / f"schemathesis-{who}.toml"
         config.write_text(
-            + dictionary("ids", ids)
+            dictionary("ids", ids)
             + dictionary("processes", [i for i in own if i.startswith(PROCESS_PREFIXES)])
             + "".join(dictionary(prefix[:-1], values)
                       for prefix, values in of_type.items() if values)
